@@ -1,0 +1,3 @@
+from recops.cli import main
+
+main()

@@ -1,0 +1,387 @@
+"""One typed settings object, read once at the boundary and passed down.
+
+Precedence, highest first: explicit overrides (CLI flags) > ``RECOPS_*`` environment
+(nested with ``__``, e.g. ``RECOPS_TRAIN__EPOCHS=3``) > a YAML file (``--config`` or
+``RECOPS_CONFIG``) > the defaults below. Bad values raise :class:`ConfigError` naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from recops.errors import ConfigError
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+DEFAULT_HOME = CHECKOUT / ".recops"
+
+Dataset = Literal["ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "synthetic"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticSettings(_Section):
+    n_users: int = Field(1_000, ge=2)
+    n_items: int = Field(2_000, ge=10)
+    n_interactions: int = Field(100_000, ge=10)
+    n_clusters: int = Field(8, ge=1)
+    days: int = Field(60, ge=1)
+    start: datetime = datetime(2026, 1, 1)
+
+
+class DataSettings(_Section):
+    dataset: Dataset = "ml-latest-small"
+    # A folder that holds the dataset folder (e.g. <root>/ml-latest-small/ratings.csv), or the
+    # dataset folder itself. Unset: <home>/datasets, downloaded from GroupLens when absent.
+    root: Path | None = None
+    download: bool = True
+    synthetic: SyntheticSettings = SyntheticSettings()
+
+
+class StoreSettings(_Section):
+    online: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "127.0.0.1:6379"
+    registry: Literal["file", "postgres"] = "file"
+    # e.g. postgresql+psycopg://user@127.0.0.1:5432/recops ; never committed, read from env/YAML.
+    postgres_dsn: SecretStr | None = None
+    airflow_db: Literal["sqlite", "postgres"] = "sqlite"
+
+    @model_validator(mode="after")
+    def _dsn_when_postgres(self) -> StoreSettings:
+        if (self.registry == "postgres" or self.airflow_db == "postgres") and not self.postgres_dsn:
+            raise ValueError("stores.postgres_dsn is required when a store is 'postgres'")
+        return self
+
+
+class ModelSettings(_Section):
+    kind: Literal["sasrec", "mf", "pop"] = "sasrec"
+    max_len: int = Field(50, ge=2, le=1024)
+    d_model: int = Field(64, ge=4)
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    text_init: bool = False
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelSettings:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by "
+                             f"model.n_heads ({self.n_heads})")
+        return self
+
+
+class TrainSettings(_Section):
+    mode: Literal["centralised", "federated"] = "centralised"
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int = Field(3, ge=1)
+    eval_every: int = Field(1, ge=1)
+    num_threads: int = Field(2, ge=1)
+
+
+class PrivacySettings(_Section):
+    enabled: bool = False
+    target_epsilon: float = Field(8.0, gt=0)
+    # Unset: 1 / (10 * number of users), below 1/n as DP-SGD requires.
+    delta: float | None = Field(None, gt=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    clipping: Literal["flat", "ghost"] = "ghost"
+    accountant: Literal["rdp", "prv"] = "rdp"
+    # Total epsilon the same people may be charged over all runs and retraining cycles.
+    budget_epsilon: float = Field(16.0, gt=0)
+
+
+class FederatedSettings(_Section):
+    num_clients: int = Field(10, ge=2)
+    rounds: int = Field(5, ge=1)
+    local_epochs: int = Field(1, ge=1)
+    partition: Literal["iid", "dirichlet"] = "iid"
+    dirichlet_alpha: float = Field(0.5, gt=0)
+    strategy: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
+    proximal_mu: float = Field(0.01, ge=0)
+    fraction_train: float = Field(1.0, gt=0, le=1)
+    min_clients: int = Field(2, ge=1)
+    client_dp: Literal["off", "fixed", "adaptive"] = "off"
+    client_noise_multiplier: float = Field(0.1, ge=0)
+    client_clipping_norm: float = Field(1.0, gt=0)
+    num_cpus_per_client: float = Field(1.0, gt=0)
+
+
+class ValidationSettings(_Section):
+    rating_min: float = 0.5
+    rating_max: float = 5.0
+    timestamp_floor: datetime = datetime(1995, 1, 1)
+    # A batch's row count must lie within [low, high] x the last accepted batch of its table.
+    volume_low: float = Field(0.1, gt=0)
+    volume_high: float = Field(5.0, gt=0)
+    drift_psi_threshold: float = Field(0.25, gt=0)
+    # Checks listed here fail the batch; the others only warn.
+    blocking: list[str] = ["schema", "not_null", "range", "event_type", "timestamps",
+                           "unique", "referential", "volume"]
+
+
+class GateSettings(_Section):
+    metric: str = "ndcg@10"
+    tolerance: float = Field(0.005, ge=0)
+    floor: float = Field(0.0, ge=0)
+    max_segment_regression: float = Field(0.2, ge=0)
+
+
+class ServingSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    auth_token: SecretStr | None = None
+    max_k: int = Field(100, ge=1)
+    quantize: bool = False
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every place recops writes, all under one home."""
+
+    home: Path
+
+    def _p(self, *parts: str) -> Path:
+        return self.home.joinpath(*parts)
+
+    @property
+    def datasets(self) -> Path:
+        return self._p("datasets")
+
+    @property
+    def staging(self) -> Path:
+        return self._p("staging")
+
+    @property
+    def lake(self) -> Path:
+        return self._p("lake")
+
+    @property
+    def quarantine(self) -> Path:
+        return self._p("quarantine")
+
+    @property
+    def features(self) -> Path:
+        return self._p("features")
+
+    @property
+    def gx(self) -> Path:
+        return self._p("gx")
+
+    @property
+    def runs(self) -> Path:
+        return self._p("runs")
+
+    @property
+    def airflow_home(self) -> Path:
+        return self._p("airflow")
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self._p("bentoml")
+
+    @property
+    def flwr_home(self) -> Path:
+        return self._p("flwr")
+
+    @property
+    def audit_log(self) -> Path:
+        return self._p("audit", "audit.jsonl")
+
+    @property
+    def privacy_ledger(self) -> Path:
+        return self._p("audit", "privacy_ledger.jsonl")
+
+    @property
+    def feedback(self) -> Path:
+        return self._p("feedback")
+
+    @property
+    def reports(self) -> Path:
+        return self._p("reports")
+
+    @property
+    def resolved_config(self) -> Path:
+        return self._p("settings.yaml")
+
+
+class Settings(BaseSettings):
+    """All of recops' settings. Build with :func:`load_settings`, not directly."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECOPS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = DEFAULT_HOME
+    seed: int = 42
+    data: DataSettings = DataSettings()
+    stores: StoreSettings = StoreSettings()
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    federated: FederatedSettings = FederatedSettings()
+    validation: ValidationSettings = ValidationSettings()
+    gate: GateSettings = GateSettings()
+    serving: ServingSettings = ServingSettings()
+
+    # Filled by load_settings; pydantic-settings reads it through settings_customise_sources.
+    _yaml_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cls._yaml_file))
+        return tuple(sources)
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.home.expanduser().resolve())
+
+    def to_yaml(self) -> str:
+        """The resolved settings as YAML (secrets masked), for reports and model metadata."""
+        return yaml.safe_dump(self.public_dict(), sort_keys=True)
+
+    def public_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+
+    def save(self, path: Path | None = None) -> Path:
+        """Write the resolved settings (secrets included) for child processes; mode 0600."""
+        path = path or self.paths.resolved_config
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.model_dump(mode="json")
+        for section, key in (("stores", "postgres_dsn"), ("serving", "auth_token")):
+            secret = getattr(getattr(self, section), key)
+            data[section][key] = secret.get_secret_value() if secret else None
+        path.write_text(yaml.safe_dump(data, sort_keys=True))
+        path.chmod(0o600)
+        return path
+
+
+def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """{'train.epochs': 3} -> {'train': {'epochs': 3}}; None values are dropped (flag not given)."""
+    out: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = out
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _describe(err: ValidationError, yaml_file: Path | None) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "settings"
+        env = "RECOPS_" + "__".join(str(p) for p in e["loc"]).upper()
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"setting '{where}'{shown}: {e['msg']} [env {env}]")
+    src = f"; YAML file {yaml_file}" if yaml_file else ""
+    return "invalid configuration" + src + ": " + "; ".join(lines)
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read settings once: overrides > RECOPS_* env > YAML (config_file or RECOPS_CONFIG) > defaults."""
+    env = os.environ
+    yaml_path = Path(config_file) if config_file else (
+        Path(env["RECOPS_CONFIG"]) if env.get("RECOPS_CONFIG") else None)
+    if yaml_path is not None:
+        if not yaml_path.is_file():
+            raise ConfigError(f"config file {yaml_path} does not exist (from --config or RECOPS_CONFIG)")
+        try:
+            parsed = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {yaml_path} is not valid YAML: {exc}") from exc
+        if parsed is not None and not isinstance(parsed, dict):
+            raise ConfigError(f"config file {yaml_path} must hold a mapping of settings, "
+                              f"not {type(parsed).__name__}")
+    Settings._yaml_file = yaml_path
+    try:
+        return Settings(**_nest(overrides or {}))
+    except ValidationError as err:
+        raise ConfigError(_describe(err, yaml_path)) from None
+    finally:
+        Settings._yaml_file = None
+
+
+PHONE_HOME_OFF = {
+    "GX_ANALYTICS_ENABLED": "false",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "FEAST_USAGE": "False",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "SCARF_ANALYTICS": "false",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+
+
+def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for the processes recops starts (airflow, feast, bentoml, flwr).
+
+    The resolved settings travel as a YAML file (RECOPS_CONFIG), so a child sees exactly
+    what the parent saw; the framework homes all point under RECOPS_HOME.
+    """
+    p = settings.paths
+    env = dict(os.environ if base is None else base)
+    env = {k: v for k, v in env.items() if not k.startswith("RECOPS_")}
+    env.update(PHONE_HOME_OFF)
+    env.update(
+        RECOPS_HOME=str(p.home),
+        RECOPS_CONFIG=str(settings.save()),
+        AIRFLOW_HOME=str(p.airflow_home),
+        BENTOML_HOME=str(p.bentoml_home),
+        FLWR_HOME=str(p.flwr_home),
+        **feast_env(settings),
+    )
+    return env
+
+
+def feast_env(settings: Settings) -> dict[str, str]:
+    """The ${ENV} values that feature_repo/feature_store.yaml and its definitions read."""
+    p = settings.paths
+    env = {
+        "RECOPS_FEAST_DATA": str(p.features),
+        "RECOPS_FEAST_ONLINE": settings.stores.online,
+        "RECOPS_FEAST_REDIS": settings.stores.redis_url,
+        "RECOPS_SEQ_LEN": str(settings.model.max_len),
+    }
+    if settings.stores.postgres_dsn:
+        env["RECOPS_FEAST_REGISTRY_DSN"] = settings.stores.postgres_dsn.get_secret_value()
+    return env

@@ -1,0 +1,1 @@
+"""Data sources: MovieLens loaders and the synthetic generator."""

@@ -1,0 +1,68 @@
+"""The canonical tables a data source yields, and the staging area they wait in before validation."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from recops import schema
+from recops.errors import DataError
+from recops.hashing import sha256_json
+from recops.lake import conform
+
+
+@dataclass
+class Tables:
+    """interactions, items and users, conformed to :mod:`recops.schema`."""
+
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    users: pd.DataFrame
+    source: str
+
+    def __post_init__(self) -> None:
+        self.interactions = conform(self.interactions, schema.INTERACTIONS)
+        self.items = conform(self.items, schema.ITEMS)
+        self.users = conform(self.users, schema.USERS)
+
+    def as_dict(self) -> dict[str, pd.DataFrame]:
+        return {schema.INTERACTIONS: self.interactions, schema.ITEMS: self.items,
+                schema.USERS: self.users}
+
+
+def stage(staging_root: Path, tables: Tables) -> str:
+    """Write tables to ``<staging>/<id>/`` (id = content hash) for validation; returns the id."""
+    from recops.hashing import sha256_frame
+
+    hashes = {name: sha256_frame(df) for name, df in tables.as_dict().items()}
+    staged_id = sha256_json(hashes)[:16]
+    d = Path(staging_root) / staged_id
+    if (d / "manifest.json").exists():
+        return staged_id
+    d.mkdir(parents=True, exist_ok=True)
+    for name, df in tables.as_dict().items():
+        tmp = d / f"{name}.parquet.tmp"
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, d / f"{name}.parquet")
+    manifest = {
+        "id": staged_id, "source": tables.source, "created_at": datetime.now(UTC).isoformat(),
+        "rows": {n: len(df) for n, df in tables.as_dict().items()}, "hashes": hashes,
+    }
+    (d / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return staged_id
+
+
+def read_staged(staging_root: Path, staged_id: str) -> Tables:
+    d = Path(staging_root) / staged_id
+    manifest = d / "manifest.json"
+    if not manifest.exists():
+        raise DataError(f"no staged batch '{staged_id}' under {staging_root}: run `recops ingest` first")
+    meta = json.loads(manifest.read_text())
+    frames = {n: pd.read_parquet(d / f"{n}.parquet") for n in schema.TABLES}
+    return Tables(frames[schema.INTERACTIONS], frames[schema.ITEMS], frames[schema.USERS],
+                  source=meta["source"])

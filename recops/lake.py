@@ -1,0 +1,140 @@
+"""The lake: canonical Parquet tables, append-only batches, versions named by content hash.
+
+Layout under ``<home>/lake``::
+
+    <table>/batches/<batch_id>.parquet      one accepted batch, never rewritten
+    <table>/batches/<batch_id>.json         its manifest (rows, hash, source, time)
+    <table>/log.jsonl                       the batch ids in the order they were accepted
+
+A table's version is the hash of its batch ids in order (like a commit); a dataset version
+is the hash of its tables' versions. Appending the same content twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recops import schema
+from recops.errors import DataError
+from recops.hashing import sha256_frame, sha256_json
+
+
+@dataclass(frozen=True)
+class BatchManifest:
+    table: str
+    batch_id: str
+    rows: int
+    content_hash: str
+    source: str
+    created_at: str
+    path: str
+
+
+def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Cast a frame to the canonical dtypes of ``table`` (required columns first, extras kept)."""
+    dtypes = schema.PANDAS_DTYPES[table]
+    missing = [c for c in dtypes if c not in df.columns]
+    if missing:
+        raise DataError(f"{table}: missing required column(s) {missing}; have {list(df.columns)}")
+    out = df.copy()
+    for col, dtype in dtypes.items():
+        try:
+            if dtype.startswith("datetime64"):
+                out[col] = pd.to_datetime(out[col], utc=True).astype(dtype)
+            else:
+                out[col] = out[col].astype(dtype)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{table}: column '{col}' cannot be read as {dtype}: {exc}") from exc
+    ordered = list(dtypes) + [c for c in out.columns if c not in dtypes]
+    return out[ordered].reset_index(drop=True)
+
+
+def _fsync_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Lake:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _table_dir(self, table: str) -> Path:
+        if table not in schema.TABLES:
+            raise DataError(f"unknown lake table '{table}'; expected one of {schema.TABLES}")
+        return self.root / table
+
+    def batches(self, table: str) -> list[BatchManifest]:
+        log = self._table_dir(table) / "log.jsonl"
+        if not log.exists():
+            return []
+        out = []
+        for line in log.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                out.append(BatchManifest(**json.loads(line)))
+        return out
+
+    def append(self, table: str, df: pd.DataFrame, source: str) -> BatchManifest:
+        """Land an accepted batch; returns its manifest. Idempotent on identical content."""
+        df = conform(df, table)
+        content_hash = sha256_frame(df)
+        batch_id = content_hash[:16]
+        for existing in self.batches(table):
+            if existing.content_hash == content_hash:
+                return existing
+        tdir = self._table_dir(table) / "batches"
+        tdir.mkdir(parents=True, exist_ok=True)
+        path = tdir / f"{batch_id}.parquet"
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+        os.replace(tmp, path)
+        manifest = BatchManifest(
+            table=table, batch_id=batch_id, rows=len(df), content_hash=content_hash,
+            source=source, created_at=datetime.now(UTC).isoformat(), path=str(path),
+        )
+        _fsync_write(path.with_suffix(".json"), json.dumps(asdict(manifest), indent=2))
+        with open(self._table_dir(table) / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(asdict(manifest)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return manifest
+
+    def version(self, table: str) -> str | None:
+        ids = [b.batch_id for b in self.batches(table)]
+        return sha256_json(ids)[:16] if ids else None
+
+    def dataset_version(self) -> str:
+        versions = {t: self.version(t) for t in schema.TABLES}
+        if versions[schema.INTERACTIONS] is None:
+            raise DataError(f"the lake at {self.root} holds no interactions yet: run `recops ingest`")
+        return sha256_json(versions)[:16]
+
+    def read(self, table: str, batch_ids: list[str] | None = None) -> pd.DataFrame:
+        """All accepted batches of ``table`` in order (or only ``batch_ids``)."""
+        batches = self.batches(table)
+        if batch_ids is not None:
+            wanted = set(batch_ids)
+            batches = [b for b in batches if b.batch_id in wanted]
+        if not batches:
+            return conform(pd.DataFrame({c: [] for c in schema.PANDAS_DTYPES[table]}), table)
+        frames = [pd.read_parquet(b.path) for b in batches]
+        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        return conform(df, table)
+
+    def read_latest(self, table: str) -> pd.DataFrame:
+        """Items and users are snapshots: the newest batch is the table (interactions append)."""
+        batches = self.batches(table)
+        if table == schema.INTERACTIONS or not batches:
+            return self.read(table)
+        return self.read(table, [batches[-1].batch_id])

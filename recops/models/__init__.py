@@ -1,0 +1,1 @@
+"""Recommenders behind one interface: SASRec, matrix factorisation, popularity."""

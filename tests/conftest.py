@@ -1,0 +1,81 @@
+"""Shared fixtures: an isolated RECOPS_HOME per test, real-service handles, local MovieLens."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+# Phone-home off for every framework the tests start (the process boundary, like the Makefile).
+for _k, _v in {
+    "GX_ANALYTICS_ENABLED": "false", "BENTOML_DO_NOT_TRACK": "true", "FEAST_USAGE": "False",
+    "RAY_USAGE_STATS_ENABLED": "0", "SCARF_ANALYTICS": "false", "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip with a reason when a service is down, except in CI where it must be there."""
+    if _reachable(host, port):
+        return
+    msg = f"{name} is not reachable at {host}:{port} (run scripts/services.sh)"
+    if IN_CI:
+        pytest.fail(msg + " -- CI=true: services are required, not skipped")
+    pytest.skip(msg)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's RECOPS_* settings or writes to their home."""
+    for key in list(os.environ):
+        if key.startswith("RECOPS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def settings(home: Path):
+    from recops.config import load_settings
+
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def movielens_small() -> Path:
+    path = SHARED_DATA / "ml-latest-small"
+    if not (path / "ratings.csv").exists():
+        pytest.skip(f"MovieLens latest-small not found at {path}")
+    return path
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require_service("Redis", "127.0.0.1", 6379)
+    return "127.0.0.1:6379"
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    return "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
