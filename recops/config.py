@@ -60,6 +60,8 @@ class StoreSettings(_Section):
     # e.g. postgresql+psycopg://user@127.0.0.1:5432/recops ; never committed, read from env/YAML.
     postgres_dsn: SecretStr | None = None
     airflow_db: Literal["sqlite", "postgres"] = "sqlite"
+    # Feast project name: keys in a shared Redis are namespaced by it.
+    feast_project: str = Field("recops", pattern=r"^[a-z][a-z0-9_]*$")
 
     @model_validator(mode="after")
     def _dsn_when_postgres(self) -> StoreSettings:
@@ -377,6 +379,7 @@ def feast_env(settings: Settings) -> dict[str, str]:
     """The ${ENV} values that feature_repo/feature_store.yaml and its definitions read."""
     p = settings.paths
     env = {
+        "RECOPS_FEAST_PROJECT": settings.stores.feast_project,
         "RECOPS_FEAST_DATA": str(p.features),
         "RECOPS_FEAST_ONLINE": settings.stores.online,
         "RECOPS_FEAST_REDIS": settings.stores.redis_url,
