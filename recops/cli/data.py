@@ -1,9 +1,107 @@
-"""`recops` commands for the data area."""
+"""`recops ingest` and `recops datasets`: load a source, stage it for validation, list sources."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+
+
+def _download_progress():  # noqa: ANN202 - (callback, rich Progress)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), console=Console(stderr=True), transient=True)
+    task = bar.add_task("downloading", total=None)
+
+    def update(done: int, total: int | None) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    return update, bar
+
+
+def ingest(
+    ctx: typer.Context,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", "-d", help="ml-latest-small, ml-100k, ml-1m, ml-25m or synthetic "
+        "(else data.dataset).")] = None,
+    data_root: Annotated[Path | None, typer.Option(
+        "--data-root", help="Folder holding the MovieLens folder, or the folder itself "
+        "(else RECOPS_DATA__ROOT).")] = None,
+    download: Annotated[bool | None, typer.Option(
+        "--download/--no-download", help="Fetch from GroupLens when absent (default: on).")
+    ] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", "-f", help="An incremental batch of interactions (.csv or .parquet) to stage "
+        "with the lake's latest items and users, instead of a whole dataset.",
+        dir_okay=False)] = None,
+) -> None:
+    """Load a dataset (or a file of new events), stage it for validation, print what was staged."""
+    from recops.audit import AuditLog
+    from recops.data.loaders import incremental_tables, load_dataset
+    from recops.data.tables import stage
+    from recops.lake import Lake
+
+    settings = ctx.obj.settings(**{"data.dataset": dataset, "data.root": data_root,
+                                   "data.download": download})
+    status = Console(stderr=True)
+    if file is not None:
+        with status.status(f"reading {file}"):
+            tables = incremental_tables(file, Lake(settings.paths.lake))
+        what = str(file)
+    else:
+        update, bar = _download_progress()
+        try:
+            with status.status(f"loading {settings.data.dataset}"):
+                tables = load_dataset(settings, progress=update)
+        finally:
+            bar.stop()
+        what = settings.data.dataset
+    with status.status("staging"):
+        staged_id = stage(settings.paths.staging, tables)
+    rows = {name: len(df) for name, df in tables.as_dict().items()}
+    AuditLog(settings.paths.audit_log).append(
+        "ingest", inputs={"dataset": what, "source": tables.source},
+        outputs={"staged_id": staged_id}, config=settings.public_dict(), details={"rows": rows})
+
+    table = Table(title=f"staged {what}")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in rows.items():
+        table.add_row(name, f"{n:,}")
+    out.print(table)
+    out.print(f"staged id: [bold]{staged_id}[/]", highlight=False)
+    out.print(f"path: {settings.paths.staging / staged_id}", highlight=False, soft_wrap=True)
+    out.print(f"source: {tables.source}", highlight=False, soft_wrap=True)
+    out.print(f"next: recops validate {staged_id}   (checks it and lands it in the lake)",
+              highlight=False)
+
+
+def datasets(
+    ctx: typer.Context,
+    data_root: Annotated[Path | None, typer.Option(
+        "--data-root", help="Also look here (else RECOPS_DATA__ROOT).")] = None,
+) -> None:
+    """List the supported datasets and whether each is available locally."""
+    from recops.data.loaders import dataset_status
+
+    settings = ctx.obj.settings(**{"data.root": data_root})
+    table = Table(title="datasets")
+    for col in ("dataset", "local", "path", "note"):
+        table.add_column(col)
+    for s in dataset_status(settings):
+        table.add_row(s.name, "yes" if s.present else "no", s.path, s.note)
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to `app`."""
+    app.command("ingest")(ingest)
+    app.command("datasets")(datasets)
