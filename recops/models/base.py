@@ -1,0 +1,82 @@
+"""The interface every recommender implements, and the padding helpers they share."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+NEG_INF = float("-inf")
+# Logit given to a column no target may take (padding); finite so cross-entropy never sees NaN.
+MASKED_LOGIT = -1e9
+
+
+def right_align(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded [B, L] -> right-padded (real items first) [B, L] and each row's length.
+
+    With real items first, a causal mask alone keeps every real position from attending to
+    padding, so attention can use ``is_causal=True`` and no extra mask.
+    """
+    length = (x > 0).sum(1)
+    L = x.shape[1]
+    idx = (torch.arange(L, device=x.device).view(1, -1) + (L - length).view(-1, 1)) % L
+    return x.gather(1, idx).contiguous(), length
+
+
+def sequence_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sequence mean cross-entropy over positions whose target is not 0: shape [B].
+
+    The same reduction Opacus' ghost-clipping criterion applies (``ignore_index=0``), so a
+    sequence (one user) is one sample whatever its length.
+    """
+    B, T, V = logits.shape
+    tok = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=0,
+                          reduction="none").view(B, T)
+    n = (targets > 0).sum(1).clamp(min=1)
+    return tok.sum(1) / n
+
+
+class Recommender(nn.Module):
+    """Scores every item for a batch of left-padded sequences (most recent last).
+
+    ``score(seqs) -> [B, n_items + 1]`` with column 0 (padding) at -inf;
+    ``item_embeddings() -> [n_items + 1, d]``; ``forward(x) -> logits [B, T, V]`` is the dense
+    training view aligned with ``x`` (position t predicts ``y[:, t]``; what Opacus wraps, target
+    0 = ignore); ``training_loss(x, y) -> [B]`` the per-sequence loss, possibly cheaper or with
+    the model's own objective (BPR for MF).
+    """
+
+    kind: ClassVar[str] = ""
+    # State-dict entries with one row per item index (row 0 = padding): extended on warm start.
+    item_rows: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, n_items: int, max_len: int) -> None:
+        super().__init__()
+        self.n_items = int(n_items)
+        self.max_len = int(max_len)
+
+    def model_args(self) -> dict[str, Any]:
+        """Constructor arguments besides n_items, saved in the checkpoint's model_settings."""
+        raise NotImplementedError
+
+    def score(self, seqs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def item_embeddings(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return sequence_ce(self(x), self._clip_len(y))
+
+    def _clip_len(self, seqs: torch.Tensor) -> torch.Tensor:
+        if seqs.ndim != 2:
+            raise ValueError(f"seqs must be [batch, length], got shape {tuple(seqs.shape)}")
+        return seqs[:, -self.max_len:].long()
+
+    @staticmethod
+    def _mask_padding(scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.clone()
+        scores[:, 0] = NEG_INF
+        return scores
