@@ -1,0 +1,40 @@
+"""
+### recops_feedback_watch: turn "enough new feedback" into an asset event
+
+Every 15 minutes, counts the feedback events logged since the last retraining cycle. When there
+are at least `min_new_events`, its task succeeds and updates the `recops_feedback` asset, which
+starts `recops_retrain`; otherwise the task is skipped and no asset event is emitted.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Asset, Param, dag, task
+
+FEEDBACK = Asset(name="recops_feedback", uri="recops://feedback/events", group="recops")
+
+
+@dag(
+    dag_id="recops_feedback_watch",
+    schedule=timedelta(minutes=15),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["recops", "feedback"],
+    doc_md=__doc__,
+    default_args={"owner": "recops", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    params={"min_events": Param(100, type="integer", minimum=1,
+                                description="New feedback events that trigger a retrain.")},
+)
+def recops_feedback_watch() -> None:
+    @task(outlets=[FEEDBACK])
+    def check_feedback() -> dict:
+        from recops.airflow_runner import run_stage
+
+        return run_stage("check_feedback", module="recops.continual", param_args=("min_events",))
+
+    check_feedback()
+
+
+recops_feedback_watch()

@@ -1,0 +1,109 @@
+"""
+### recops_retrain: fold accumulated feedback into the champion
+
+Runs daily at 03:00 UTC **or** as soon as the `recops_feedback` asset is updated (the
+`recops_feedback_watch` DAG updates it when enough new feedback events have landed).
+
+collect (feedback since the last cycle's watermark) → validate (Great Expectations; a rejected
+batch is quarantined whole and the cycle stops) → features (Feast) → train (warm start from the
+champion on the new window plus a replay sample of older users) → evaluate (challenger and
+champion on the newest period) → gate → register (promoted only when it beats the champion) →
+report. The privacy ledger carries over: DP spends add up across cycles and the gate refuses a
+model past the budget. With no new feedback the run is skipped.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+FEEDBACK = Asset(name="recops_feedback", uri="recops://feedback/events", group="recops")
+CYCLE = ("replay_fraction", "finetune_epochs")
+
+
+@dag(
+    dag_id="recops_retrain",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=FEEDBACK),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["recops", "retraining", "feedback"],
+    doc_md=__doc__,
+    default_args={"owner": "recops", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    params={
+        "mode": Param(None, type=["null", "string"], enum=[None, "centralised", "federated"],
+                      description="Training mode (empty: as configured)."),
+        "dp": Param(None, type=["null", "boolean"], description="Fine-tune with DP."),
+        "budget_epsilon": Param(None, type=["null", "number"], exclusiveMinimum=0,
+                                description="Total epsilon budget over all runs and cycles."),
+        "replay_fraction": Param(0.3, type="number", minimum=0, maximum=1,
+                                 description="Share of older users replayed into fine-tuning."),
+        "finetune_epochs": Param(None, type=["null", "integer"], minimum=1,
+                                 description="Fine-tuning epochs (empty: recops default)."),
+    },
+)
+def recops_retrain() -> None:
+    @task
+    def collect() -> dict:
+        from recops.airflow_runner import run_stage
+
+        return run_stage("collect", module="recops.continual", param_args=CYCLE)
+
+    @task
+    def validate(col: dict) -> dict:
+        from recops.airflow_runner import run_stage
+
+        return run_stage("validate", col["batch"], module="recops.continual",
+                         param_args=CYCLE)
+
+    @task
+    def features(accepted: dict) -> dict:
+        from recops.airflow_runner import run_stage
+
+        return run_stage("features", accepted["dataset_version"], module="recops.continual",
+                         param_args=CYCLE)
+
+    @task(execution_timeout=timedelta(hours=6))
+    def train(accepted: dict, _features: dict) -> dict:
+        from recops.airflow_runner import run_stage
+
+        return run_stage("train", accepted["dataset_version"], module="recops.continual",
+                         param_args=CYCLE)
+
+    @task
+    def evaluate(trained: dict) -> dict:
+        from recops.airflow_runner import run_stage
+
+        return run_stage("evaluate", trained["run_dir"], module="recops.continual",
+                         param_args=CYCLE)
+
+    @task
+    def gate(trained: dict, _evaluated: dict) -> dict:
+        from recops.airflow_runner import run_stage
+
+        return run_stage("gate", trained["run_dir"], module="recops.continual",
+                         param_args=CYCLE)
+
+    @task
+    def register(trained: dict, _gated: dict) -> dict:
+        from recops.airflow_runner import run_stage
+
+        return run_stage("register", trained["run_dir"], module="recops.continual",
+                         param_args=CYCLE)
+
+    @task
+    def report(trained: dict, _registered: dict) -> dict:
+        from recops.airflow_runner import run_stage
+
+        return run_stage("report", trained["run_dir"], module="recops.continual",
+                         param_args=CYCLE)
+
+    accepted = validate(collect())
+    trained = train(accepted, features(accepted))
+    registered = register(trained, gate(trained, evaluate(trained)))
+    report(trained, registered)
+
+
+recops_retrain()
