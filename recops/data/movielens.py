@@ -10,6 +10,7 @@ import stat
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,22 +124,36 @@ def resolve(name: str, root: Path | None, datasets_dir: Path, *, download: bool,
 
 # ----------------------------------------------------------------------------- download
 
-def _fetch(url: str, dest: Path, *, timeout: float, progress: ProgressFn | None) -> str:
-    """Stream ``url`` to ``dest``; returns the MD5 of what was written."""
+def _fetch(resp: Any, dest: Path, *, url: str, progress: ProgressFn | None) -> str:
+    """Stream an open response to ``dest``; returns the MD5 of what was written."""
     md5 = hashlib.md5(usedforsecurity=False)
-    with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
-        total = resp.headers.get("Content-Length")
-        total_n = int(total) if total and total.isdigit() else None
-        done = 0
+    total = resp.headers.get("Content-Length")
+    total_n = int(total) if total and total.isdigit() else None
+    done = 0
+    with open(dest, "wb") as out:
         while block := resp.read(1 << 20):
             out.write(block)
             md5.update(block)
             done += len(block)
             if progress:
                 progress(done, total_n)
-        if total_n is not None and done != total_n:
-            raise DownloadError(f"download of {url} stopped at {done} of {total_n} bytes")
+    if total_n is not None and done != total_n:
+        raise DownloadError(f"download of {url} stopped at {done} of {total_n} bytes")
     return md5.hexdigest()
+
+
+def _get(url: str, name: str, timeout: float, hint: str, body: Callable[[Any], Any]) -> Any:
+    """Open ``url`` and hand the response to ``body``; network failures become DownloadError."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return body(resp)
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code} {exc.reason}"
+    except urllib.error.URLError as exc:
+        reason = str(exc.reason)
+    except (TimeoutError, ConnectionError) as exc:
+        reason = str(exc) or type(exc).__name__
+    raise DownloadError(f"could not download {name} from {url} ({reason}); offline? {hint}")
 
 
 def parse_md5_file(text: str, filename: str) -> str:
@@ -178,17 +193,12 @@ def download_dataset(name: str, datasets_dir: Path, *, base_url: str = BASE_URL,
     hint = _POINT_AT_LOCAL.format(name=name)
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=datasets_dir) as tmp:
         zpath = Path(tmp) / f"{name}.zip"
-        try:
-            expected = spec.md5
-            if expected is None:
-                with urllib.request.urlopen(url + ".md5", timeout=timeout) as resp:
-                    expected = parse_md5_file(resp.read(4096).decode("ascii", "replace"),
-                                              f"{name}.zip")
-            got = _fetch(url, zpath, timeout=timeout, progress=progress)
-        except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise DownloadError(f"could not download {name} from {url} ({reason}); "
-                                f"offline? {hint}") from None
+        expected = spec.md5
+        if expected is None:
+            text = _get(url + ".md5", name, timeout, hint, lambda r: r.read(4096))
+            expected = parse_md5_file(text.decode("ascii", "replace"), f"{name}.zip")
+        got = _get(url, name, timeout, hint,
+                   lambda r: _fetch(r, zpath, url=url, progress=progress))
         if got != expected:
             raise DownloadError(f"checksum mismatch for {url}: MD5 {got}, expected {expected}; "
                                 f"the file was discarded. Retry, or {hint}")
@@ -214,8 +224,19 @@ def download_dataset(name: str, datasets_dir: Path, *, base_url: str = BASE_URL,
 def _check_file(path: Path) -> None:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise DataError(f"{path}: file is empty")
+
+
+def _check_complete(path: Path) -> None:
+    size = path.stat().st_size
+    # Every GroupLens file ends with a newline: a last line without one was cut off.
+    with open(path, "rb") as f:
+        f.seek(size - 1)
+        if f.read(1) != b"\n":
+            raise DataError(f"{path}: the last line is incomplete (no final newline): "
+                            "truncated download or copy? Fetch the file again")
 
 
 def _first_line(path: Path, encoding: str) -> str:
@@ -262,6 +283,7 @@ def read_delimited(path: Path, *, sep: str, columns: dict[str, str], header: boo
     path = Path(path)
     _check_file(path)
     line = _first_line(path, encoding)
+    _check_complete(path)
     names = list(columns)
     if header:
         fields = [f.strip() for f in line.split(sep)]
@@ -281,19 +303,24 @@ def read_delimited(path: Path, *, sep: str, columns: dict[str, str], header: boo
     if len(sep) > 1:
         src = io.BytesIO(path.read_bytes().replace(sep.encode(), b"\x1f"))
         c_sep = "\x1f"
-    kwargs: dict[str, Any] = dict(sep=c_sep, encoding=encoding, engine="c", quoting=3
-                                  if not header else 0, keep_default_na=False,
+    # Every field is read (no usecols, index_col=False) so a line with extra fields is an error,
+    # not silently dropped or shifted into an index.
+    kwargs: dict[str, Any] = dict(sep=c_sep, encoding=encoding, engine="c", index_col=False,
+                                  quoting=0 if header else 3, keep_default_na=False,
                                   na_values=[""])
-    if header:
-        kwargs.update(usecols=names)
-    else:
+    if not header:
         all_names = names + [f"_f{i}" for i in range(len(names), n_fields or len(names))]
-        kwargs.update(header=None, names=all_names, usecols=names)
+        kwargs.update(header=None, names=all_names)
     numeric = [c for c, t in columns.items() if t != "str"]
     first_line_no = 2 if header else 1
     try:
-        df = pd.read_csv(src, dtype={c: (t if t != "str" else object) for c, t in columns.items()},
-                         **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(src, dtype={c: (t if t != "str" else object)
+                                         for c, t in columns.items()}, **kwargs)
+    except pd.errors.ParserWarning:
+        raise DataError(f"{path}: line {first_line_no} has more fields than the header "
+                        f"(separator {sep!r})") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid {encoding} text ({exc.reason} at byte {exc.start}): "
                         "bad encoding?") from None
@@ -416,6 +443,7 @@ def _read_100k_items(path: Path, cols: dict[str, str]) -> pd.DataFrame:
     """u.item: dates and URL may be empty; id and genre flags are required."""
     _check_file(path)
     line = _first_line(path, "latin-1")
+    _check_complete(path)
     got = len(line.split("|"))
     if got != len(cols):
         raise DataError(f"{path}: line 1 has {got} field(s), expected {len(cols)} separated by "
