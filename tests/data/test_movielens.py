@@ -48,7 +48,8 @@ def test_latest_format_tags_quotes_and_no_genres(latest: Path) -> None:
     assert items.loc[3, schema.GENRES] == ""  # "(no genres listed)" means none
     assert items.loc[3, schema.TEXT] == "Amélie (2001)"
     # Tags case-folded, most applied first.
-    assert items.loc[1, schema.TEXT] == "Toy Story (1995). genres: Adventure, Comedy. tags: pixar, fun"
+    assert items.loc[1, schema.TEXT] == ("Toy Story (1995). genres: Adventure, Comedy. "
+                                         "tags: pixar, fun")
     ts = t.interactions[schema.EVENT_TIMESTAMP].iloc[0]
     assert ts == pd.Timestamp(964982703, unit="s", tz="UTC")
 
