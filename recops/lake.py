@@ -40,6 +40,8 @@ class BatchManifest:
 
 def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
     """Cast a frame to the canonical dtypes of ``table`` (required columns first, extras kept)."""
+    if table not in schema.PANDAS_DTYPES:
+        raise DataError(f"unknown lake table '{table}'; expected one of {schema.TABLES}")
     dtypes = schema.PANDAS_DTYPES[table]
     missing = [c for c in dtypes if c not in df.columns]
     if missing:
