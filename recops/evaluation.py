@@ -79,3 +79,22 @@ def evaluate_model(model: Recommender, data: SequenceData, split: Literal["valid
                 result.per_segment[f"{name}={value}"] = summarize(ranks[sel], tops[sel],
                                                                   data.n_items, k)
     return result
+
+
+def model_for_data(ckpt: dict[str, Any], data: SequenceData) -> tuple[Recommender, SequenceData]:
+    """The checkpoint's model and ``data`` in the model's item index (grown to new items first).
+
+    Items the model never saw get rows as on a warm start (text rows only when the model has
+    text; otherwise unrankable in practice), so champion and challenger rank the same catalogue.
+    """
+    from recops.models import extend_checkpoint, load_checkpoint
+    from recops.sequences import ItemIndex
+
+    ids = np.asarray(ckpt["item_ids"], dtype=np.int64)
+    if len(ids) == data.n_items and np.array_equal(ids, data.index.item_ids):
+        return load_checkpoint(ckpt), data
+    merged = ItemIndex(ids).extend(data.index.item_ids)
+    new_ids = merged.item_ids[len(ids):].tolist()
+    if new_ids:
+        ckpt = extend_checkpoint(ckpt, new_ids, None, seed=0)
+    return load_checkpoint(ckpt), data.reindexed(merged)

@@ -186,7 +186,8 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
     """Train ``settings.model.kind`` on ``data`` with early stopping on valid NDCG@10.
 
     ``init`` warm-starts from a checkpoint (its item index extended by new items); ``run_dir``
-    receives ``checkpoint.pt``, ``history.json``, ``metrics.json``, ``privacy.json`` and the
+    receives ``checkpoint.pt``, ``history.json``, ``train_metrics.json`` (validation metrics;
+    ``metrics.json`` is the evaluate stage's), ``privacy.json`` and the
     resumable ``last.pt`` (``resume=True`` continues from it). With privacy on, the projected
     spend is checked against the budget in ``ledger`` before training and the actual spend
     appended after.
@@ -316,7 +317,7 @@ def _save_run(run_dir: Path | None, result: TrainResult, data: SequenceData) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(result.checkpoint, run_dir / "checkpoint.pt")
     _write_json(run_dir / "history.json", result.history)
-    _write_json(run_dir / "metrics.json", {"valid": result.valid_metrics,
+    _write_json(run_dir / "train_metrics.json", {"valid": result.valid_metrics,
                                            "valid_per_segment":
                                            result.checkpoint.get("valid_per_segment", {})})
     _write_json(run_dir / "privacy.json", result.privacy)

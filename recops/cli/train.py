@@ -1,9 +1,157 @@
-"""`recops` commands for the train area."""
+"""`recops train` and `recops evaluate`: fit a recommender on the lake, measure a run or checkpoint."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+
+
+def _lake_tables(settings: Any) -> tuple[Any, Any, Any]:
+    from recops import schema
+    from recops.errors import DataError
+    from recops.lake import Lake
+
+    lake = Lake(settings.paths.lake)
+    inter = lake.read(schema.INTERACTIONS)
+    if inter.empty:
+        raise DataError(f"the lake at {settings.paths.lake} holds no interactions: run "
+                        "`recops ingest` and `recops validate` first")
+    return inter, lake.read_latest(schema.ITEMS), lake.read_latest(schema.USERS)
+
+
+def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
+    """One row per name (overall, then segments), one column per metric."""
+    first = next(iter(rows.values()), {})
+    keys = [k for k in first if k != "n_users"]
+    table = Table(title=title)
+    table.add_column("users")
+    for k in ("n", *keys):
+        table.add_column(k, justify="right")
+    for name, r in rows.items():
+        table.add_row(name, str(int(r.get("n_users", 0))), *(f"{r[k]:.4f}" for k in keys))
+    return table
+
+
+def train(
+    ctx: typer.Context,
+    kind: Annotated[str | None, typer.Option("--kind", help="sasrec, mf or pop "
+                                             "(else model.kind).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Max epochs (train.epochs).")] = None,
+    max_len: Annotated[int | None, typer.Option("--max-len", help="Sequence length "
+                                                "(model.max_len).")] = None,
+    d_model: Annotated[int | None, typer.Option("--d-model", help="model.d_model.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="train.lr.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="train.batch_size.")] = None,
+    text_init: Annotated[bool | None, typer.Option("--text-init/--no-text-init",
+                         help="Start item embeddings from their text (model.text_init).")] = None,
+    dp: Annotated[bool | None, typer.Option("--dp/--no-dp", help="User-level DP-SGD "
+                  "(privacy.enabled).")] = None,
+    epsilon: Annotated[float | None, typer.Option("--epsilon", help="privacy.target_epsilon.")
+                       ] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Run name (default: a "
+                      "timestamp); the run directory is <home>/runs/<run-id>.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run's last.pt.")] = False,
+    init: Annotated[Path | None, typer.Option("--init", help="Warm-start from this checkpoint.",
+                    dir_okay=False)] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Train a recommender on the lake (chronological leave-last-out), print validation metrics."""
+    from recops.audit import AuditLog
+    from recops.errors import ConfigError
+    from recops.lake import Lake
+    from recops.models import read_checkpoint
+    from recops.sequences import SequenceData
+    from recops.splits import labelled_frame
+    from recops.training import train_model
+
+    settings = ctx.obj.settings(**{
+        "model.kind": kind, "train.epochs": epochs, "model.max_len": max_len,
+        "model.d_model": d_model, "train.lr": lr, "train.batch_size": batch_size,
+        "model.text_init": text_init, "privacy.enabled": dp, "privacy.target_epsilon": epsilon})
+    if resume and not run_id:
+        raise ConfigError("--resume needs --run-id (the run to continue)")
+    run_id = run_id or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S")
+    init_ckpt = read_checkpoint(init) if init is not None else None
+    status = Console(stderr=True)
+    with status.status("reading the lake and building sequences"):
+        inter, items, users = _lake_tables(settings)
+        labelled = labelled_frame(inter, settings.model.max_len, users)
+        data = SequenceData.from_labelled(labelled, items, interactions=inter)
+    rdir = settings.paths.runs / run_id
+    rdir.mkdir(parents=True, exist_ok=True)
+    labelled.to_parquet(rdir / "labels.parquet", index=False)
+    result = train_model(settings, data, init=init_ckpt, progress=progress, run_dir=rdir,
+                         resume=resume, run_id=run_id)
+    AuditLog(settings.paths.audit_log).append(
+        "train", run_id=run_id, inputs={"dataset_version": Lake(settings.paths.lake).dataset_version(),
+                                        "init": str(init) if init else None},
+        outputs={"checkpoint": str(rdir / "checkpoint.pt")}, config=settings.public_dict(),
+        details={"kind": settings.model.kind, "valid": result.valid_metrics,
+                 "privacy": result.privacy, "epochs_run": len(result.history)})
+    out.print(metrics_table(f"{settings.model.kind} — validation ({data.n_users} users, "
+                            f"{data.n_items} items)", {"all": result.valid_metrics}))
+    if result.privacy:
+        p = result.privacy
+        out.print(f"privacy: ε={p['epsilon']:.3f} δ={p['delta']:.2e} σ={p['noise_multiplier']:.3f} "
+                  f"C={p['max_grad_norm']} q={p['sample_rate']:.4f} steps={p['steps']}")
+    out.print(f"run directory: {rdir}")
+
+
+def evaluate(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A run directory (with checkpoint.pt) or a "
+                                        "checkpoint file.")],
+    split: Annotated[str, typer.Option("--split", help="valid or test.")] = "test",
+    k: Annotated[int, typer.Option("--k", min=1, help="Cut-off for HR/NDCG/coverage.")] = 10,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the JSON "
+                      "(default: <run dir>/evaluation_<split>.json).", dir_okay=False)] = None,
+) -> None:
+    """Full-ranking metrics of a trained model, overall and per user segment; writes JSON."""
+    import pandas as pd
+
+    from recops.errors import DataError
+    from recops.evaluation import evaluate_model, model_for_data
+    from recops.models import read_checkpoint
+    from recops.sequences import SequenceData
+    from recops.splits import labelled_frame
+
+    settings = ctx.obj.settings()
+    if split not in ("valid", "test"):
+        raise DataError(f"--split must be 'valid' or 'test', got {split!r}")
+    if not path.exists():
+        raise DataError(f"{path} does not exist: give a run directory or a checkpoint file")
+    ckpt_path = path / "checkpoint.pt" if path.is_dir() else path
+    if path.is_dir() and not ckpt_path.is_file():
+        raise DataError(f"{path} is a directory without checkpoint.pt: not a run directory")
+    ckpt = read_checkpoint(ckpt_path)
+    inter, items, users = _lake_tables(settings)
+    labels_file = ckpt_path.parent / "labels.parquet"
+    if labels_file.is_file():
+        labelled = pd.read_parquet(labels_file)
+    else:
+        labelled = labelled_frame(inter, int(ckpt["model_settings"].get("max_len", 50)), users)
+    with Console(stderr=True).status(f"ranking every item for each user ({split})"):
+        model, data = model_for_data(ckpt, SequenceData.from_labelled(labelled, items,
+                                                                      interactions=inter))
+        res = evaluate_model(model, data, split=split, k=k)
+    rows = {"all": res.overall, **res.per_segment}
+    target = output or ckpt_path.parent / f"evaluation_{split}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"checkpoint": str(ckpt_path), "kind": ckpt["kind"],
+                                  "split": split, "k": k, **res.to_dict()}, indent=2))
+    out.print(metrics_table(f"{ckpt['kind']} — {split}", rows))
+    out.print(f"written: {target}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to `app`."""
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
