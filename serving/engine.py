@@ -1,0 +1,147 @@
+"""The serving core, framework-free: one loaded model, scoring, masking, top-k, reasons.
+
+The BentoML service and the benchmark's in-process floor both call this; an ``Engine`` is
+immutable once built, so a promotion swaps one reference and in-flight requests finish on the
+model they started with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from recops import schema
+from recops.registry import RegisteredModel
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A recommendation list in index space, plus why it was chosen."""
+
+    indices: list[int]
+    scores: list[float]
+    fallback: str | None
+
+
+def quantize_dynamic(model: nn.Module) -> nn.Module:
+    """int8 dynamic quantisation of the Linear layers (weights int8, activations quantised
+    on the fly); embeddings stay float, so the item matrix keeps its precision."""
+    from torch.ao.quantization import quantize_dynamic as _qd
+
+    return _qd(model, {nn.Linear}, dtype=torch.qint8)
+
+
+class Engine:
+    """A registered model made ready to serve: index maps, titles, normalised item vectors,
+    the popularity ranking, all computed once at load."""
+
+    def __init__(self, registered: RegisteredModel, *, quantize: bool = False,
+                 threads: int | None = None) -> None:
+        from recops.models import load_checkpoint
+
+        if threads:
+            torch.set_num_threads(threads)
+        ckpt = registered.checkpoint
+        self.tag = registered.tag
+        self.metadata = registered.metadata
+        self.kind = str(ckpt["kind"])
+        model = load_checkpoint(ckpt)
+        model.eval()
+        self.quantized = bool(quantize)
+        self.model = quantize_dynamic(model) if quantize else model
+        self.max_len = int(getattr(model, "max_len", 0) or
+                           ckpt.get("model_settings", {}).get("max_len", 50))
+        ids = [int(i) for i in ckpt["item_ids"]]
+        self.n_items = len(ids)
+        self.item_ids = np.asarray([0] + ids, dtype=np.int64)  # index -> id; 0 = padding
+        self.index = {iid: i + 1 for i, iid in enumerate(ids)}
+        titles = dict(zip(registered.items[schema.ITEM_ID].astype(int),
+                          registered.items[schema.TITLE].astype(str), strict=False))
+        self.titles = [""] + [titles.get(i, "") for i in ids]
+        self.catalogue = set(int(i) for i in registered.items[schema.ITEM_ID])
+        with torch.inference_mode():
+            emb = model.item_embeddings().detach().float()
+            self.item_vectors = torch.nn.functional.normalize(emb, dim=1)  # [n+1, d]
+        self.popular = torch.tensor([self.index[i] for i in registered.popular if i in self.index],
+                                    dtype=torch.long)
+
+    # --- index helpers ----------------------------------------------------------------------
+    def to_indices(self, item_ids: list[int]) -> list[int]:
+        """Known items only (new items the model has not seen carry no signal yet)."""
+        return [self.index[i] for i in item_ids if i in self.index]
+
+    def sequence(self, indices: list[int]) -> torch.Tensor:
+        """[1, max_len] left-padded, most recent last."""
+        tail = indices[-self.max_len:]
+        seq = torch.zeros(1, self.max_len, dtype=torch.long)
+        if tail:
+            seq[0, -len(tail):] = torch.tensor(tail, dtype=torch.long)
+        return seq
+
+    # --- ranking ------------------------------------------------------------------------------
+    def rank(self, history: list[int], k: int, *, exclude: list[int] | None = None) -> Ranked:
+        """Top-k item indices for a history (indices, most recent last); seen items masked."""
+        k = min(k, self.n_items)
+        with torch.inference_mode():
+            scores = self.model.score(self.sequence(history))[0].float().clone()
+            scores[0] = -torch.inf
+            if exclude:
+                scores[torch.tensor(exclude, dtype=torch.long)] = -torch.inf
+            n_ok = int(torch.isfinite(scores).sum())
+            top = torch.topk(scores, min(k, n_ok))
+        return Ranked(top.indices.tolist(), top.values.tolist(), None)
+
+    def rank_popular(self, k: int, *, exclude: list[int] | None = None) -> Ranked:
+        banned = set(exclude or ())
+        picked = [int(i) for i in self.popular.tolist() if int(i) not in banned][:k]
+        # Popularity has no calibrated score: report a rank-based one in (0, 1].
+        return Ranked(picked, [1.0 / (r + 1) for r in range(len(picked))], "popular")
+
+    def reasons(self, recs: list[int], history: list[int]) -> list[int | None]:
+        """For each recommended index, the history index whose item vector is most similar."""
+        if not history or not recs:
+            return [None] * len(recs)
+        hist = torch.tensor(history[-self.max_len:], dtype=torch.long)
+        with torch.inference_mode():
+            sim = self.item_vectors[torch.tensor(recs)] @ self.item_vectors[hist].T  # [k, L]
+            return hist[sim.argmax(dim=1)].tolist()
+
+    def similar(self, index: int, k: int) -> Ranked:
+        with torch.inference_mode():
+            sims = self.item_vectors @ self.item_vectors[index]
+            sims[0] = -torch.inf
+            sims[index] = -torch.inf
+            top = torch.topk(sims, min(k, self.n_items - 1))
+        return Ranked(top.indices.tolist(), top.values.tolist(), None)
+
+    # --- response shaping ----------------------------------------------------------------------
+    def describe(self, ranked: Ranked, reasons: list[int | None] | None = None) -> list[dict]:
+        out: list[dict[str, Any]] = []
+        reasons = reasons or [None] * len(ranked.indices)
+        for idx, score, why in zip(ranked.indices, ranked.scores, reasons, strict=True):
+            item: dict[str, Any] = {"item_id": int(self.item_ids[idx]), "title": self.titles[idx],
+                                    "score": round(float(score), 6)}
+            if why is not None:
+                item["reason"] = {"because_you_interacted_with": int(self.item_ids[why]),
+                                  "title": self.titles[why]}
+            elif ranked.fallback == "popular":
+                item["reason"] = {"popular": True}
+            out.append(item)
+        return out
+
+    def recommend(self, history_ids: list[int], k: int, *, exclude_seen: bool = True,
+                  context_ids: list[int] | None = None, known_user: bool = True
+                  ) -> tuple[list[dict], str | None]:
+        """The whole /recommend after the feature read: returns (items, fallback)."""
+        hist = self.to_indices(list(history_ids) + list(context_ids or []))
+        exclude = hist if exclude_seen else None
+        if not hist:
+            ranked = self.rank_popular(k, exclude=exclude)
+            return self.describe(ranked), "popular"
+        ranked = self.rank(hist, k, exclude=exclude)
+        fallback = None if known_user else "context"
+        return self.describe(ranked, self.reasons(ranked.indices, hist)), fallback

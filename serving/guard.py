@@ -1,0 +1,93 @@
+"""ASGI middleware in front of the service: optional bearer-token auth and a request-body limit."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+# Probes stay open so an orchestrator can check a service whose token it does not hold.
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+MAX_BODY_BYTES = 64 * 1024
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _reply(send: Any, status: int, message: str, headers: list | None = None) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """Rejects unauthenticated (401) and oversized (413) requests before BentoML parses them.
+
+    Settings are read on the first request, in the worker (the service process is the
+    boundary), so importing the service module has no side effects.
+    """
+
+    def __init__(self, app: Any, token: str | None = None, max_body: int | None = None,
+                 load: bool = True) -> None:
+        self.app = app
+        self._token = token
+        self._max_body = max_body or MAX_BODY_BYTES
+        self._loaded = not load
+
+    def _configure(self) -> None:
+        from recops.config import load_settings
+
+        s = load_settings()
+        if s.serving.auth_token is not None:
+            self._token = s.serving.auth_token.get_secret_value()
+        self._loaded = True
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if not self._loaded:
+            self._configure()
+        headers = dict(scope.get("headers") or [])
+        if self._token and scope["path"] not in OPEN_PATHS:
+            got = headers.get(b"authorization", b"").decode("latin-1")
+            scheme, _, value = got.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self._token):
+                return await _reply(send, 401, "missing or wrong bearer token (Authorization: "
+                                    "Bearer <serving.auth_token>)",
+                                    [(b"www-authenticate", b"Bearer")])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                return await _reply(send, 400, "Content-Length is not a number")
+            if n > self._max_body:
+                return await _reply(send, 413, f"request body of {n} bytes is over the limit "
+                                    f"of {self._max_body} bytes")
+        # Chunked bodies carry no length: count as they arrive.
+        seen = 0
+        started = False
+
+        async def counted_receive() -> dict:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self._max_body:
+                    raise _TooLarge
+            return msg
+
+        async def tracked_send(msg: dict) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _TooLarge:
+            if not started:
+                await _reply(send, 413, f"request body is over the limit of {self._max_body} bytes")

@@ -1,0 +1,208 @@
+"""The recops BentoML service: real-time recommendations from the champion model.
+
+Run with ``recops serve`` (or ``bentoml serve serving.service:Recommender`` with the
+environment of ``recops.config.child_env``). Settings come from ``RECOPS_CONFIG``.
+"""
+
+import logging
+import os
+import threading
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import bentoml
+from bentoml.exceptions import InvalidArgument, NotFound
+from pydantic import BaseModel, ConfigDict, Field
+
+from recops.schema import EVENT_TYPES
+
+from serving.guard import Guard
+
+log = logging.getLogger("recops.serving")
+
+Id = Annotated[int, Field(strict=True, ge=0, le=2**62)]
+MAX_CONTEXT = 200
+POLL_SECONDS = 1.0  # how often a worker looks at the champion pointer
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    k: Annotated[int, Field(strict=True, ge=1)] = 10
+    exclude_seen: Annotated[bool, Field(strict=True)] = True
+    context_items: Annotated[list[Id], Field(max_length=MAX_CONTEXT)] = []
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    item_id: Id
+    event_type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
+    rating: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    timestamp: datetime | None = None
+
+
+class SimilarRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: Id
+    k: Annotated[int, Field(strict=True, ge=1)] = 10
+
+
+_METRICS: dict[str, Any] = {}
+
+
+def _metrics() -> dict[str, Any]:
+    """Counters, made once per process after BentoML has set up Prometheus' multiprocess dir."""
+    if not _METRICS:
+        from prometheus_client import Counter
+
+        _METRICS["fallback"] = Counter("recops_fallback_total",
+                                       "Recommendations served by a fallback", ["kind"])
+        _METRICS["feedback"] = Counter("recops_feedback_total",
+                                       "Feedback events durably logged", ["event_type"])
+        _METRICS["push_fail"] = Counter("recops_feedback_push_failures_total",
+                                        "Logged feedback events the online store did not take")
+        _METRICS["swap"] = Counter("recops_model_swaps_total", "Champion models loaded")
+    return _METRICS
+
+
+@bentoml.service(name="recops", traffic={"timeout": 30})
+class Recommender:
+    """Serves the current champion; a promotion is picked up by a background watcher."""
+
+    def __init__(self) -> None:
+        import torch
+
+        from recops.config import load_settings
+        from recops.feedback import FeedbackLog
+
+        from serving.online import OnlineFeatures
+
+        self.settings = load_settings()
+        # Requests are small: one thread each keeps concurrent requests from fighting for cores.
+        torch.set_num_threads(1)
+        self.feedback_log = FeedbackLog(self.settings.paths.feedback)
+        self.online = OnlineFeatures(self.settings)
+        self.metrics = _metrics()
+        self._pointer = self.settings.paths.bentoml_home / "champion.json"
+        self._stamp = self._pointer_stamp()
+        self.engine = self._load("champion")
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="champion-watcher", daemon=True)
+        self._watcher.start()
+
+    # --- model lifecycle ------------------------------------------------------------------------
+    def _load(self, tag: str):  # noqa: ANN202 - serving.engine.Engine
+        from recops import registry
+
+        from serving.engine import Engine
+
+        engine = Engine(registry.load(self.settings, tag), quantize=self.settings.serving.quantize)
+        self.metrics["swap"].inc()
+        log.info("serving %s (%s, %d items, quantized=%s)", engine.tag, engine.kind,
+                 engine.n_items, engine.quantized)
+        return engine
+
+    def _pointer_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self._pointer)
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_ino
+
+    def _watch(self) -> None:
+        from recops import registry
+        from recops.errors import RecopsError
+
+        while not self._stop.wait(POLL_SECONDS):
+            stamp = self._pointer_stamp()
+            if stamp == self._stamp:
+                continue
+            self._stamp = stamp
+            try:
+                tag = registry.champion_tag(self.settings)
+                if tag and tag != self.engine.tag:
+                    # Build the new engine fully, then swap one reference: requests already
+                    # running finish on the old model, none waits or fails.
+                    self.engine = self._load(tag)
+            except (RecopsError, OSError, RuntimeError) as exc:
+                log.error("could not load the new champion, still serving %s: %s",
+                          self.engine.tag, exc)
+
+    def __is_ready__(self) -> bool:
+        return self.engine is not None
+
+    # --- API ----------------------------------------------------------------------------------
+    def _check_k(self, k: int) -> None:
+        if k > self.settings.serving.max_k:
+            raise InvalidArgument(f"k={k} is out of range: it must be between 1 and "
+                                  f"serving.max_k={self.settings.serving.max_k}")
+
+    @bentoml.api(route="/recommend", input_spec=RecommendRequest)
+    def recommend(self, user_id: int, k: int = 10, exclude_seen: bool = True,
+                  context_items: list[int] | None = None) -> dict:
+        """Top-k items for a user from their recent sequence in the online store."""
+        self._check_k(k)
+        engine = self.engine
+        history = self.online.history(user_id)
+        known = bool(history)
+        items, fallback = engine.recommend(history or [], k, exclude_seen=exclude_seen,
+                                           context_ids=context_items, known_user=known)
+        if fallback:
+            self.metrics["fallback"].labels(kind=fallback).inc()
+        return {"user_id": user_id, "items": items, "fallback": fallback,
+                "history_size": len(history or []), "model": engine.tag}
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
+    def feedback(self, user_id: int, item_id: int, event_type: str, rating: float | None = None,
+                 timestamp: datetime | None = None) -> dict:
+        """Log an event durably (fsync) before answering, then push it to the online store."""
+        s = self.settings
+        engine = self.engine
+        if item_id not in engine.catalogue:
+            raise NotFound(f"item_id {item_id} is not in the catalogue of the served model")
+        if event_type == "rating" and rating is None:
+            raise InvalidArgument("event_type 'rating' needs a rating")
+        if rating is not None and not s.validation.rating_min <= rating <= s.validation.rating_max:
+            raise InvalidArgument(f"rating {rating} is out of range [{s.validation.rating_min}, "
+                                  f"{s.validation.rating_max}]")
+        now = datetime.now(UTC)
+        ts = timestamp or now
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)  # naive timestamps are taken as UTC
+        floor = s.validation.timestamp_floor.replace(tzinfo=UTC)
+        if ts < floor or (ts - now).total_seconds() > 300:
+            raise InvalidArgument(f"timestamp {ts.isoformat()} is outside [{floor.isoformat()}, "
+                                  "now + 5 min]")
+        event = {"user_id": user_id, "item_id": item_id, "event_type": event_type,
+                 "rating": rating, "event_timestamp": ts}
+        offset = self.feedback_log.append(event)  # durable from here on
+        self.metrics["feedback"].labels(event_type=event_type).inc()
+        online = True
+        try:
+            self.online.push(event)
+        except Exception as exc:  # noqa: BLE001 - the event is logged; say so and report
+            online = False
+            self.metrics["push_fail"].inc()
+            # The message names the user: keep it out of the info/error stream.
+            log.error("feedback logged at offset %d but not pushed online (%s)", offset,
+                      type(exc).__name__)
+            log.debug("push failure: %s", exc)
+        return {"accepted": True, "offset": offset, "online": online}
+
+    @bentoml.api(route="/similar", input_spec=SimilarRequest)
+    def similar(self, item_id: int, k: int = 10) -> dict:
+        """Items nearest to ``item_id`` in the model's item embedding space (cosine)."""
+        self._check_k(k)
+        engine = self.engine
+        idx = engine.index.get(item_id)
+        if idx is None:
+            raise NotFound(f"item_id {item_id} is unknown to the served model")
+        return {"item_id": item_id, "items": engine.describe(engine.similar(idx, k)),
+                "model": engine.tag}
+
+
+Recommender.add_asgi_middleware(Guard)

@@ -1,0 +1,174 @@
+"""Serving fixtures: a small world (lake, Feast online store, registered champion) and a real
+`bentoml serve` subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+N_USERS, N_ITEMS, N_EVENTS = 40, 120, 1200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def small_tables(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Interactions and items small enough for seconds-long Feast runs."""
+    rng = np.random.default_rng(seed)
+    items = pd.DataFrame({"item_id": np.arange(1, N_ITEMS + 1) * 10})
+    items["title"] = [f"Movie {i}" for i in items.item_id]
+    items["genres"] = "Drama"
+    items["text"] = items["title"] + " Drama"
+    users = rng.integers(1, N_USERS + 1, N_EVENTS)
+    users[:N_USERS] = np.arange(1, N_USERS + 1)  # every user has events
+    pop = rng.zipf(1.5, N_EVENTS) % N_ITEMS
+    ts = pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(
+        rng.integers(0, 30 * 86400, N_EVENTS), unit="s")
+    inter = pd.DataFrame({"user_id": users, "item_id": items.item_id.to_numpy()[pop],
+                          "rating": rng.integers(1, 11, N_EVENTS) / 2.0,
+                          "event_type": "rating", "event_timestamp": ts})
+    return inter, items
+
+
+def make_checkpoint(item_ids: list[int], seed: int, kind: str = "sasrec",
+                    max_len: int = 20) -> dict[str, Any]:
+    import torch
+
+    from recops.models import create_model
+    from recops.models import make_checkpoint as mk
+
+    torch.manual_seed(seed)
+    args = {"max_len": max_len, "d_model": 16, "n_layers": 1, "n_heads": 1, "dropout": 0.0}
+    if kind == "pop":
+        args = {"max_len": max_len}
+    model = create_model(kind, len(item_ids), args)
+    return mk(model, item_ids, model_settings=args, train_settings={"seed": seed})
+
+
+def meta(run_id: str, ndcg: float = 0.2, **kw: Any) -> dict[str, Any]:
+    return {"run_id": run_id, "metrics": {"hr@10": 0.3, "ndcg@10": ndcg, "mrr": 0.1,
+                                          "coverage@10": 0.2},
+            "per_segment": {"<20": {"ndcg@10": ndcg}}, "privacy": None, "privacy_total": None,
+            "data_version": "test", "training_mode": "centralised", "federated": None,
+            "validation": {"passed": True, "report": None}, **kw}
+
+
+@dataclass
+class World:
+    settings: Any
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    tags: list[str]
+
+
+def build_world(home: Path, online: str = "sqlite", redis_url: str | None = None,
+                **overrides: Any) -> World:
+    """Lake -> Feast sources -> apply -> materialise; two registered models, the first champion."""
+    from recops import feast_store, registry, schema
+    from recops.config import load_settings
+    from recops.featurize import build_sources
+    from recops.lake import Lake
+
+    ov = {"home": home, "model.max_len": 20, "stores.online": online,
+          "stores.feast_project": "t" + uuid.uuid4().hex[:10], **overrides}
+    if redis_url:
+        ov["stores.redis_url"] = redis_url
+    settings = load_settings(overrides=ov)
+    inter, items = small_tables()
+    lake = Lake(settings.paths.lake)
+    lake.append(schema.ITEMS, items, source="test")
+    lake.append(schema.USERS, pd.DataFrame({"user_id": np.arange(1, N_USERS + 1)}), source="test")
+    lake.append(schema.INTERACTIONS, inter, source="test")
+    build_sources(settings, lake, text_vectors=False)
+    feast_store.apply(settings)
+    feast_store.materialize(settings)
+    ids = sorted(int(i) for i in items.item_id)
+    tags = [registry.register(settings, make_checkpoint(ids, seed), meta(f"run{seed}"))
+            for seed in (1, 2)]
+    registry.promote(settings, tags[0])
+    return World(settings, inter, items, tags)
+
+
+class Server:
+    """`bentoml serve` in a subprocess on a free port, stopped by PID."""
+
+    def __init__(self, settings: Any, log_path: Path) -> None:
+        from recops.config import child_env
+
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "serving.service:Recommender",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=REPO, env=child_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {self.proc.returncode}: "
+                                   + Path(self.log.name).read_text()[-3000:])
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("bentoml serve not ready in time: "
+                           + Path(self.log.name).read_text()[-3000:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: the server and workers
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+    def logs(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+
+def start_server(settings: Any, log_path: Path) -> Server:
+    server = Server(settings, log_path)
+    try:
+        server.wait_ready()
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(tmp_path_factory.mktemp("serving") / "home")
+
+
+@pytest.fixture(scope="module")
+def server(world: World, tmp_path_factory: pytest.TempPathFactory):
+    srv = start_server(world.settings, tmp_path_factory.mktemp("logs") / "bentoml.log")
+    yield srv
+    srv.stop()
