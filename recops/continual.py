@@ -168,13 +168,17 @@ def validate(settings: Settings, run_id: str, batch: str) -> dict[str, Any]:
     rdir = _rdir(settings, run_id)
     col = json.loads((rdir / "collect.json").read_text())
     df = pd.read_parquet(batch)
-    try:
-        checked = validate_feedback(settings, df)
-    except ValidationFailed:
+    checked = validate_feedback(settings, df, run_id=run_id)
+    if not checked.passed:
+        # The batch is quarantined whole (nothing lost): the next cycle starts after it.
         _advance(settings, run_id, col["from_offset"], col["to_offset"])
-        raise
+        raise ValidationFailed(
+            f"feedback batch (offsets {col['from_offset']}-{col['to_offset']}, "
+            f"{len(df)} events) failed validation: {'; '.join(checked.failed[:5])}; "
+            f"quarantined at {checked.quarantine_path}",
+            quarantine_path=str(checked.quarantine_path), failed=checked.failed)
     lake = Lake(settings.paths.lake)
-    accepted = _accepted_rows(checked, df)
+    accepted = df
     manifest = lake.append(schema.INTERACTIONS, accepted,
                            source=f"feedback:{col['from_offset']}-{col['to_offset']}")
     version = lake.dataset_version()
@@ -182,29 +186,10 @@ def validate(settings: Settings, run_id: str, batch: str) -> dict[str, Any]:
     users = sorted(int(u) for u in accepted[schema.USER_ID].unique())
     _write_json(rdir / "window.json", {"users": users, "start": col["start"], "end": col["end"],
                                        "batch_id": manifest.batch_id})
-    report = _report_of(checked)
+    report = str(checked.data_docs) if checked.data_docs else None
     _write_json(rdir / "validation.json", {"dataset_version": version, "passed": True,
                                            "report": report, "batch_id": manifest.batch_id})
     return {"dataset_version": version, "rows": len(accepted), "passed": True, "report": report}
-
-
-def _accepted_rows(checked: Any, df: Any) -> Any:
-    """The rows validation accepted (the whole batch unless it handed back a frame)."""
-    import pandas as pd
-
-    for cand in (checked, getattr(checked, "frame", None), getattr(checked, "df", None),
-                 checked.get("frame") if isinstance(checked, dict) else None):
-        if isinstance(cand, pd.DataFrame):
-            return cand
-    return df
-
-
-def _report_of(checked: Any) -> str | None:
-    for name in ("report", "report_path", "data_docs"):
-        v = checked.get(name) if isinstance(checked, dict) else getattr(checked, name, None)
-        if v:
-            return str(v)
-    return None
 
 
 def features(settings: Settings, run_id: str, dataset_version: str) -> dict[str, Any]:

@@ -140,31 +140,11 @@ def validate(settings: Settings, run_id: str, staged_id: str) -> dict[str, Any]:
     from validation.gate import accept_or_quarantine
 
     accepted = accept_or_quarantine(settings, staged_id, run_id=run_id)
-    summary = _as_dict(accepted)
-    dataset_version = summary.get("dataset_version")
-    if not dataset_version:
-        raise DataError(f"validation of staged batch {staged_id} returned no dataset_version")
-    report = summary.get("report") or summary.get("report_path") or summary.get("data_docs")
-    out = {"dataset_version": dataset_version, "passed": True,
-           "report": str(report) if report else None}
+    report = str(accepted.data_docs) if accepted.data_docs else None
+    out = {"dataset_version": accepted.dataset_version, "passed": True, "report": report}
     _write_json(run_dir(settings, run_id) / "validation.json",
-                {**out, "staged_id": staged_id, "summary": summary})
+                {**out, "staged_id": staged_id, "summary": _jsonable(accepted.summary())})
     return out
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    """A dataclass / pydantic / mapping result of another area as a JSON-able dict."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        d = dataclasses.asdict(obj)
-    elif hasattr(obj, "model_dump"):
-        d = obj.model_dump(mode="json")
-    elif isinstance(obj, Mapping):
-        d = dict(obj)
-    else:
-        d = {k: v for k, v in vars(obj).items() if not k.startswith("_")}
-    return json.loads(json.dumps(d, default=str))
 
 
 def features(settings: Settings, run_id: str, dataset_version: str) -> dict[str, Any]:
@@ -268,13 +248,12 @@ def fit(settings: Settings, labelled: Any, items: Any, interactions: Any | None 
 
     data = SequenceData.from_labelled(labelled, items, interactions=interactions)
     ledger = PrivacyLedger(settings.paths.privacy_ledger)
-    rounds = None
     if settings.train.mode == "federated":
         from federated.runner import train_federated
 
+        # Writes federated_rounds.json itself, one row per round.
         result = train_federated(settings, data, init=init, ledger=ledger, run_dir=rdir,
-                                 progress=progress, run_id=run_id)
-        rounds = getattr(result, "rounds", None)
+                                 run_id=run_id)
     else:
         from recops.training import train_model
 
@@ -288,12 +267,11 @@ def fit(settings: Settings, labelled: Any, items: Any, interactions: Any | None 
     _write_json(rdir / "privacy.json", privacy)
     federated = None
     if settings.train.mode == "federated":
-        if rounds is not None:
-            _write_json(rdir / "federated_rounds.json", _jsonable(rounds))
         fed = settings.federated
-        federated = {"rounds": fed.rounds, "num_clients": fed.num_clients,
-                     "strategy": fed.strategy, "partition": fed.partition,
-                     "client_dp": fed.client_dp, "local_epochs": fed.local_epochs}
+        federated = _jsonable(ckpt.get("federated")) or {
+            "rounds": fed.rounds, "strategy": fed.strategy, "partition": fed.partition}
+        federated.setdefault("num_clients", fed.num_clients)
+        federated.setdefault("client_dp", fed.client_dp)
     return {"mode": settings.train.mode, "kind": ckpt.get("kind"), "privacy": privacy,
             "federated": federated, "epochs_run": len(result.history),
             "valid_metrics": _jsonable(result.valid_metrics), "warm_start": init is not None,
