@@ -1,0 +1,137 @@
+"""Flower ClientApp: trains/evaluates the shared recommender on this client's users only."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
+
+from federated.common import (
+    FED_DIR,
+    INITIAL_STATE,
+    arrays_from_model,
+    load_arrays,
+    settings_for_run,
+)
+from federated.partition import load_partition
+from federated.strategies import DP_WEIGHT, EVAL_METRICS, NUM_EXAMPLES
+
+app = ClientApp()
+
+
+def client_dp_mod(msg: Message, ctxt: Context, call_next: Any) -> Message:
+    """Client-side update clipping for client-level DP, chosen by the server's train config.
+
+    Attached to train only: on the whole ClientApp a clipping mod also wraps evaluate and
+    breaks it (TRAPS.md).
+    """
+    mode = msg.content["config"].get("client-dp", "off")
+    if mode == "fixed":
+        return fixedclipping_mod(msg, ctxt, call_next)
+    if mode == "adaptive":
+        return adaptiveclipping_mod(msg, ctxt, call_next)
+    return call_next(msg, ctxt)
+
+
+def _partition(context: Context) -> tuple[int, int]:
+    try:
+        return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+    except KeyError as exc:
+        raise ValueError(f"node config lacks {exc}: start SuperNodes with --node-config "
+                         "'partition-id=<i> num-partitions=<n>'") from None
+
+
+def _model(settings: Any, run_dir: Path, n_items: int) -> Any:
+    """The shared architecture, with the run's frozen buffers (text vectors) from the initial state."""
+    import numpy as np
+    import torch
+
+    from recops.training import build_model
+
+    init = torch.load(run_dir / FED_DIR / INITIAL_STATE, weights_only=True)
+    text = None
+    if "text" in init:  # frozen text vectors: a placeholder here, the real ones come with init
+        text = np.zeros((n_items, init["text"].shape[1]), dtype=np.float32)
+    model = build_model(settings, n_items, text_vectors=text)
+    model.load_state_dict(init)
+    return model
+
+
+@app.train(mods=[client_dp_mod])
+def train(msg: Message, context: Context) -> Message:
+    """Local epochs from the global weights; reply with the new weights and what DP spent."""
+    import torch
+
+    from recops.training import fit_epochs, make_train_loader
+
+    run_dir, settings = settings_for_run(context.run_config)
+    pid, n_parts = _partition(context)
+    data = load_partition(run_dir, pid, n_parts)
+    cfg: ConfigRecord = msg.content["config"]
+    server_round = int(cfg["server-round"])
+    torch.set_num_threads(max(1, int(settings.train.num_threads)))
+    torch.manual_seed(settings.seed * 100_003 + server_round * 1_009 + pid)
+
+    model = _model(settings, run_dir, data.n_items)
+    load_arrays(model, msg.content["arrays"])
+    mu = float(cfg.get("proximal-mu", 0.0))
+    global_params = ([p.detach().clone() for p in model.parameters() if p.requires_grad]
+                     if mu > 0 else None)
+    loader = make_train_loader(data, settings, seed=settings.seed + 7919 * server_round + pid)
+    fed = settings.federated
+    started = time.perf_counter()
+    metrics: dict[str, Any] = {NUM_EXAMPLES: int(data.n_users), DP_WEIGHT: 1.0,
+                               "partition-id": pid}
+    if settings.privacy.enabled:
+        from recops.privacy import make_private
+
+        optimizer = torch.optim.Adam(model.parameters(), lr=settings.train.lr,
+                                     weight_decay=settings.train.weight_decay)
+        # σ is calibrated once for the whole run (all rounds × local epochs), so each round
+        # spends its share; the server sums the steps each client actually took.
+        pt = make_private(model, optimizer, loader, settings,
+                          n_users=len(loader.dataset), epochs=fed.rounds * fed.local_epochs)
+        loss = fit_epochs(pt.model, pt.loader, epochs=fed.local_epochs, lr=settings.train.lr,
+                          weight_decay=settings.train.weight_decay, proximal_mu=mu,
+                          global_params=global_params, optimizer=pt.optimizer, private=pt)
+        metrics.update({"dp-noise": float(pt.noise_multiplier),
+                        "dp-rate": float(pt.sample_rate), "dp-steps": int(pt.steps_taken),
+                        "dp-delta": float(pt.delta), "dp-clip": float(pt.max_grad_norm),
+                        "dp-epochs": int(fed.local_epochs), "dp-ghost": int(pt.criterion is not None)})
+        model = pt.base_model
+    else:
+        loss = fit_epochs(model, loader, epochs=fed.local_epochs, lr=settings.train.lr,
+                          weight_decay=settings.train.weight_decay, proximal_mu=mu,
+                          global_params=global_params)
+    metrics["train-loss"] = float(loss)
+    metrics["train-seconds"] = time.perf_counter() - started
+    content = RecordDict({"arrays": arrays_from_model(model), "metrics": MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """NDCG@10 etc. of the global weights on this client's own validation users."""
+    import torch
+
+    from recops.evaluation import evaluate_model
+
+    run_dir, settings = settings_for_run(context.run_config)
+    pid, n_parts = _partition(context)
+    data = load_partition(run_dir, pid, n_parts)
+    torch.set_num_threads(max(1, int(settings.train.num_threads)))
+    model = _model(settings, run_dir, data.n_items)
+    load_arrays(model, msg.content["arrays"])
+    n_eval = int(len(data.eval_users))
+    # Every reply carries the same keys (Flower checks); the server weighs by eval-users.
+    metrics: dict[str, Any] = {NUM_EXAMPLES: n_eval, DP_WEIGHT: 1.0, "eval-users": n_eval}
+    if n_eval:
+        res = evaluate_model(model, data, split="valid", k=10, segments=False)
+        metrics.update({k: float(v) for k, v in res.overall.items()})
+    else:
+        metrics.update({k: 0.0 for k in EVAL_METRICS})
+    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -1,0 +1,106 @@
+"""What the ServerApp and ClientApp share: the run folder, the run config, and the weights that travel."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from recops.config import Settings, load_settings
+from recops.errors import ConfigError
+
+FED_DIR = "federated"
+SETTINGS_FILE = "settings.yaml"
+INITIAL_STATE = "initial_state.pt"
+FINAL_STATE = "final_state.pt"
+ROUNDS_FILE = "federated_rounds.json"
+SUMMARY_FILE = "summary.json"
+DP_CLIENTS_FILE = "dp_clients.json"
+
+# Run-config key (pyproject [tool.flwr.app.config]) -> settings key. The runner passes every
+# one of them from Settings, so `flwr run` and `recops federated simulate` agree.
+RUN_CONFIG_KEYS: dict[str, str] = {
+    "num-server-rounds": "federated.rounds",
+    "local-epochs": "federated.local_epochs",
+    "strategy": "federated.strategy",
+    "fraction-train": "federated.fraction_train",
+    "min-clients": "federated.min_clients",
+    "proximal-mu": "federated.proximal_mu",
+    "client-dp": "federated.client_dp",
+    "client-noise-multiplier": "federated.client_noise_multiplier",
+    "client-clipping-norm": "federated.client_clipping_norm",
+    "sample-dp": "privacy.enabled",
+}
+# Run-config keys with no settings counterpart.
+EXTRA_KEYS = ("run-dir", "round-timeout", "secagg")
+
+
+def run_config_from_settings(settings: Settings, run_dir: Path, *, round_timeout: float = 600.0,
+                             secagg: bool = False) -> dict[str, Any]:
+    """The run config for one run: every federated knob plus the run folder."""
+    out: dict[str, Any] = {"run-dir": str(Path(run_dir).resolve()),
+                           "round-timeout": float(round_timeout), "secagg": bool(secagg)}
+    for key, dotted in RUN_CONFIG_KEYS.items():
+        section, name = dotted.split(".")
+        out[key] = getattr(getattr(settings, section), name)
+    return out
+
+
+def format_run_config(cfg: Mapping[str, Any]) -> str:
+    """``flwr run --run-config`` syntax: space-separated TOML assignments."""
+    parts = []
+    for k, v in cfg.items():
+        if isinstance(v, bool):
+            parts.append(f"{k}={'true' if v else 'false'}")
+        elif isinstance(v, str):
+            parts.append(f'{k}="{v}"')
+        else:
+            parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def run_dir_of(run_config: Mapping[str, Any]) -> Path:
+    raw = str(run_config.get("run-dir", "") or "")
+    if not raw:
+        raise ConfigError("run config 'run-dir' is empty: start runs with `recops federated "
+                          "simulate|deploy` or pass --run-config 'run-dir=\"<folder>\"'")
+    path = Path(raw)
+    if not (path / FED_DIR / SETTINGS_FILE).is_file():
+        raise ConfigError(f"run-dir {path} holds no {FED_DIR}/{SETTINGS_FILE}: it was not "
+                          "prepared by federated.runner")
+    return path
+
+
+def settings_for_run(run_config: Mapping[str, Any]) -> tuple[Path, Settings]:
+    """The run folder and the Settings the runner saved there, with the run config applied."""
+    run_dir = run_dir_of(run_config)
+    overrides = {dotted: run_config[key] for key, dotted in RUN_CONFIG_KEYS.items()
+                 if key in run_config}
+    return run_dir, load_settings(run_dir / FED_DIR / SETTINGS_FILE, overrides)
+
+
+def trainable_names(model: Any) -> list[str]:
+    """Names of the tensors that travel: trainable parameters only.
+
+    Buffers (e.g. SASRec's frozen item text vectors) stay on each side, loaded once from the
+    initial state, so they are neither re-sent every round nor noised/averaged.
+    """
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def arrays_from_model(model: Any) -> Any:
+    from flwr.app import ArrayRecord
+
+    state = model.state_dict()
+    return ArrayRecord({n: state[n].detach().cpu() for n in trainable_names(model)})
+
+
+def load_arrays(model: Any, arrays: Any) -> None:
+    """Copy the travelling tensors into ``model`` (its buffers stay as they are)."""
+    incoming = arrays.to_torch_state_dict()
+    expected = set(trainable_names(model))
+    if set(incoming) != expected:
+        missing, extra = sorted(expected - set(incoming)), sorted(set(incoming) - expected)
+        raise ValueError(f"weights do not match the model: missing {missing[:5]}, "
+                         f"unexpected {extra[:5]}")
+    model.load_state_dict(incoming, strict=False)

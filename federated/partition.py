@@ -1,0 +1,144 @@
+"""Split users across federated clients (IID or Dirichlet over taste clusters) and write per-client files."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from recops.errors import ConfigError, DataError
+from recops.schema import GENRE_SEPARATOR, GENRES
+from recops.sequences import SequenceData
+
+Scheme = Literal["iid", "dirichlet"]
+PARTITION_DIR = "partitions"
+MANIFEST = "manifest.json"
+SERVER_VALID = "server-valid.pkl"
+
+
+def client_file(pid: int) -> str:
+    return f"client-{pid:04d}.pkl"
+
+
+def taste_clusters(data: SequenceData) -> np.ndarray:
+    """One label per user of ``data.train_users``: the most frequent first genre in their history.
+
+    Falls back to the user's most frequent item when the catalogue carries no genres, so a
+    non-IID split still groups users by what they consume.
+    """
+    first_genre = None
+    if GENRES in data.items.columns:
+        g = data.items[GENRES].astype("string").fillna("").str.split(GENRE_SEPARATOR).str[0]
+        first_genre = np.concatenate([["<pad>"], g.to_numpy(dtype=object)])
+    labels = []
+    for seq in data.train_seqs:
+        if len(seq) == 0:
+            labels.append("<none>")
+            continue
+        keys = first_genre[seq] if first_genre is not None else seq
+        labels.append(str(Counter(keys.tolist()).most_common(1)[0][0]))
+    return np.asarray(labels, dtype=object)
+
+
+def partition_users(user_ids: np.ndarray, num_clients: int, scheme: Scheme = "iid", *,
+                    clusters: np.ndarray | None = None, alpha: float = 0.5,
+                    seed: int = 42) -> list[np.ndarray]:
+    """Disjoint user-id arrays, one per client, every client non-empty.
+
+    ``iid``: a seeded shuffle cut into near-equal parts. ``dirichlet``: for each cluster, its
+    users are spread over clients in proportions drawn from Dir(alpha); small alpha = each
+    client sees few clusters (strongly non-IID).
+    """
+    users = np.asarray(user_ids, dtype=np.int64)
+    if num_clients < 2:
+        raise ConfigError(f"federated.num_clients must be at least 2, got {num_clients}")
+    if len(users) < num_clients:
+        raise DataError(f"cannot split {len(users)} users across {num_clients} clients: every "
+                        "client needs at least one user; lower federated.num_clients")
+    rng = np.random.default_rng(seed)
+    if scheme == "iid":
+        return [np.sort(p) for p in np.array_split(rng.permutation(users), num_clients)]
+    if scheme != "dirichlet":
+        raise ConfigError(f"federated.partition must be 'iid' or 'dirichlet', got {scheme!r}")
+    if clusters is None or len(clusters) != len(users):
+        raise DataError("a Dirichlet partition needs one cluster label per user")
+    if not alpha > 0:
+        raise ConfigError(f"federated.dirichlet_alpha must be > 0, got {alpha}")
+    parts: list[list[int]] = [[] for _ in range(num_clients)]
+    for label in sorted(set(clusters.tolist())):
+        members = rng.permutation(users[clusters == label])
+        props = rng.dirichlet(np.full(num_clients, alpha))
+        cuts = (np.cumsum(props)[:-1] * len(members)).astype(int)
+        for c, chunk in enumerate(np.split(members, cuts)):
+            parts[c].extend(chunk.tolist())
+    # Dirichlet draws can leave a client empty: give it users from the largest client, so
+    # every SuperNode has data (an empty client would fail every round).
+    for c in range(num_clients):
+        while not parts[c]:
+            donor = max(range(num_clients), key=lambda i: len(parts[i]))
+            parts[c].append(parts[donor].pop())
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def write_partitions(data: SequenceData, parts: list[np.ndarray], run_dir: Path, *,
+                     scheme: str, server_valid: SequenceData | None = None) -> Path:
+    """Write one file per client (only that client's users) plus the server's validation set.
+
+    Returns the partition folder; ``manifest.json`` records sizes so a client can check it
+    loaded the partition the server planned for.
+    """
+    out = Path(run_dir) / PARTITION_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = []
+    for pid, users in enumerate(parts):
+        sub = data.subset(users)
+        with open(out / client_file(pid), "wb") as f:
+            pickle.dump(sub, f, protocol=pickle.HIGHEST_PROTOCOL)
+        sizes.append({"partition_id": pid, "n_users": int(sub.n_users),
+                      "n_eval_users": int(len(sub.eval_users))})
+    with open(out / SERVER_VALID, "wb") as f:
+        pickle.dump(server_valid if server_valid is not None else data, f,
+                    protocol=pickle.HIGHEST_PROTOCOL)
+    manifest = {"num_partitions": len(parts), "scheme": scheme, "n_items": int(data.n_items),
+                "clients": sizes}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return out
+
+
+def read_manifest(run_dir: Path) -> dict:
+    path = Path(run_dir) / PARTITION_DIR / MANIFEST
+    if not path.is_file():
+        raise DataError(f"no partition manifest at {path}: run federated.partition first")
+    return json.loads(path.read_text())
+
+
+def load_partition(run_dir: Path, partition_id: int, num_partitions: int) -> SequenceData:
+    """The one partition a client may read; checks it against the manifest."""
+    manifest = read_manifest(run_dir)
+    if manifest["num_partitions"] != num_partitions:
+        raise DataError(f"client was started with num-partitions={num_partitions} but "
+                        f"{run_dir} holds {manifest['num_partitions']} partitions")
+    if not 0 <= partition_id < num_partitions:
+        raise DataError(f"partition-id {partition_id} is outside 0..{num_partitions - 1}")
+    return _load(Path(run_dir) / PARTITION_DIR / client_file(partition_id))
+
+
+def load_server_valid(run_dir: Path) -> SequenceData:
+    return _load(Path(run_dir) / PARTITION_DIR / SERVER_VALID)
+
+
+def _load(path: Path) -> SequenceData:
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)  # noqa: S301 - our own file, written by write_partitions
+    except FileNotFoundError:
+        raise DataError(f"partition file {path} is missing") from None
+    except (pickle.UnpicklingError, EOFError, AttributeError) as exc:
+        raise DataError(f"partition file {path} is unreadable: {exc}") from None
+    if not isinstance(data, SequenceData):
+        raise DataError(f"partition file {path} does not hold SequenceData")
+    return data

@@ -1,0 +1,240 @@
+"""Federated training as the pipeline calls it: partition, run the Flower app, account, checkpoint."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from federated.accounting import SampleLevelTracker, client_level_delta, client_level_spend
+from federated.common import (
+    DP_CLIENTS_FILE,
+    FED_DIR,
+    FINAL_STATE,
+    INITIAL_STATE,
+    ROUNDS_FILE,
+    SETTINGS_FILE,
+    SUMMARY_FILE,
+    run_config_from_settings,
+)
+from federated.partition import partition_users, taste_clusters, write_partitions
+from federated.strategies import build_strategy, plan_rounds
+from recops.config import Settings
+from recops.errors import ConfigError, TrainingError
+from recops.sequences import SequenceData
+
+Engine = Literal["simulation", "deployment"]
+ENGINES = ("simulation", "deployment")
+RoundCallback = Callable[[dict], None]
+
+
+def check_settings(settings: Settings, num_clients: int | None = None) -> None:
+    """Every mistake in the federated settings, found before anything starts."""
+    if settings.model.kind == "pop":
+        raise ConfigError("federated training needs model.kind 'sasrec' or 'mf': a popularity "
+                          "model has no weights to average")
+    build_strategy(settings.federated, num_clients or settings.federated.num_clients,
+                   lr=settings.train.lr)
+
+
+def projected_spends(settings: Settings) -> dict[str, float]:
+    """ε each enabled DP mechanism will have spent after all rounds (for the budget check)."""
+    from recops.privacy import epsilon_for
+
+    fed, out = settings.federated, {}
+    if fed.client_dp != "off":
+        plan = plan_rounds(fed)
+        out["client_level"] = epsilon_for(
+            fed.client_noise_multiplier, plan.sample_rate, fed.rounds,
+            client_level_delta(plan.num_clients, settings.privacy.delta),
+            settings.privacy.accountant)
+    if settings.privacy.enabled:
+        # Each client calibrates σ to reach target_epsilon over all rounds it could join.
+        out["sample_level"] = settings.privacy.target_epsilon
+    return out
+
+
+def prepare_run(settings: Settings, data: SequenceData, run_dir: Path,
+                init: dict | None = None) -> tuple[SequenceData, Any, dict]:
+    """Write settings, the per-client partitions and the initial weights under ``run_dir``.
+
+    Returns the data (in the warm-start checkpoint's item index when ``init`` is given), the
+    initial model and the partition manifest.
+    """
+    import torch
+
+    from recops.training import _items_text, _warm_start, build_model, seed_everything
+
+    run_dir = Path(run_dir)
+    fed_dir = run_dir / FED_DIR
+    fed_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(settings.seed)
+    fed = settings.federated
+    if init is not None:
+        model, data = _warm_start(settings, data, init, None)
+    else:
+        text = (_items_text(settings, data)
+                if settings.model.kind == "sasrec" and settings.model.text_init else None)
+        model = build_model(settings, data.n_items, text)
+    clusters = taste_clusters(data) if fed.partition == "dirichlet" else None
+    parts = partition_users(data.train_users, fed.num_clients, fed.partition, clusters=clusters,
+                            alpha=fed.dirichlet_alpha, seed=settings.seed)
+    write_partitions(data, parts, run_dir, scheme=fed.partition)
+    settings.save(fed_dir / SETTINGS_FILE)
+    torch.save(model.state_dict(), fed_dir / INITIAL_STATE)
+    manifest = json.loads((run_dir / "partitions" / "manifest.json").read_text())
+    return data, model, manifest
+
+
+class _RoundWatcher:
+    """Polls federated_rounds.json while the run goes on and reports each new round once."""
+
+    def __init__(self, path: Path, callback: RoundCallback | None) -> None:
+        self.path, self.callback, self.seen = path, callback, 0
+
+    def __call__(self) -> None:
+        if self.callback is None or not self.path.is_file():
+            return
+        try:
+            rows = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return  # mid-replace; the next poll reads it
+        for row in rows[self.seen:]:
+            self.callback(row)
+        self.seen = len(rows)
+
+
+def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
+                    init: dict | None = None, engine: Engine = "simulation",
+                    on_round: RoundCallback | None = None, run_id: str | None = None,
+                    timeout: float = 3600.0, round_timeout: float = 600.0,
+                    ledger: Any | None = None) -> Any:
+    """Train the recommender with Flower; same result type as ``recops.training.train_model``.
+
+    ``engine`` "simulation" runs ``num_clients`` virtual clients on one machine; "deployment"
+    starts a SuperLink and ``num_clients`` SuperNodes as processes on loopback with TLS.
+    Writes ``run_dir/federated_rounds.json`` (one row per round) and the usual run files;
+    appends each DP spend to the privacy ledger.
+    """
+    from recops.evaluation import evaluate_model
+    from recops.models import make_checkpoint, save_checkpoint
+    from recops.privacy import PrivacyLedger, default_population
+    from recops.training import TrainResult
+
+    if engine not in ENGINES:
+        raise ConfigError(f"federated engine must be one of {ENGINES}, got {engine!r}")
+    check_settings(settings)
+    if data.n_users < settings.federated.num_clients:
+        raise TrainingError(f"{data.n_users} users cannot be split across "
+                            f"{settings.federated.num_clients} clients")
+    if not len(data.eval_users):
+        raise TrainingError("no user has 3 or more events: there is no validation set to "
+                            "evaluate rounds on")
+    ledger = ledger or PrivacyLedger(settings.paths.privacy_ledger)
+    population = default_population(settings)
+    projected = projected_spends(settings)
+    if projected:
+        ledger.check_budget(settings, sum(projected.values()), population)
+
+    run_dir = Path(run_dir)
+    run_id = run_id or run_dir.name
+    started = time.perf_counter()
+    data, model, manifest = prepare_run(settings, data, run_dir, init)
+    rounds_path = run_dir / ROUNDS_FILE
+    rounds_path.unlink(missing_ok=True)
+    run_config = run_config_from_settings(settings, run_dir, round_timeout=round_timeout)
+    from federated import engines
+
+    runner = engines.run_simulation if engine == "simulation" else engines.run_deployment
+    watcher = _RoundWatcher(rounds_path, on_round)
+    try:
+        runner(settings, run_dir, run_config, num_clients=settings.federated.num_clients,
+               timeout=timeout, poll=watcher)
+    finally:
+        # Whatever ran was spent, even if the run then failed.
+        privacy = _account(settings, run_dir, ledger, population, run_id)
+    summary_path = run_dir / FED_DIR / SUMMARY_FILE
+    final_path = run_dir / FED_DIR / FINAL_STATE
+    if not (summary_path.is_file() and final_path.is_file()):
+        raise TrainingError(f"the Flower run finished without writing {final_path.name}; the "
+                            f"ServerApp failed: see {run_dir / FED_DIR / 'flwr-run.log'}")
+    import torch
+
+    model.load_state_dict(torch.load(final_path, weights_only=True))
+    model.eval()
+    summary = json.loads(summary_path.read_text())
+    rounds = summary["rounds"]
+    ev = evaluate_model(model, data, "valid")
+    fed_meta = {"engine": engine, **summary["strategy"], "partition": settings.federated.partition,
+                "rounds": settings.federated.rounds, "local_epochs": settings.federated.local_epochs,
+                "completed_rounds": summary["completed_rounds"],
+                "wall_seconds": time.perf_counter() - started,
+                "partition_sizes": [c["n_users"] for c in manifest["clients"]]}
+    train_settings = {**settings.train.model_dump(), "seed": settings.seed,
+                      "federated": settings.federated.model_dump(),
+                      "privacy": settings.privacy.model_dump() if settings.privacy.enabled else None}
+    history = [{"epoch": r["round"], "loss": r["train_loss"],
+                **{k[len("global_"):]: v for k, v in r.items() if k.startswith("global_")}}
+               for r in rounds]
+    ckpt = make_checkpoint(model, data.index.item_ids, model_settings=settings.model.model_dump(),
+                           train_settings=train_settings, valid_metrics=ev.overall,
+                           valid_per_segment=ev.per_segment, history=history, privacy=privacy,
+                           run_id=run_id, training_mode="federated", federated=fed_meta,
+                           n_users=data.n_users, n_eval_users=int(len(data.eval_users)))
+    save_checkpoint(ckpt, run_dir / "checkpoint.pt")
+    _write_json(run_dir / "history.json", history)
+    _write_json(run_dir / "metrics.json", {"valid": ev.overall, "valid_per_segment": ev.per_segment})
+    _write_json(run_dir / "privacy.json", privacy)
+    return TrainResult(model, ckpt, history, ev.overall, privacy)
+
+
+def _account(settings: Settings, run_dir: Path, ledger: Any, population: str,
+             run_id: str) -> dict | None:
+    """Append the spend of the rounds that ran to the ledger; returns the privacy dict."""
+    rounds_path = run_dir / ROUNDS_FILE
+    if not rounds_path.is_file():
+        return None
+    rows = json.loads(rounds_path.read_text())
+    done = sum(1 for r in rows if r["round"] > 0)
+    fed, acc = settings.federated, settings.privacy.accountant
+    out: dict[str, Any] = {}
+    if fed.client_dp != "off" and done:
+        plan = plan_rounds(fed)
+        spend = client_level_spend(
+            noise_multiplier=fed.client_noise_multiplier, clipping_norm=fed.client_clipping_norm,
+            sample_rate=plan.sample_rate, rounds=done,
+            delta=client_level_delta(plan.num_clients, settings.privacy.delta),
+            mechanism=f"client-level-{fed.client_dp}", population=population, run_id=run_id,
+            accountant=acc)
+        ledger.append(spend)
+        out["client_level"] = spend.to_dict()
+    dp_path = run_dir / FED_DIR / DP_CLIENTS_FILE
+    if settings.privacy.enabled and dp_path.is_file():
+        clients = json.loads(dp_path.read_text())
+        tracker = SampleLevelTracker({int(k): v for k, v in clients.items()})
+        spend = tracker.spend(population, run_id, acc)
+        if spend is not None:
+            ledger.append(spend)
+            out["sample_level"] = spend.to_dict()
+    if not out:
+        return None
+    # The headline spend (registry metadata's "privacy"): the sample-level one when present
+    # (unit = user, like centralised DP), else the client-level one.
+    headline = out.get("sample_level") or out["client_level"]
+    return {**headline, "components": out}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_default))
+    tmp.replace(path)
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)

@@ -1,0 +1,161 @@
+"""Flower ServerApp: runs the configured strategy and records every round for the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from federated.accounting import SampleLevelTracker, client_level_delta
+from federated.common import (
+    DP_CLIENTS_FILE,
+    FED_DIR,
+    FINAL_STATE,
+    INITIAL_STATE,
+    ROUNDS_FILE,
+    SUMMARY_FILE,
+    arrays_from_model,
+    load_arrays,
+    settings_for_run,
+)
+from federated.partition import load_server_valid, read_manifest
+from federated.strategies import EVAL_METRICS, build_strategy
+
+app = ServerApp()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write via a temp file and rename, so a reader polling for progress never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.replace(path)
+
+
+class RoundRecorder:
+    """Collects per-round train replies (through the strategy's aggregation hooks) and writes rows."""
+
+    def __init__(self, path: Path, info: dict, settings: Any, num_clients: int) -> None:
+        self.path, self.info, self.settings = path, info, settings
+        self.rows: list[dict] = []
+        self.pending: dict[str, Any] = {}
+        self.dp_users = SampleLevelTracker()
+        self.client_rounds = 0
+        self.started = time.perf_counter()
+        self.client_delta = (client_level_delta(num_clients, settings.privacy.delta)
+                             if info["client_dp"] != "off" else None)
+
+    def train_aggr(self, contents: list[RecordDict], weight_key: str) -> MetricRecord:
+        """Mean train loss over the replies that arrived; also tracks per-client DP-SGD steps."""
+        losses, weights, seconds = [], [], []
+        for rd in contents:
+            m = rd["metrics"]
+            losses.append(float(m["train-loss"]))
+            weights.append(float(m[weight_key]))
+            seconds.append(float(m.get("train-seconds", 0.0)))
+            if "dp-steps" in m:
+                self.dp_users.add(
+                    int(m["partition-id"]), noise_multiplier=float(m["dp-noise"]),
+                    sample_rate=float(m["dp-rate"]), steps=int(m["dp-steps"]),
+                    delta=float(m["dp-delta"]), max_grad_norm=float(m["dp-clip"]),
+                    epochs=int(m["dp-epochs"]),
+                    mechanism="dp-sgd-ghost" if int(m.get("dp-ghost", 0)) else "dp-sgd")
+        total = sum(weights) or 1.0
+        loss = sum(l * w for l, w in zip(losses, weights, strict=True)) / total
+        self.pending.update(participants=len(contents), train_loss=loss,
+                            client_train_seconds=max(seconds) if seconds else 0.0)
+        return MetricRecord({"train-loss": loss, "participants": len(contents)})
+
+    def eval_aggr(self, contents: list[RecordDict], weight_key: str) -> MetricRecord:
+        """Client-side validation metrics, weighted by each client's number of validation users."""
+        n = [int(rd["metrics"]["eval-users"]) for rd in contents]
+        total = sum(n)
+        out = {}
+        for key in EVAL_METRICS:
+            vals = [float(rd["metrics"][key]) for rd in contents]
+            out[key] = sum(v * w for v, w in zip(vals, n, strict=True)) / total if total else 0.0
+        self.pending["client_eval"] = out
+        return MetricRecord(out)
+
+    def epsilon_so_far(self, rounds_done: int) -> dict:
+        from recops.privacy import epsilon_for
+
+        eps: dict[str, float | None] = {"client_level": None, "sample_level": None}
+        if self.client_delta is not None and rounds_done:
+            eps["client_level"] = epsilon_for(
+                self.info["client_noise_multiplier"], self.info["sample_rate"], rounds_done,
+                self.client_delta, self.settings.privacy.accountant)
+        if self.dp_users.clients:
+            eps["sample_level"] = self.dp_users.epsilon(self.settings.privacy.accountant)[0]
+        return eps
+
+    def record(self, server_round: int, global_metrics: dict) -> None:
+        row = {"round": server_round, "participants": self.pending.get("participants", 0),
+               "sampled": self.info["clients_per_round"] if server_round else 0,
+               "train_loss": self.pending.get("train_loss"),
+               "client_train_seconds": self.pending.get("client_train_seconds"),
+               "client_eval": self.pending.get("client_eval"),
+               **{f"global_{k}": v for k, v in global_metrics.items()},
+               "wall_seconds": time.perf_counter() - self.started}
+        row["failures"] = max(0, row["sampled"] - row["participants"]) if server_round else 0
+        if server_round:
+            self.client_rounds += 1
+        row["epsilon"] = self.epsilon_so_far(self.client_rounds)
+        self.rows.append(row)
+        self.pending = {}
+        # Per-client DP-SGD steps first: if the run dies later, what ran is still accounted.
+        _write_json(self.path.parent / FED_DIR / DP_CLIENTS_FILE, self.dp_users.clients)
+        _write_json(self.path, self.rows)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Start the strategy from the runner's initial weights; save the final weights and rounds."""
+    import torch
+
+    from recops.evaluation import evaluate_model
+    from recops.training import build_model
+
+    run_dir, settings = settings_for_run(context.run_config)
+    fed_dir = run_dir / FED_DIR
+    manifest = read_manifest(run_dir)
+    num_clients = int(manifest["num_partitions"])
+    if bool(context.run_config.get("secagg", False)):
+        raise ValueError("secagg=true is not supported by this ServerApp (see docs/federated.md)")
+    torch.set_num_threads(max(1, int(settings.train.num_threads)))
+    strategy, info = build_strategy(settings.federated, num_clients, lr=settings.train.lr)
+    info["sample_rate"] = info["clients_per_round"] / num_clients
+    inner = getattr(strategy, "strategy", strategy)  # the DP wrappers hold the base strategy
+    recorder = RoundRecorder(run_dir / ROUNDS_FILE, info, settings, num_clients)
+    inner.train_metrics_aggr_fn = recorder.train_aggr
+    inner.evaluate_metrics_aggr_fn = recorder.eval_aggr
+
+    valid = load_server_valid(run_dir)
+    model = build_model(settings, valid.n_items)
+    model.load_state_dict(torch.load(fed_dir / INITIAL_STATE, weights_only=True))
+
+    def global_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        load_arrays(model, arrays)
+        res = evaluate_model(model, valid, split="valid", k=10, segments=False)
+        metrics = {k: float(v) for k, v in res.overall.items() if math.isfinite(float(v))}
+        recorder.record(server_round, metrics)
+        return MetricRecord(metrics)
+
+    train_config = ConfigRecord({"client-dp": settings.federated.client_dp})
+    result = strategy.start(
+        grid=grid, initial_arrays=arrays_from_model(model),
+        num_rounds=settings.federated.rounds,
+        timeout=float(context.run_config.get("round-timeout", 600.0)),
+        train_config=train_config, evaluate_fn=global_eval)
+    if len(result.arrays):  # empty when no round aggregated (every client failed)
+        load_arrays(model, result.arrays)
+    torch.save(model.state_dict(), fed_dir / FINAL_STATE)
+    accountant = settings.privacy.accountant
+    summary = {"strategy": info, "rounds": recorder.rows, "num_clients": num_clients,
+               "client_level_delta": recorder.client_delta, "accountant": accountant,
+               "completed_rounds": recorder.client_rounds}
+    _write_json(fed_dir / SUMMARY_FILE, summary)

@@ -1,0 +1,113 @@
+"""Build the Flower server strategy (FedAvg/FedProx/FedAdam, optional client-level DP wrapper) from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from recops.config import FederatedSettings
+from recops.errors import ConfigError
+
+STRATEGIES = ("fedavg", "fedprox", "fedadam")
+CLIENT_DP = ("off", "fixed", "adaptive")
+# Reply metric keys. Under client-level DP every client weighs the same (DP-FedAvg): weighting
+# by examples would let a big client move the average by more than the clipping norm.
+NUM_EXAMPLES = "num-examples"
+DP_WEIGHT = "dp-weight"
+EVAL_METRICS = ("hr@10", "ndcg@10", "mrr", "coverage@10")
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """How many clients a round samples, given the settings and the clients that exist."""
+
+    num_clients: int
+    clients_per_round: int
+    min_clients: int
+
+    @property
+    def sample_rate(self) -> float:
+        return self.clients_per_round / self.num_clients
+
+
+def plan_rounds(fed: FederatedSettings, num_clients: int | None = None) -> RoundPlan:
+    """Check the sampling settings against each other; same rule as Flower's FedAvg sampler."""
+    n = fed.num_clients if num_clients is None else num_clients
+    if n < 2:
+        raise ConfigError(f"federated.num_clients must be at least 2, got {n}")
+    if fed.strategy not in STRATEGIES:
+        raise ConfigError(f"federated.strategy must be one of {STRATEGIES}, got {fed.strategy!r}")
+    if not 0 < fed.fraction_train <= 1:
+        raise ConfigError(f"federated.fraction_train must lie in (0, 1], got {fed.fraction_train}")
+    if fed.min_clients > n:
+        raise ConfigError(f"federated.min_clients ({fed.min_clients}) is more than the "
+                          f"{n} clients of the federation")
+    per_round = max(int(n * fed.fraction_train), fed.min_clients)
+    if per_round < 1:
+        raise ConfigError(f"federated.fraction_train={fed.fraction_train} samples no client "
+                          f"out of {n}; raise it or federated.min_clients")
+    return RoundPlan(num_clients=n, clients_per_round=per_round, min_clients=fed.min_clients)
+
+
+def build_strategy(fed: FederatedSettings, num_clients: int, *, lr: float) -> tuple[Any, dict]:
+    """The strategy object for ``Strategy.start`` and a JSON-able description of it.
+
+    ``lr`` is the server learning rate of FedAdam (the clients use train.lr locally).
+    """
+    from flwr.serverapp.strategy import (
+        DifferentialPrivacyClientSideAdaptiveClipping,
+        DifferentialPrivacyClientSideFixedClipping,
+        FedAdam,
+        FedAvg,
+        FedProx,
+    )
+
+    plan = plan_rounds(fed, num_clients)
+    if fed.client_dp not in CLIENT_DP:
+        raise ConfigError(f"federated.client_dp must be one of {CLIENT_DP}, got {fed.client_dp!r}")
+    dp = fed.client_dp != "off"
+    if dp and not fed.client_noise_multiplier > 0:
+        raise ConfigError("federated.client_noise_multiplier must be > 0 when federated.client_dp "
+                          f"is '{fed.client_dp}': without noise ε is infinite")
+    if dp and fed.strategy == "fedadam":
+        # The DP wrappers add noise after the inner strategy's update; FedAdam's update is a
+        # non-linear function of the clipped mean, so the noise would not be a Gaussian
+        # mechanism on a bounded-sensitivity sum any more.
+        raise ConfigError("federated.client_dp needs strategy 'fedavg' or 'fedprox', not "
+                          "'fedadam' (the DP noise must be added to the clipped mean itself)")
+    common: dict[str, Any] = dict(
+        fraction_train=fed.fraction_train, fraction_evaluate=fed.fraction_train,
+        min_train_nodes=fed.min_clients, min_evaluate_nodes=fed.min_clients,
+        min_available_nodes=max(fed.min_clients, 2),
+        weighted_by_key=DP_WEIGHT if dp else NUM_EXAMPLES,
+    )
+    if fed.strategy == "fedavg":
+        strategy: Any = FedAvg(**common)
+    elif fed.strategy == "fedprox":
+        strategy = FedProx(**common, proximal_mu=fed.proximal_mu)
+    else:
+        # eta is the server step on the averaged update; a transformer needs a small one.
+        strategy = FedAdam(**common, eta=lr * 10, eta_l=lr, beta_1=0.9, beta_2=0.99, tau=1e-3)
+    noise = None
+    if fed.client_dp == "fixed":
+        strategy = DifferentialPrivacyClientSideFixedClipping(
+            strategy, noise_multiplier=fed.client_noise_multiplier,
+            clipping_norm=fed.client_clipping_norm, num_sampled_clients=plan.clients_per_round)
+        noise = fed.client_noise_multiplier
+    elif fed.client_dp == "adaptive":
+        strategy = DifferentialPrivacyClientSideAdaptiveClipping(
+            strategy, noise_multiplier=fed.client_noise_multiplier,
+            num_sampled_clients=plan.clients_per_round,
+            initial_clipping_norm=fed.client_clipping_norm)
+        # Flower splits the budget between the update noise and the clipped-count noise so
+        # that together they equal the requested multiplier: account with the requested one.
+        noise = fed.client_noise_multiplier
+    info = {
+        "strategy": fed.strategy, "num_clients": plan.num_clients,
+        "clients_per_round": plan.clients_per_round, "fraction_train": fed.fraction_train,
+        "min_clients": fed.min_clients, "client_dp": fed.client_dp,
+        "client_noise_multiplier": noise, "client_clipping_norm":
+            fed.client_clipping_norm if dp else None,
+        "proximal_mu": fed.proximal_mu if fed.strategy == "fedprox" else None,
+    }
+    return strategy, info
