@@ -127,8 +127,10 @@ def generate_arrays(n_users: int, n_items: int, n_interactions: int, n_clusters:
     j_offset = j_ring - cluster_start[j_cluster]
 
     # Follows: 1..K steps along the ring, summed since the last jump (segmented cumsum).
-    step_p = np.asarray(k.step_probs) / np.sum(k.step_probs)
-    steps = rng.choice(np.arange(1, len(step_p) + 1), size=n_interactions, p=step_p)
+    step_cdf = np.cumsum(k.step_probs) / np.sum(k.step_probs)
+    step_cdf[-1] = 1.0
+    # Inverse-CDF draw: several times faster than Generator.choice(p=...) on millions of rows.
+    steps = np.searchsorted(step_cdf, rng.random(n_interactions), side="right") + 1
     steps[jumps] = j_offset
     segment = np.cumsum(jump) - 1
     cs = np.cumsum(steps)
