@@ -245,9 +245,15 @@ def load(settings: Settings, tag: str = CHAMPION) -> RegisteredModel:
 
 def list_models(settings: Settings) -> list[ModelInfo]:
     """All registered models, newest first, the champion flagged."""
+    from bentoml.exceptions import NotFound
+
     champ = champion_tag(settings)
     out = []
-    for m in _store(settings).list(MODEL_NAME):
+    try:
+        models = _store(settings).list(MODEL_NAME)
+    except NotFound:
+        return []
+    for m in models:
         try:
             meta = json.loads(Path(m.path_of(METADATA_FILE)).read_text())
         except (OSError, json.JSONDecodeError):
