@@ -22,10 +22,10 @@ from recops.errors import DataError, ValidationFailed
 from recops.lake import Lake
 from validation import quarantine
 from validation.history import history_for
+from validation.names import FEEDBACK
 from validation.readers import prepare, read_file, read_parquet
 from validation.results import AcceptedBatch, BatchValidation, TableResult, manifest_dict
 from validation.runner import docs_index, run_table
-from validation.suites import FEEDBACK
 
 # Items before users before interactions: an interaction's item must be in the lake first.
 LAND_ORDER = (schema.ITEMS, schema.USERS, schema.INTERACTIONS)

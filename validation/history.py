@@ -12,7 +12,7 @@ from recops import schema
 from recops.config import Settings
 from recops.lake import Lake
 from validation import suites
-from validation.expectations import shares
+from validation.drift import shares
 from validation.suites import History, Reference
 
 # Clocks of the hosts that log events differ a little; a few minutes ahead is not "the future".

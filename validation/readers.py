@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from recops import schema
 from recops.errors import DataError
-from validation.suites import FEEDBACK, SUITE_TABLES
+from validation.names import FEEDBACK, SUITE_TABLES
 
 PARQUET = (".parquet", ".pq")
 CSV = (".csv", ".tsv", ".txt")

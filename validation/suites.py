@@ -19,9 +19,7 @@ from great_expectations.expectations.row_conditions import Column
 from recops import schema
 from recops.config import Settings
 from validation.expectations import ExpectColumnPsiToBeLessThan
-
-FEEDBACK = "feedback"
-SUITE_TABLES = (*schema.TABLES, FEEDBACK)
+from validation.names import FEEDBACK, SUITE_TABLES
 
 # Feedback events: what serving logs; extra columns (request id, offset, ...) are allowed.
 FEEDBACK_REQUIRED = (schema.USER_ID, schema.ITEM_ID, schema.EVENT_TYPE, schema.EVENT_TIMESTAMP)

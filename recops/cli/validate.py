@@ -59,7 +59,7 @@ def validate(
     """Validate data with the expectation suites; exit 1 when a blocking check fails."""
     from recops.errors import DataError, ValidationFailed
     from validation import gate
-    from validation.suites import SUITE_TABLES
+    from validation.names import SUITE_TABLES
 
     settings = ctx.obj.settings()
     if table is not None and table not in SUITE_TABLES:
