@@ -352,7 +352,9 @@ def _interactions(users: pd.Series, items: pd.Series, ratings: pd.Series,
         schema.USER_ID: users.astype("int64").to_numpy(),
         schema.ITEM_ID: items.astype("int64").to_numpy(),
         schema.RATING: ratings.astype("float32").to_numpy(),
-        schema.EVENT_TYPE: pd.Series(["rating"] * len(users), dtype="string"),
+        # One shared category, not a list of millions of strings (ml-25m has 25M rows).
+        schema.EVENT_TYPE: pd.Categorical.from_codes(np.zeros(len(users), dtype=np.int8),
+                                                     categories=["rating"]),
         schema.EVENT_TIMESTAMP: _epoch_to_utc(ts).to_numpy(),
     })
 
