@@ -12,19 +12,20 @@ from rich.table import Table
 out = Console()
 
 
-def _download_progress():  # noqa: ANN202 - (callback, rich Progress)
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+def _loading(name: str):  # noqa: ANN202 - (rich Progress, callback)
+    """One live display: a spinner while loading, with byte counts once a download starts."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), console=Console(stderr=True), transient=True)
-    task = bar.add_task("downloading", total=None)
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                   TextColumn("{task.fields[size]}"), console=Console(stderr=True),
+                   transient=True)
+    task = bar.add_task(f"loading {name}", size="")
 
     def update(done: int, total: int | None) -> None:
-        if not bar.live.is_started:
-            bar.start()
-        bar.update(task, completed=done, total=total)
+        size = f"{done / 1e6:.1f}" + (f" / {total / 1e6:.1f} MB" if total else " MB")
+        bar.update(task, description=f"downloading {name}", size=size)
 
-    return update, bar
+    return bar, update
 
 
 def ingest(
@@ -57,12 +58,9 @@ def ingest(
             tables = incremental_tables(file, Lake(settings.paths.lake))
         what = str(file)
     else:
-        update, bar = _download_progress()
-        try:
-            with status.status(f"loading {settings.data.dataset}"):
-                tables = load_dataset(settings, progress=update)
-        finally:
-            bar.stop()
+        bar, update = _loading(settings.data.dataset)
+        with bar:
+            tables = load_dataset(settings, progress=update)
         what = settings.data.dataset
     with status.status("staging"):
         staged_id = stage(settings.paths.staging, tables)
