@@ -63,7 +63,9 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except RecopsError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # messages hold "[env RECOPS_...]": not markup
+
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except typer.Abort:
         console.print("aborted")

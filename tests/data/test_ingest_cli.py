@@ -87,6 +87,7 @@ def test_ingest_bad_env_value_names_the_setting(monkeypatch, capsys, home) -> No
     monkeypatch.setenv("RECOPS_DATA__SYNTHETIC__N_USERS", "many")
     code, _, err = run_cli(monkeypatch, capsys, "ingest", "--dataset", "synthetic")
     assert code == 2 and "data.synthetic.n_users" in err
+    assert "RECOPS_DATA__SYNTHETIC__N_USERS" in err  # the env hint survives rich markup
 
 
 def test_ingest_file_after_a_dataset(monkeypatch, capsys, tmp_path, home) -> None:
