@@ -56,7 +56,8 @@ def test_same_second_ties_are_ordered_by_item_id():
 def test_history_asof_matches_brute_force(strict: bool):
     events = make_events(seed=3)
     rng = np.random.default_rng(0)
-    labels = events.sample(60, random_state=1)[["user_id", "event_timestamp"]].reset_index(drop=True)
+    labels = (events.sample(60, random_state=1)[["user_id", "event_timestamp"]]
+              .reset_index(drop=True))
     # Shift some label times off the event grid and add a user with no events at all.
     labels.loc[::3, "event_timestamp"] += pd.to_timedelta(rng.integers(1, 5000, 20), unit="s")
     labels.loc[len(labels)] = [999, pd.Timestamp("2012-03-05", tz="UTC")]
@@ -71,7 +72,8 @@ def test_item_popularity_windows_match_brute_force():
     stats = f.item_stats_table(events).to_pandas()
     assert len(stats) == len(events[["item_id", "event_timestamp"]].drop_duplicates())
     for row in stats.sample(40, random_state=0).itertuples():
-        ev = events[(events.item_id == row.item_id) & (events.event_timestamp <= row.event_timestamp)]
+        ev = events[(events.item_id == row.item_id)
+                    & (events.event_timestamp <= row.event_timestamp)]
         for col, days in f.POPULARITY_WINDOWS_DAYS.items():
             lo = row.event_timestamp - pd.Timedelta(days=days)
             assert getattr(row, col) == (ev.event_timestamp > lo).sum(), col
