@@ -46,6 +46,7 @@ def ingest(
 ) -> None:
     """Load a dataset (or a file of new events), stage it for validation, print what was staged."""
     from recops.audit import AuditLog
+    from recops.data import movielens
     from recops.data.loaders import incremental_tables, load_dataset
     from recops.data.tables import stage
     from recops.lake import Lake
@@ -56,17 +57,20 @@ def ingest(
     if file is not None:
         with status.status(f"reading {file}"):
             tables = incremental_tables(file, Lake(settings.paths.lake))
-        what = str(file)
+        what = where = str(file)
     else:
         bar, update = _loading(settings.data.dataset)
         with bar:
             tables = load_dataset(settings, progress=update)
         what = settings.data.dataset
+        where = "generated"
+        if what in movielens.FORMATS:
+            where = str(movielens.find_local(what, settings.data.root, settings.paths.datasets))
     with status.status("staging"):
         staged_id = stage(settings.paths.staging, tables)
     rows = {name: len(df) for name, df in tables.as_dict().items()}
     AuditLog(settings.paths.audit_log).append(
-        "ingest", inputs={"dataset": what, "source": tables.source},
+        "ingest", inputs={"dataset": what, "source": tables.source, "from": where},
         outputs={"staged_id": staged_id}, config=settings.public_dict(), details={"rows": rows})
 
     table = Table(title=f"staged {what}")
@@ -77,7 +81,7 @@ def ingest(
     out.print(table)
     out.print(f"staged id: [bold]{staged_id}[/]", highlight=False)
     out.print(f"path: {settings.paths.staging / staged_id}", highlight=False, soft_wrap=True)
-    out.print(f"source: {tables.source}", highlight=False, soft_wrap=True)
+    out.print(f"source: {tables.source} ({where})", highlight=False, soft_wrap=True)
     out.print(f"next: recops validate {staged_id}   (checks it and lands it in the lake)",
               highlight=False)
 

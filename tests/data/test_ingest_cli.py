@@ -67,7 +67,9 @@ def test_ingest_movielens_from_data_root(monkeypatch, capsys, tmp_path, home) ->
     code, out, err = run_cli(monkeypatch, capsys, "ingest", "--dataset", "ml-100k",
                              "--data-root", str(tmp_path / "mirror"), "--no-download")
     assert code == 0, err
-    assert "movielens:ml-100k" in out
+    assert f"movielens:ml-100k ({tmp_path / 'mirror' / 'ml-100k'})" in out
+    rec = AuditLog(load_settings().paths.audit_log).records()[-1]
+    assert rec["inputs"]["from"] == str(tmp_path / "mirror" / "ml-100k")
 
 
 @pytest.mark.parametrize("args, expect", [
