@@ -204,8 +204,8 @@ def _get(settings: Settings, tag: str):  # noqa: ANN202 - bentoml Model
     try:
         model = _store(settings).get(tag)
     except (NotFound, ValueError) as exc:
-        raise RegistryError(f"model '{tag}' is not in the store at "
-                            f"{settings.paths.bentoml_home}: see `recops models list` ({exc})") from None
+        raise RegistryError(f"model '{tag}' is not in the store at {settings.paths.bentoml_home}:"
+                            f" see `recops models list` ({exc})") from None
     if model.tag.name != MODEL_NAME:
         raise RegistryError(f"'{tag}' is not a recops model (name must be {MODEL_NAME})")
     return model

@@ -11,10 +11,6 @@ OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 MAX_BODY_BYTES = 64 * 1024
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _reply(send: Any, status: int, message: str, headers: list | None = None) -> None:
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status,
@@ -67,27 +63,30 @@ class Guard:
             if n > self._max_body:
                 return await _reply(send, 413, f"request body of {n} bytes is over the limit "
                                     f"of {self._max_body} bytes")
-        # Chunked bodies carry no length: count as they arrive.
-        seen = 0
-        started = False
-
-        async def counted_receive() -> dict:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
+        if length is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+            # A chunked body carries no length: read it here, up to the limit, and replay it
+            # (an error raised inside BentoML's handler would surface as a 500, not a 413).
+            chunks, seen = [], 0
+            while True:
+                msg = await receive()
+                if msg["type"] != "http.request":
+                    return  # the client went away
                 seen += len(msg.get("body", b""))
                 if seen > self._max_body:
-                    raise _TooLarge
-            return msg
+                    return await _reply(send, 413, f"request body is over the limit of "
+                                        f"{self._max_body} bytes")
+                chunks.append(msg.get("body", b""))
+                if not msg.get("more_body"):
+                    break
+            body = b"".join(chunks)
+            sent = False
 
-        async def tracked_send(msg: dict) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
+            async def replay() -> dict:
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _TooLarge:
-            if not started:
-                await _reply(send, 413, f"request body is over the limit of {self._max_body} bytes")
+            return await self.app(scope, replay, send)
+        return await self.app(scope, receive, send)

@@ -15,7 +15,6 @@ from bentoml.exceptions import InvalidArgument, NotFound
 from pydantic import BaseModel, ConfigDict, Field
 
 from recops.schema import EVENT_TYPES
-
 from serving.guard import Guard
 
 log = logging.getLogger("recops.serving")
@@ -78,7 +77,6 @@ class Recommender:
 
         from recops.config import load_settings
         from recops.feedback import FeedbackLog
-
         from serving.online import OnlineFeatures
 
         self.settings = load_settings()
@@ -97,7 +95,6 @@ class Recommender:
     # --- model lifecycle ------------------------------------------------------------------------
     def _load(self, tag: str):  # noqa: ANN202 - serving.engine.Engine
         from recops import registry
-
         from serving.engine import Engine
 
         engine = Engine(registry.load(self.settings, tag), quantize=self.settings.serving.quantize)
