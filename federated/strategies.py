@@ -95,10 +95,13 @@ def build_strategy(fed: FederatedSettings, num_clients: int, *, lr: float) -> tu
             clipping_norm=fed.client_clipping_norm, num_sampled_clients=plan.clients_per_round)
         noise = fed.client_noise_multiplier
     elif fed.client_dp == "adaptive":
+        # The clipped-count noise must leave some of σ for the update itself (Flower needs
+        # 2·σ_count > σ); Andrew et al.'s default of clients/20 is too small for few clients.
+        count_std = max(plan.clients_per_round / 20, fed.client_noise_multiplier)
         strategy = DifferentialPrivacyClientSideAdaptiveClipping(
             strategy, noise_multiplier=fed.client_noise_multiplier,
             num_sampled_clients=plan.clients_per_round,
-            initial_clipping_norm=fed.client_clipping_norm)
+            initial_clipping_norm=fed.client_clipping_norm, clipped_count_stddev=count_std)
         # Flower splits the budget between the update noise and the clipped-count noise so
         # that together they equal the requested multiplier: account with the requested one.
         noise = fed.client_noise_multiplier
