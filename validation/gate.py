@@ -67,7 +67,7 @@ def validate_frames(settings: Settings, frames: dict[str, pd.DataFrame], *, sour
         if progress:
             progress(table)
         df, notes = prepare(raw, table)
-        history = history_for(settings, lake, table, source=source,
+        history = history_for(settings, lake, table, source=source, rows=len(df),
                               batch_items=frames.get(schema.ITEMS))
         results[table] = run_table(settings, table, df, history, notes)
         prepared[table] = df

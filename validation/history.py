@@ -19,6 +19,8 @@ from validation.suites import History, Reference
 CLOCK_SKEW = timedelta(minutes=5)
 # Item popularity drift compares the shares of the reference's most popular items (+ the rest).
 TOP_ITEMS = 20
+# Below this many rows a batch's shares are mostly sampling noise (PSI ~ buckets / rows).
+DRIFT_MIN_ROWS = 200
 
 
 def _utc(ts: object) -> pd.Timestamp:
@@ -61,7 +63,7 @@ def references(settings: Settings, lake: Lake) -> list[Reference]:
     return refs
 
 
-def history_for(settings: Settings, lake: Lake, table: str, *, source: str,
+def history_for(settings: Settings, lake: Lake, table: str, *, source: str, rows: int,
                 batch_items: pd.DataFrame | None = None) -> History:
     """Suite parameters and drift references for validating ``table`` of a batch from ``source``."""
     v = settings.validation
@@ -82,5 +84,9 @@ def history_for(settings: Settings, lake: Lake, table: str, *, source: str,
         h.parameters[suites.P_FLOOR] = _utc(v.timestamp_floor)
         h.parameters[suites.P_ITEM_IDS] = current_item_ids(lake, batch_items)
     if table == schema.INTERACTIONS:
-        h.references = references(settings, lake)
+        if rows >= DRIFT_MIN_ROWS:
+            h.references = references(settings, lake)
+        else:
+            h.notes.append(f"{table}: {rows} rows are too few to measure drift "
+                           f"(needs {DRIFT_MIN_ROWS})")
     return h

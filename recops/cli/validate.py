@@ -75,7 +75,7 @@ def validate(
                         out.print(f"[bold red]FAIL[/] {line}", highlight=False, soft_wrap=True)
                     out.print(f"quarantined: {exc.quarantine_path}", highlight=False,
                               soft_wrap=True)
-                    raise typer.Exit(1) from None
+                    raise SystemExit(1) from None
             _print_outcome(accepted, f"staged batch {path}: accepted")
             out.print(f"landed; dataset version [bold]{accepted.dataset_version}[/]",
                       highlight=False)
@@ -92,7 +92,7 @@ def validate(
             out.print(f"[bold red]FAIL[/] {line}", highlight=False, soft_wrap=True)
         if qpath:
             out.print(f"quarantined: {qpath}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise SystemExit(1)  # typer.Exit's code is lost under main()'s standalone_mode=False
     if accepted is not None:
         out.print(f"landed; dataset version [bold]{accepted.dataset_version}[/]", highlight=False)
 
@@ -157,7 +157,7 @@ def q_release(
             for line in exc.failed:
                 out.print(f"[bold red]FAIL[/] {line}", highlight=False, soft_wrap=True)
             out.print(f"still quarantined: {exc.quarantine_path}", highlight=False)
-            raise typer.Exit(1) from None
+            raise SystemExit(1) from None
     _print_outcome(accepted, f"{batch_id}: released")
     out.print(f"landed; dataset version [bold]{accepted.dataset_version}[/]", highlight=False)
 
