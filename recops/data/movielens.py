@@ -171,9 +171,16 @@ def parse_md5_file(text: str, filename: str) -> str:
     raise DownloadError(f"the checksum file for {filename} holds no MD5 digest: {text[:80]!r}")
 
 
+MAX_UNPACKED_BYTES = 4 << 30  # ml-25m unpacks to ~1.1 GB; more than this is not MovieLens
+
+
 def _safe_extract(zf: zipfile.ZipFile, dest: Path) -> None:
-    """Extract refusing absolute paths, '..' escapes and symlinks (zip-slip)."""
+    """Extract refusing absolute paths, '..' escapes, symlinks (zip-slip) and zip bombs."""
     dest = dest.resolve()
+    total = sum(info.file_size for info in zf.infolist())
+    if total > MAX_UNPACKED_BYTES:
+        raise DownloadError(f"archive would unpack to {total / 1e9:.1f} GB, more than the "
+                            f"{MAX_UNPACKED_BYTES / 1e9:.1f} GB any MovieLens release needs")
     for info in zf.infolist():
         target = (dest / info.filename).resolve()
         if not target.is_relative_to(dest) or Path(info.filename).is_absolute():

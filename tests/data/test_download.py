@@ -152,6 +152,19 @@ def test_zip_slip_is_refused(server: _Server, tmp_path: Path) -> None:
     assert not (tmp_path / "evil.txt").exists()
 
 
+def test_zip_bomb_is_refused(server: _Server, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(movielens, "MAX_UNPACKED_BYTES", 1000)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ml-latest-small/ratings.csv", "0" * 5000)  # compresses to a few bytes
+    blob = buf.getvalue()
+    server.files["/datasets/movielens/ml-latest-small.zip"] = blob
+    server.files["/datasets/movielens/ml-latest-small.zip.md5"] = _md5(blob).encode()
+    with pytest.raises(DownloadError, match="would unpack to"):
+        movielens.download_dataset("ml-latest-small", tmp_path / "ds", base_url=server.base_url)
+    assert not (tmp_path / "ds" / "ml-latest-small").exists()
+
+
 def test_not_a_zip_and_wrong_content(server: _Server, tmp_path: Path) -> None:
     junk = b"<html>maintenance</html>"
     server.files["/datasets/movielens/ml-latest-small.zip"] = junk

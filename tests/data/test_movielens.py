@@ -10,7 +10,7 @@ import pytest
 from recops import schema
 from recops.data.movielens import find_local, load_movielens, read_movielens
 from recops.errors import DataError
-from tests.data.conftest import ML1M_RATINGS, ML100K_RATINGS
+from tests.data.conftest import ML1M_RATINGS, ML100K_RATINGS, write_latest
 
 
 def _assert_canonical(tables) -> None:
@@ -52,6 +52,13 @@ def test_latest_format_tags_quotes_and_no_genres(latest: Path) -> None:
                                          "tags: pixar, fun")
     ts = t.interactions[schema.EVENT_TIMESTAMP].iloc[0]
     assert ts == pd.Timestamp(964982703, unit="s", tz="UTC")
+
+
+def test_ml25m_reads_the_csv_layout(tmp_path: Path) -> None:
+    d = write_latest(tmp_path / "ml-25m")
+    t = read_movielens(d, "ml-25m")
+    assert t.source == "movielens:ml-25m" and len(t.interactions) == 4
+    assert find_local("ml-25m", tmp_path, tmp_path / "cache") == d
 
 
 def test_ml100k(ml100k: Path) -> None:

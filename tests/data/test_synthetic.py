@@ -121,3 +121,14 @@ def test_from_settings_uses_seed_and_sizes(home) -> None:
     assert "seed=3" in t.source
     assert sha256_frame(t.interactions) == sha256_frame(
         generate(n_users=40, n_items=50, n_interactions=400, seed=3).interactions)
+
+
+def test_start_time_naive_is_utc_and_aware_is_converted() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    kw = dict(n_users=5, n_items=10, n_interactions=50, days=2, seed=1)
+    naive = generate(start=datetime(2026, 5, 1), **kw).interactions[schema.EVENT_TIMESTAMP]
+    aware = generate(start=datetime(2026, 5, 1, 2, tzinfo=timezone(timedelta(hours=2))),
+                     **kw).interactions[schema.EVENT_TIMESTAMP]
+    assert (naive == aware).all()
+    assert naive.min() >= pd.Timestamp("2026-05-01", tz="UTC")
