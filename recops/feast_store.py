@@ -207,23 +207,8 @@ def _as_list(v: Any) -> list[int]:
     return [int(x) for x in v]
 
 
-def historical_sequences(settings: Settings, labels: pd.DataFrame) -> pd.DataFrame:
-    """``labels`` plus the user's features just before each label, via Feast historical retrieval.
-
-    Queries ``recommender_v1`` at label time - 1 µs, so no event at or after the label's time
-    (same-second siblings included) reaches its row. Adds ``recent_items``/``recent_timestamps``
-    (lists, empty for no history) and the user statistics (null for no history), in row order.
-    """
-    f.read_manifest(settings)
-    q = _check_labels(labels)
-    out = labels.copy()
-    if q.empty:
-        for c in USER_FEATURES:
-            out[c] = pd.Series([], dtype=object)
-        return out
-    store = get_store(settings)
-    # Feast's file offline store keeps one row per (entity, time): query each pair once.
-    keys = q.drop_duplicates().reset_index(drop=True)
+def _retrieve(store: FeatureStore, keys: pd.DataFrame) -> pd.DataFrame:
+    """One get_historical_features call for distinct (user, label time) keys, in keys' order."""
     entity_df = keys.assign(**{schema.EVENT_TIMESTAMP: keys[schema.EVENT_TIMESTAMP] - ONE_US,
                                "_row": np.arange(len(keys))})
     try:
@@ -234,12 +219,44 @@ def historical_sequences(settings: Settings, labels: pd.DataFrame) -> pd.DataFra
                            f"'{store.project}' failed: {exc} (run `recops features apply`?)"
                            ) from exc
     # Feast 0.67's file store drops an entity row whose user has rows only after its time
-    # (no history yet) instead of returning nulls: those rows come back from the left merge.
+    # (no history yet) instead of returning nulls: the left merge below brings them back.
     if len(got) > len(keys) or got["_row"].duplicated().any():
         raise FeatureError(f"historical retrieval returned {len(got)} rows for {len(keys)} "
                            "distinct (user_id, event_timestamp) pairs")
-    got = got.drop(columns=[schema.USER_ID, schema.EVENT_TIMESTAMP]).merge(
-        keys.assign(_row=np.arange(len(keys))), on="_row").drop(columns="_row")
+    return keys.assign(_row=np.arange(len(keys))).merge(
+        got.drop(columns=[schema.USER_ID, schema.EVENT_TIMESTAMP]), on="_row", how="left"
+    ).drop(columns="_row")
+
+
+def historical_sequences(settings: Settings, labels: pd.DataFrame, *,
+                         chunk_rows: int = 100_000) -> pd.DataFrame:
+    """``labels`` plus the user's features just before each label, via Feast historical retrieval.
+
+    Queries ``recommender_v1`` at label time - 1 µs, so no event at or after the label's time
+    (same-second siblings included) reaches its row. Adds ``recent_items``/``recent_timestamps``
+    (lists, empty for no history) and the user statistics (null for no history), in row order.
+    Labels go to Feast in chunks of about ``chunk_rows`` whole users: the file offline store
+    joins every label with every source row of its user, so one huge call exhausts memory.
+    """
+    f.read_manifest(settings)
+    q = _check_labels(labels)
+    out = labels.copy()
+    if q.empty:
+        for c in USER_FEATURES:
+            out[c] = pd.Series([], dtype=object)
+        return out
+    store = get_store(settings)
+    # Feast's file offline store keeps one row per (entity, time): query each pair once.
+    keys = q.drop_duplicates().sort_values(schema.USER_ID, kind="stable").reset_index(drop=True)
+    users = keys[schema.USER_ID].to_numpy()
+    cuts = [0]
+    while cuts[-1] < len(keys):
+        nxt = min(cuts[-1] + chunk_rows, len(keys))
+        if nxt < len(keys):  # move the cut to the next user boundary
+            nxt = int(np.searchsorted(users, users[nxt - 1], side="right"))
+        cuts.append(nxt)
+    got = pd.concat([_retrieve(store, keys.iloc[a:b].reset_index(drop=True))
+                     for a, b in zip(cuts[:-1], cuts[1:], strict=True)], ignore_index=True)
     got = q.merge(got, on=[schema.USER_ID, schema.EVENT_TIMESTAMP], how="left", validate="m:1")
     for c in f.USER_SEQUENCE_FEATURES:
         out[c] = [_as_list(v) for v in got[c]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated
 
@@ -95,8 +96,12 @@ def show(
     user_id: Annotated[int, typer.Argument(help="The user whose online features to show.")],
     online: Online = None,
     project: Project = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")
+                       ] = False,
 ) -> None:
     """Print a user's features as the online store holds them (what serving reads)."""
+    import pandas as pd
+
     from recops.feast_store import online_features
 
     settings = _settings(ctx, online, project)
@@ -105,6 +110,11 @@ def show(
         out.print(f"user {user_id} has no features in the online store of project "
                   f"{settings.stores.feast_project} (unknown user, or not materialised yet)")
         raise typer.Exit(1)
+    if as_json:
+        values = {k: (None if not isinstance(v, list) and pd.isna(v) else v)
+                  for k, v in row.drop("found").items()}
+        typer.echo(json.dumps(values, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+        return
     table = Table(title=f"user {user_id} (online, project {settings.stores.feast_project})")
     table.add_column("feature")
     table.add_column("value", overflow="fold")
