@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 out = Console()
+MODEL = "recops-recommender"
 models_app = typer.Typer(help="Model registry (BentoML store): list, show, promote, roll back.",
                          no_args_is_help=True)
 
@@ -28,16 +29,16 @@ def list_cmd(ctx: typer.Context) -> None:
 
     settings = ctx.obj.settings()
     rows = list_models(settings)
-    table = Table(title=f"models in {settings.paths.bentoml_home}")
-    for col in ("", "tag", "created", "kind", "mode", "run", "ndcg@10", "hr@10", "epsilon"):
+    table = Table(title=f"{MODEL} versions in {settings.paths.bentoml_home}")
+    for col in ("", "version", "created", "kind", "mode", "run", "ndcg@10", "hr@10", "epsilon"):
         table.add_column(col, justify="right" if col in ("ndcg@10", "hr@10", "epsilon") else "left",
-                         no_wrap=col in ("tag", "created"))
+                         no_wrap=col in ("version", "created"))
     for m in rows:
         metrics = m.metadata.get("metrics") or {}
         eps = (m.metadata.get("privacy") or {}).get("epsilon")
-        table.add_row("*" if m.champion else "", m.tag, m.created_at[:16].replace("T", " "),
-                      m.labels.get("kind", ""), m.labels.get("training_mode", ""),
-                      m.labels.get("run_id", ""),
+        table.add_row("*" if m.champion else "", m.tag.split(":")[1],
+                      m.created_at[:16].replace("T", " "), m.labels.get("kind", ""),
+                      m.labels.get("training_mode", ""), m.labels.get("run_id", ""),
                       _fmt(metrics.get("ndcg@10")), _fmt(metrics.get("hr@10")), _fmt(eps))
     out.print(table)
     if not rows:
@@ -120,10 +121,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check a model against the champion (validation, NDCG@10, privacy, segments)."""
         from recops import registry
+        from recops.errors import GateRejected
         from recops.gate import run_gate
 
         settings = ctx.obj.settings()
         decision = run_gate(settings, tag, promote=promote)
         _print_decision(registry.resolve(settings, tag), decision)
         if not decision.promote:
-            raise typer.Exit(1)
+            raise GateRejected(f"{tag} did not pass the gate: " + "; ".join(decision.reasons))
