@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,10 +64,31 @@ def airflow_env(settings: Settings, base: Mapping[str, str] | None = None,
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__API__EXPOSE_CONFIG": "False",
+        # Airflow derives an asyncpg URL from a PostgreSQL one; psycopg 3 does both.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": conn if conn.startswith(
+            "postgresql+psycopg://") else "",
+        # Workers authenticate to the execution API with JWTs: every process of this home
+        # must sign and verify with the same secret.
+        "AIRFLOW__API_AUTH__JWT_SECRET": _jwt_secret(home),
     })
+    if not env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"]:
+        del env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"]
     # The checkout must be importable by the tasks (dags -> recops, validation, federated...).
     env["PYTHONPATH"] = str(CHECKOUT) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+def _jwt_secret(home: Path) -> str:
+    """A per-home random secret, created once (mode 0600) and reused by every process."""
+    import secrets
+
+    path = home / ".jwt_secret"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
 
 
 def _run(cmd: list[str], env: Mapping[str, str], log_path: Path,
@@ -204,8 +227,15 @@ def dags_test(settings: Settings, dag_id: str = "recops_pipeline",
         cmd += ["--conf", json.dumps(dict(conf))]
     if use_executor:
         cmd.append("--use-executor")
+    env = airflow_env(settings)
     t0 = time.perf_counter()
-    rc, lines = _run(cmd, airflow_env(settings), log_path, on_line, timeout)
+    if use_executor:
+        # LocalExecutor workers report to the execution API, served by the api-server.
+        with execution_api(settings) as url:
+            env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = url
+            rc, lines = _run(cmd, env, log_path, on_line, timeout)
+    else:
+        rc, lines = _run(cmd, env, log_path, on_line, timeout)
     wall = round(time.perf_counter() - t0, 2)
     parsed = _parse(lines)
     state = parsed["state"] if parsed["run"] else ("failed" if rc else "unknown")
@@ -213,6 +243,60 @@ def dags_test(settings: Settings, dag_id: str = "recops_pipeline",
                          returncode=rc, wall_s=wall, log_path=log_path,
                          failed_tasks=parsed["failed"], error=parsed["error"],
                          task_seconds=parsed["task_seconds"])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 240.0) -> None:
+    """Block until the api-server on ``port`` answers its health check."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}/api/v2/monitor/health"
+    while True:
+        if proc.poll() is not None:
+            raise RecopsError(f"airflow api-server exited with {proc.returncode} before it was "
+                              "ready: see its log under <airflow_home>/logs")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RecopsError(f"airflow api-server on port {port} not healthy after "
+                              f"{timeout:.0f} s")
+        time.sleep(1.0)
+
+
+def stop(proc: subprocess.Popen, grace: float = 60.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds: only the process we started."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def execution_api(settings: Settings) -> Iterator[str]:
+    """An api-server on a free loopback port for the run's workers; yields its execution URL."""
+    prepare(settings)
+    port = free_port()
+    proc = start_api_server(settings, port)
+    try:
+        wait_healthy(proc, port)
+        yield f"http://127.0.0.1:{port}/execution/"
+    finally:
+        stop(proc)
 
 
 def run_stage(stage: str, *args: Any, module: str = "recops.pipeline",
@@ -247,3 +331,32 @@ def run_stage(stage: str, *args: Any, module: str = "recops.pipeline",
     if isinstance(out, dict) and out.get("skip"):
         raise AirflowSkipException(str(out["skip"]))
     return out
+
+
+def reserialize(settings: Settings, on_line: Callable[[str], None] | None = None) -> None:
+    """Parse the DAG folder into the metadata database (what the UI and REST API list)."""
+    prepare(settings, on_line)
+    log = settings.paths.airflow_home / "logs" / "reserialize.log"
+    rc, lines = _run([airflow_bin(), "dags", "reserialize"], airflow_env(settings), log, on_line)
+    if rc != 0:
+        raise RecopsError(f"`airflow dags reserialize` failed (exit {rc}); log {log}:\n"
+                          + "\n".join(lines[-10:]))
+
+
+def start_api_server(settings: Settings, port: int, host: str = "127.0.0.1",
+                     *, all_admins: bool = False) -> subprocess.Popen:
+    """Start `airflow api-server` (UI + REST API) on host:port; the caller stops it by PID.
+
+    ``all_admins`` lets anyone in as admin (Airflow's simple auth manager): for a local trial
+    or a test, never for a shared machine. Otherwise the generated admin password is in
+    ``<airflow_home>/simple_auth_manager_passwords.json.generated``.
+    """
+    env = airflow_env(settings)
+    if all_admins:
+        env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"
+    log = settings.paths.airflow_home / "logs" / f"api-server-{port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        return subprocess.Popen([airflow_bin(), "api-server", "--host", host, "--port",
+                                 str(port), "--workers", "1"], env=env, cwd=str(CHECKOUT),
+                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
