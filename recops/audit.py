@@ -1,7 +1,10 @@
 """Append-only, hash-chained audit log: each record carries its predecessor's hash.
 
 Editing, removing or reordering any record breaks the chain at that record, and
-:func:`verify` names it. JSONL under ``<home>/audit/audit.jsonl``.
+:func:`verify` names it. JSONL under ``<home>/audit/audit.jsonl``. A chain alone cannot show
+that records were cut off its end, so every append also rewrites a *head* file
+(``audit.head.json``: the last record's seq and hash); a log shorter than its head, or whose
+record at the head's seq has another hash, was truncated or rewritten.
 """
 
 from __future__ import annotations
@@ -26,9 +29,37 @@ def _record_hash(record: dict[str, Any]) -> str:
     return sha256_json(body)
 
 
+def _line_error(path: Path, n: int, what: str) -> AuditError:
+    err = AuditError(f"{path}:{n}: {what}")
+    err.line = n  # type: ignore[attr-defined]  # verify names the record from it
+    return err
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+
+    @property
+    def head_path(self) -> Path:
+        return self.path.with_name(self.path.stem + ".head.json")
+
+    def head(self) -> dict[str, Any] | None:
+        """The anchor written by the last append ({seq, hash, time}), None when absent."""
+        try:
+            return json.loads(self.head_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise AuditError(f"audit head {self.head_path} is unreadable ({exc})") from exc
 
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -38,9 +69,13 @@ class AuditLog:
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise AuditError(f"{self.path}:{n}: record is not valid JSON ({exc})") from exc
+                raise _line_error(self.path, n, f"record is not valid JSON ({exc}): the line "
+                                  "was edited or cut short") from exc
+            if not isinstance(rec, dict):
+                raise _line_error(self.path, n, "record is not a JSON object")
+            out.append(rec)
         return out
 
     def append(
@@ -80,6 +115,10 @@ class AuditLog:
                 f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
+                # After the record is durable: a crash in between leaves the head one behind,
+                # which verify accepts (the record at the head's seq still matches).
+                _write_atomic(self.head_path, json.dumps(
+                    {"seq": record["seq"], "hash": record["hash"], "time": record["time"]}))
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
         return record
@@ -91,12 +130,54 @@ class ChainStatus:
     records: int
     problem: str | None = None
     bad_seq: int | None = None
+    anchored: bool = False  # a head file vouches for the log's end
+    last_hash: str | None = None
 
 
 def verify(log: AuditLog) -> ChainStatus:
-    """Walk the chain; the first record whose hash, predecessor or position is wrong is named."""
+    """Walk the chain; the first record whose hash, predecessor or position is wrong is named.
+
+    Then hold the end of the log against the head file: fewer records than the head names
+    means records were cut off the end (truncation) or the log was replaced.
+    """
+    try:
+        records = log.records()
+    except AuditError as exc:
+        line = getattr(exc, "line", None)
+        return ChainStatus(False, 0, str(exc), line - 1 if line else None)
+    status = _walk(records)
+    if not status.ok:
+        return status
+    try:
+        head = log.head()
+    except AuditError as exc:
+        return ChainStatus(False, len(records), str(exc), None)
+    if head is None:
+        if records:  # every append writes the head: without it the end cannot be vouched for
+            return ChainStatus(False, len(records), (
+                f"audit head {log.head_path} is missing: the chain is intact up to seq "
+                f"{len(records) - 1} but records cut off its end could not be detected"),
+                None, False, status.last_hash)
+        return status
+    hseq, hhash = head.get("seq"), head.get("hash")
+    if not isinstance(hseq, int) or hseq < 0:
+        return ChainStatus(False, len(records), f"audit head {log.head_path} holds no valid seq")
+    if hseq >= len(records):
+        first_missing = len(records)
+        return ChainStatus(False, len(records), (
+            f"the log ends at seq {len(records) - 1} but its head records seq {hseq}: "
+            f"record(s) seq {first_missing}..{hseq} were removed from the end (truncated)"),
+            first_missing, True)
+    if records[hseq]["hash"] != hhash:
+        return ChainStatus(False, len(records), (
+            f"record seq {hseq} has hash {records[hseq]['hash'][:12]}… but the head recorded "
+            f"{str(hhash)[:12]}…: the log was rewritten from seq {hseq} or earlier"), hseq, True)
+    # hseq < last seq: the head lags (a crash between the record and its head); still anchored.
+    return ChainStatus(True, len(records), None, None, True, status.last_hash)
+
+
+def _walk(records: list[dict[str, Any]]) -> ChainStatus:
     prev = GENESIS
-    records = log.records()
     for pos, rec in enumerate(records):
         seq = rec.get("seq")
         if seq != pos:
@@ -109,4 +190,4 @@ def verify(log: AuditLog) -> ChainStatus:
             return ChainStatus(False, len(records), f"record seq {seq} ({rec.get('stage')}) was "
                                "edited: its content no longer matches its hash", pos)
         prev = rec["hash"]
-    return ChainStatus(True, len(records))
+    return ChainStatus(True, len(records), last_hash=prev if records else None)

@@ -6,6 +6,9 @@ Layout under ``<home>/lake``::
     <table>/batches/<batch_id>.json         its manifest (rows, hash, source, time)
     <table>/log.jsonl                       the batch ids in the order they were accepted
 
+An erasure (``recops subject erase``) never edits the log: it appends a ``supersede`` entry that
+puts a rewritten batch (or nothing) in the place of the old one, whose Parquet file is deleted.
+
 A table's version is the hash of its batch ids in order (like a commit); a dataset version
 is the hash of its tables' versions. Appending the same content twice is a no-op.
 """
@@ -25,6 +28,9 @@ import pyarrow.parquet as pq
 from recops import schema
 from recops.errors import DataError
 from recops.hashing import sha256_frame, sha256_json
+
+
+SUPERSEDE = "supersede"
 
 
 @dataclass(frozen=True)
@@ -77,15 +83,65 @@ class Lake:
             raise DataError(f"unknown lake table '{table}'; expected one of {schema.TABLES}")
         return self.root / table
 
-    def batches(self, table: str) -> list[BatchManifest]:
+    def log_entries(self, table: str) -> list[dict]:
+        """The table's log as written: batch manifests and ``supersede`` entries, in order."""
         log = self._table_dir(table) / "log.jsonl"
         if not log.exists():
             return []
-        out = []
-        for line in log.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                out.append(BatchManifest(**json.loads(line)))
+        return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+
+    def batches(self, table: str) -> list[BatchManifest]:
+        """The live batches in order (a superseded batch is replaced in place, or dropped)."""
+        out: list[BatchManifest] = []
+        for entry in self.log_entries(table):
+            if entry.get("op") == SUPERSEDE:
+                pos = next((i for i, b in enumerate(out) if b.batch_id == entry["old"]), None)
+                if pos is not None:
+                    new = entry.get("new")
+                    out[pos:pos + 1] = [BatchManifest(**new)] if new else []
+            else:
+                out.append(BatchManifest(**entry))
         return out
+
+    def supersede(self, table: str, batch_id: str, df: pd.DataFrame, source: str,
+                  reason: str) -> BatchManifest | None:
+        """Replace a live batch by ``df`` (e.g. without an erased user's rows) in its place.
+
+        Appends a ``supersede`` entry to the log and deletes the old batch's Parquet file, so
+        its rows are gone while the log still says what was replaced, when and why. An empty
+        ``df`` removes the batch. Returns the new batch's manifest (None when removed).
+        """
+        live = {b.batch_id: b for b in self.batches(table)}
+        if batch_id not in live:
+            raise DataError(f"{table}: no live batch '{batch_id}' in {self.root} to supersede")
+        old = live[batch_id]
+        new: BatchManifest | None = None
+        if len(df):
+            df = conform(df, table)
+            content_hash = sha256_frame(df)
+            if content_hash == old.content_hash:
+                raise DataError(f"{table}: batch {batch_id} would be replaced by identical content")
+            new_id = content_hash[:16]
+            path = self._table_dir(table) / "batches" / f"{new_id}.parquet"
+            tmp = path.with_suffix(".parquet.tmp")
+            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+            os.replace(tmp, path)
+            new = BatchManifest(table=table, batch_id=new_id, rows=len(df),
+                                content_hash=content_hash, source=source,
+                                created_at=datetime.now(UTC).isoformat(), path=str(path))
+            _fsync_write(path.with_suffix(".json"), json.dumps(asdict(new), indent=2))
+        entry = {"op": SUPERSEDE, "table": table, "old": batch_id,
+                 "new": asdict(new) if new else None, "reason": reason,
+                 "time": datetime.now(UTC).isoformat()}
+        with open(self._table_dir(table) / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        # The log points past the old file before it goes: a crash in between leaves an
+        # unreferenced file, which `orphans` lists and a rerun of the erasure deletes.
+        Path(old.path).unlink(missing_ok=True)
+        return new
 
     def append(self, table: str, df: pd.DataFrame, source: str) -> BatchManifest:
         """Land an accepted batch; returns its manifest. Idempotent on identical content."""
@@ -111,6 +167,12 @@ class Lake:
             f.flush()
             os.fsync(f.fileno())
         return manifest
+
+    def orphans(self, table: str) -> list[Path]:
+        """Batch files no live batch refers to (left by an erasure interrupted mid-way)."""
+        tdir = self._table_dir(table) / "batches"
+        live = {Path(b.path).name for b in self.batches(table)}
+        return sorted(p for p in tdir.glob("*.parquet") if p.name not in live) if tdir.is_dir() else []
 
     def version(self, table: str) -> str | None:
         ids = [b.batch_id for b in self.batches(table)]
