@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from datetime import UTC, timedelta
 
 import numpy as np
@@ -28,12 +30,25 @@ def _utc(ts: object) -> pd.Timestamp:
     return t.tz_localize(UTC) if t.tzinfo is None else t.tz_convert(UTC)
 
 
-def current_item_ids(lake: Lake, batch_items: pd.DataFrame | None) -> list[int]:
+def current_item_ids(lake: Lake, batch_items: pd.DataFrame | None) -> np.ndarray:
     """Items an interaction may point at: the lake's current items plus those in this batch."""
-    ids = set(lake.read_latest(schema.ITEMS)[schema.ITEM_ID].tolist())
+    ids = [lake.read_latest(schema.ITEMS)[schema.ITEM_ID].to_numpy(dtype="int64")]
     if batch_items is not None and schema.ITEM_ID in batch_items.columns:
-        ids.update(pd.to_numeric(batch_items[schema.ITEM_ID], errors="coerce").dropna().astype(int))
-    return sorted(int(i) for i in ids)
+        batch = pd.to_numeric(batch_items[schema.ITEM_ID], errors="coerce").dropna()
+        ids.append(batch.to_numpy(dtype="int64"))
+    return np.unique(np.concatenate(ids))
+
+
+def item_reference(settings: Settings, ids: np.ndarray) -> str:
+    """Write the item ids to a content-addressed .npy file (the referential check reads it)."""
+    digest = hashlib.sha256(ids.tobytes()).hexdigest()[:16]
+    path = settings.paths.gx / "references" / f"item_ids-{digest}.npy"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, ids, allow_pickle=False)
+        os.replace(tmp, path)
+    return str(path)
 
 
 def references(settings: Settings, lake: Lake) -> list[Reference]:
@@ -82,7 +97,8 @@ def history_for(settings: Settings, lake: Lake, table: str, *, source: str, rows
     if table in (schema.INTERACTIONS, suites.FEEDBACK):
         h.parameters[suites.P_NOW] = pd.Timestamp.now(tz=UTC) + CLOCK_SKEW
         h.parameters[suites.P_FLOOR] = _utc(v.timestamp_floor)
-        h.parameters[suites.P_ITEM_IDS] = current_item_ids(lake, batch_items)
+        h.parameters[suites.P_ITEM_IDS] = item_reference(
+            settings, current_item_ids(lake, batch_items))
     if table == schema.INTERACTIONS:
         if rows >= DRIFT_MIN_ROWS:
             h.references = references(settings, lake)

@@ -136,11 +136,10 @@ def _expected(kind: str, kwargs: dict[str, Any]) -> str:
     if "column_set" in kwargs:
         exact = "exactly" if kwargs.get("exact_match") else "at least"
         return f"{exact} the columns {sorted(kwargs['column_set'])}"
+    if "reference" in kwargs:
+        return f"an id of the current items ({Path(str(kwargs['reference'])).name})"
     if "value_set" in kwargs:
-        values = kwargs["value_set"]
-        if isinstance(values, list | tuple | set) and len(values) > 12:
-            return f"one of the {len(values)} current item ids"
-        return f"one of {list(values) if not isinstance(values, dict) else values}"
+        return f"one of {kwargs['value_set']}"
     if "min_value" in kwargs or "max_value" in kwargs:
         return f"between {kwargs.get('min_value')} and {kwargs.get('max_value')}"
     if "type_list" in kwargs:

@@ -18,7 +18,10 @@ from great_expectations.expectations.row_conditions import Column
 
 from recops import schema
 from recops.config import Settings
-from validation.expectations import ExpectColumnPsiToBeLessThan
+from validation.expectations import (
+    ExpectColumnPsiToBeLessThan,
+    ExpectColumnValuesToBeInReference,
+)
 from validation.names import FEEDBACK, SUITE_TABLES
 
 # Feedback events: what serving logs; extra columns (request id, offset, ...) are allowed.
@@ -98,8 +101,8 @@ class _Builder:
                  value_set=list(schema.EVENT_TYPES))
         self.add("timestamps", gxe.ExpectColumnValuesToBeBetween, column=schema.EVENT_TIMESTAMP,
                  min_value=_p(P_FLOOR), max_value=_p(P_NOW))
-        self.add("referential", gxe.ExpectColumnValuesToBeInSet, column=schema.ITEM_ID,
-                 value_set=_p(P_ITEM_IDS))
+        self.add("referential", ExpectColumnValuesToBeInReference, column=schema.ITEM_ID,
+                 reference=_p(P_ITEM_IDS))
 
 
 def build_suite(table: str, settings: Settings, history: History,
