@@ -438,16 +438,17 @@ def register(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
 
 
 def report(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
-    """The compliance report of this run (under ``paths.reports``)."""
-    try:
-        from recops.report import build_report
-    except ImportError:
-        # The report module lands separately; until then the run keeps its audit trail only.
-        _audit(settings, "report", run_id, inputs={"run_dir": run_dir}, outputs={},
-               result="skipped", details={"reason": "recops.report is not available"})
-        return {"report": None}
-    path = build_report(settings, run_id=run_id)
-    return {"report": str(path) if path else None}
+    """The compliance report of this run's model (HTML under ``paths.reports``)."""
+    from recops.report import build_report
+
+    rdir = Path(run_dir)
+    reg = _read_json(rdir / "register.json")
+    rpath = rdir / "report.json"
+    if _done(rpath, {"tag": reg["tag"]}) and Path(_read_json(rpath)["report"]).exists():
+        return {"report": _read_json(rpath)["report"]}
+    path = str(build_report(settings, reg["tag"], run_id=run_id))
+    _write_json(rpath, {"tag": reg["tag"], "report": path})
+    return {"report": path}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,7 +496,8 @@ def summary_of_run(settings: Settings, run_id: str) -> dict[str, Any]:
     metrics = _read_json(rdir / "metrics.json")
     g = _read_json(rdir / "gate.json")
     reg = _read_json(rdir / "register.json")
+    rep = _read_json(rdir / "report.json") if (rdir / "report.json").exists() else {}
     return {"run_id": run_id, "run_dir": str(rdir), "dataset_version": val["dataset_version"],
             "validation_report": val.get("report"), "metrics": metrics["overall"],
             "per_segment": metrics.get("per_segment", {}), "gate_passed": g["passed"],
-            "tag": reg["tag"], "promoted": reg["promoted"]}
+            "tag": reg["tag"], "promoted": reg["promoted"], "report": rep.get("report")}

@@ -87,6 +87,7 @@ def test_run_pipeline_registers_a_model_with_its_metrics(done: dict) -> None:
     for name in ("checkpoint.pt", "labels.parquet", "history.json", "privacy.json",
                  "metrics.json", "gate.json", "register.json", "validation.json", "train.json"):
         assert (rdir / name).is_file(), name
+    assert summary["report"] and Path(summary["report"]).is_file()
     metrics = json.loads((rdir / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["n_users"] > 0
     assert 0.0 <= metrics["overall"]["ndcg@10"] <= metrics["overall"]["hr@10"] <= 1.0
@@ -130,7 +131,7 @@ def test_every_stage_left_an_audit_record_and_the_chain_holds(done: dict) -> Non
     assert verify(log).ok
     stages = {r["stage"] for r in log.records() if r["run_id"] == rid}
     assert {"ingest", "validate", "features.apply", "features.materialize", "train", "evaluate",
-            "gate", "register", "promote"} <= stages
+            "gate", "register", "promote", "report"} <= stages
 
 
 @pytest.mark.integration

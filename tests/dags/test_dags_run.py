@@ -51,7 +51,7 @@ def _assert_registered_with_audit(settings, result) -> dict:  # noqa: ANN001
     assert verify(log).ok
     stages = {r["stage"] for r in log.records() if r["run_id"] == result.run_id}
     assert {"ingest", "validate", "features.apply", "features.materialize", "train",
-            "evaluate", "gate", "register", "promote"} <= stages
+            "evaluate", "gate", "register", "promote", "report"} <= stages
     return summary
 
 
