@@ -134,14 +134,18 @@ class Engine:
         return out
 
     def recommend(self, history_ids: list[int], k: int, *, exclude_seen: bool = True,
-                  context_ids: list[int] | None = None, known_user: bool = True
-                  ) -> tuple[list[dict], str | None]:
-        """The whole /recommend after the feature read: returns (items, fallback)."""
-        hist = self.to_indices(list(history_ids) + list(context_ids or []))
+                  context_ids: list[int] | None = None) -> tuple[list[dict], str | None]:
+        """The whole /recommend after the feature read: returns (items, fallback).
+
+        fallback: None (personal history), "context" (only the request's context items) or
+        "popular" (nothing known about the user).
+        """
+        own = self.to_indices(list(history_ids))
+        hist = own + self.to_indices(list(context_ids or []))
         exclude = hist if exclude_seen else None
         if not hist:
             ranked = self.rank_popular(k, exclude=exclude)
             return self.describe(ranked), "popular"
         ranked = self.rank(hist, k, exclude=exclude)
-        fallback = None if known_user else "context"
+        fallback = None if own else "context"
         return self.describe(ranked, self.reasons(ranked.indices, hist)), fallback

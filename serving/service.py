@@ -145,9 +145,8 @@ class Recommender:
         self._check_k(k)
         engine = self.engine
         history = self.online.history(user_id)
-        known = bool(history)
         items, fallback = engine.recommend(history or [], k, exclude_seen=exclude_seen,
-                                           context_ids=context_items, known_user=known)
+                                           context_ids=context_items)
         if fallback:
             self.metrics["fallback"].labels(kind=fallback).inc()
         return {"user_id": user_id, "items": items, "fallback": fallback,

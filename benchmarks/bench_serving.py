@@ -1,0 +1,380 @@
+"""Serving load test: /recommend latency and throughput over HTTP vs the in-process floor.
+
+Builds a synthetic world (lake -> Feast sources -> a trained SASRec -> registry champion), then
+for each online store (SQLite, Redis): measures the in-process floor (Feast online read + model
+forward + top-k, the same code the service runs), starts `bentoml serve`, and drives it from a
+separate client process on loopback at several concurrencies. Also: feedback under load (rows
+written == requests acknowledged), feedback-to-visible latency, the service's RSS, and int8
+dynamic quantisation (forward latency and test NDCG@10).
+
+    .venv/bin/python benchmarks/bench_serving.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))] if s else float("nan")
+
+
+# --- client process ---------------------------------------------------------------------------
+
+def client_main(args: argparse.Namespace) -> None:
+    """Closed-loop load from this process: ``concurrency`` threads, each its own connection."""
+    import httpx
+
+    users = [int(u) for u in args.users.split(",")]
+    items = [int(i) for i in args.items.split(",")] if args.items else []
+    lat: list[float] = []
+    errors: list[str] = []
+    acked = 0
+    lock = threading.Lock()
+    counter = iter(range(args.requests))
+
+    def worker(w: int) -> None:
+        nonlocal acked
+        with httpx.Client(base_url=args.client, timeout=60) as c:
+            for n in counter:
+                if args.mode == "recommend":
+                    body = {"user_id": users[n % len(users)], "k": 10}
+                else:
+                    body = {"user_id": users[n % len(users)], "item_id": items[n % len(items)],
+                            "event_type": "view"}
+                t0 = time.perf_counter()
+                try:
+                    r = c.post("/" + args.mode, json=body)
+                    ok = r.status_code == 200
+                    err = None if ok else f"{r.status_code} {r.text[:100]}"
+                except httpx.HTTPError as exc:
+                    ok, err = False, repr(exc)
+                dt = time.perf_counter() - t0
+                with lock:
+                    if ok:
+                        lat.append(dt)
+                        acked += 1
+                    else:
+                        errors.append(err or "")
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    print(json.dumps({"p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
+                      "rps": len(lat) / wall, "ok": acked, "errors": len(errors),
+                      "first_errors": errors[:3]}))
+
+
+def run_client(url: str, mode: str, concurrency: int, requests: int, users: list[int],
+               items: list[int] | None = None) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--client", url, "--mode", mode, "--concurrency",
+           str(concurrency), "--requests", str(requests), "--users", ",".join(map(str, users))]
+    if items:
+        cmd += ["--items", ",".join(map(str, items))]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- server -----------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, settings: Any, log: Path) -> None:
+        import httpx
+
+        from recops.config import child_env
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "serving.service:Recommender",
+             "--host", "127.0.0.1", "--port", str(self.port)], cwd=REPO,
+            env=child_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited; see {log}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"bentoml serve not ready; see {log}")
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        root = psutil.Process(self.proc.pid)
+        procs = [root, *root.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+
+# --- world ------------------------------------------------------------------------------------
+
+def build_world(home: Path, quick: bool) -> dict[str, Any]:
+    from recops import registry, schema
+    from recops.config import load_settings
+    from recops.data.synthetic import generate
+    from recops.evaluation import evaluate_model
+    from recops.featurize import build_sources
+    from recops.lake import Lake
+    from recops.sequences import SequenceData
+    from recops.splits import labelled_frame
+    from recops.training import train_model
+
+    sizes = (300, 1000, 30_000) if quick else (1000, 2000, 100_000)
+    settings = load_settings(overrides={"home": home, "train.epochs": 2 if quick else 5,
+                                        "train.num_threads": 1})
+    tables = generate(*sizes, seed=7)
+    lake = Lake(settings.paths.lake)
+    for table, df in ((schema.ITEMS, tables.items), (schema.USERS, tables.users),
+                      (schema.INTERACTIONS, tables.interactions)):
+        lake.append(table, df, source="bench")
+    build_sources(settings, lake, text_vectors=False)
+    inter = lake.read(schema.INTERACTIONS)
+    labelled = labelled_frame(inter, settings.model.max_len)
+    data = SequenceData.from_labelled(labelled, tables.items, interactions=inter)
+    t0 = time.perf_counter()
+    result = train_model(settings, data, progress=False)
+    train_s = time.perf_counter() - t0
+    test = evaluate_model(result.model, data, "test")
+    meta = {"run_id": "bench", "metrics": test.overall, "per_segment": test.per_segment,
+            "privacy": None, "privacy_total": None, "data_version": lake.dataset_version(),
+            "training_mode": "centralised", "federated": None,
+            "validation": {"passed": True, "report": None}}
+    tag = registry.register(settings, result.checkpoint, meta)
+    registry.promote(settings, tag)
+    return {"settings": settings, "data": data, "tag": tag, "test": test.overall,
+            "train_s": train_s, "interactions": inter, "items": tables.items,
+            "sizes": sizes, "checkpoint": result.checkpoint}
+
+
+def quantization(world: dict[str, Any], reps: int) -> list[list[Any]]:
+    """Forward+top-k latency and test NDCG@10 of the float and the int8 model."""
+    import torch
+
+    from recops.evaluation import evaluate_model
+    from recops.models import load_checkpoint
+    from serving.engine import quantize_dynamic
+
+    torch.set_num_threads(1)
+    data = world["data"]
+    rows = []
+    for name, model in (("float32", load_checkpoint(world["checkpoint"])),
+                        ("int8 dynamic", quantize_dynamic(load_checkpoint(world["checkpoint"])))):
+        seq = torch.randint(1, data.n_items + 1, (1, world["settings"].model.max_len))
+        lat = []
+        with torch.inference_mode():
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                torch.topk(model.score(seq), 10)
+                lat.append(time.perf_counter() - t0)
+        ndcg = evaluate_model(model, data, "test", segments=False).overall["ndcg@10"]
+        rows.append([name, pct(lat, 50) * 1e3, pct(lat, 99) * 1e3, ndcg])
+    return rows
+
+
+def floor(settings: Any, users: list[int], reps: int) -> dict[str, float]:
+    """The service's own work in-process: Feast online read, model forward, top-k, reasons."""
+    import torch
+
+    from recops import registry
+    from serving.engine import Engine
+    from serving.online import OnlineFeatures
+
+    torch.set_num_threads(1)
+    online = OnlineFeatures(settings)
+    engine = Engine(registry.load(settings))
+    read, model, total = [], [], []
+    for n in range(reps + 10):
+        t0 = time.perf_counter()
+        hist = online.history(users[n % len(users)]) or []
+        t1 = time.perf_counter()
+        engine.recommend(hist, 10)
+        t2 = time.perf_counter()
+        if n >= 10:  # warm-up
+            read.append(t1 - t0)
+            model.append(t2 - t1)
+            total.append(t2 - t0)
+    return {"read_p50": pct(read, 50) * 1e3, "model_p50": pct(model, 50) * 1e3,
+            "p50_ms": pct(total, 50) * 1e3, "p99_ms": pct(total, 99) * 1e3,
+            "rps": 1 / statistics.mean(total)}
+
+
+def feedback_to_visible(url: str, items: list[int], trials: int) -> list[float]:
+    """Seconds from sending a new user's first event to a /recommend that reflects it."""
+    import httpx
+
+    out = []
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for n in range(trials):
+            user = 10_000_000 + n
+            t0 = time.perf_counter()
+            r = c.post("/feedback", json={"user_id": user, "item_id": items[n % len(items)],
+                                          "event_type": "click"})
+            assert r.status_code == 200, r.text
+            while True:
+                body = c.post("/recommend", json={"user_id": user, "k": 10}).json()
+                if body["history_size"] == 1:
+                    break
+                if time.perf_counter() - t0 > 30:
+                    raise RuntimeError("feedback not visible after 30 s")
+            out.append(time.perf_counter() - t0)
+    return out
+
+
+def bench_store(world: dict[str, Any], store: str, args: argparse.Namespace,
+                logdir: Path) -> dict[str, Any]:
+    from recops import feast_store
+    from recops.config import load_settings
+    from recops.feedback import FeedbackLog
+
+    ov = {"home": world["settings"].home, "stores.online": store,
+          "stores.feast_project": "bench" + uuid.uuid4().hex[:8], "train.num_threads": 1}
+    settings = load_settings(overrides=ov)
+    feast_store.apply(settings)
+    feast_store.materialize(settings)
+    users = sorted(int(u) for u in world["interactions"].user_id.unique())
+    items = [int(i) for i in world["items"].item_id[:200]]
+    res: dict[str, Any] = {"store": store}
+    try:
+        res["floor"] = floor(settings, users, args.requests)
+        server = Server(settings, logdir / f"bentoml-{store}.log")
+        try:
+            run_client(server.url, "recommend", 4, 50, users)  # warm-up
+            res["http"] = {c: run_client(server.url, "recommend", c, args.requests, users)
+                           for c in args.concurrency}
+            log = FeedbackLog(settings.paths.feedback)
+            before = log.count()
+            fb = run_client(server.url, "feedback", 8, args.requests, users, items)
+            res["feedback"] = {**fb, "rows_written": log.count() - before}
+            vis = feedback_to_visible(server.url, items, 20 if args.quick else 50)
+            res["visible"] = {"p50_ms": pct(vis, 50) * 1e3, "p99_ms": pct(vis, 99) * 1e3}
+            res["rss_mb"] = server.rss_mb()
+        finally:
+            server.stop()
+    finally:
+        if store == "redis":
+            feast_store.teardown(settings)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small world, fewer requests")
+    ap.add_argument("--stores", default="sqlite,redis")
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--requests", type=int, default=None, help="requests per level")
+    ap.add_argument("--home", type=Path, default=None, help="keep state here (default: temp)")
+    # client mode (internal): this same file run as the load generator
+    ap.add_argument("--client", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--mode", default="recommend", help=argparse.SUPPRESS)
+    ap.add_argument("--users", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--items", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.client:
+        args.concurrency = int(args.concurrency)
+        return client_main(args)
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.requests = args.requests or (300 if args.quick else 2000)
+    for k, v in {"BENTOML_DO_NOT_TRACK": "true", "FEAST_USAGE": "False"}.items():
+        os.environ.setdefault(k, v)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    tmp = tempfile.TemporaryDirectory(prefix="bench_serving_")
+    home = args.home or Path(tmp.name) / "home"
+    with con.status("building the world (lake, features, training, registry)"):
+        world = build_world(home, args.quick)
+    u, i, e = world["sizes"]
+    con.print(f"world: {u} users, {i} items, {e} events; SASRec trained in "
+              f"{world['train_s']:.1f} s, test NDCG@10 {world['test']['ndcg@10']:.4f}; "
+              f"{os.cpu_count()} CPUs; load avg {os.getloadavg()[0]:.1f}")
+    with con.status("int8 quantisation"):
+        q = quantization(world, 200 if args.quick else 1000)
+    results = []
+    for store in args.stores.split(","):
+        with con.status(f"{store}: floor, server, load"):
+            results.append(bench_store(world, store, args, Path(tmp.name)))
+
+    t = Table(title=f"/recommend latency, {args.requests} requests per row (ratio = p50 / "
+                    "in-process floor p50)")
+    for col in ("store", "path", "concurrency", "p50 ms", "p99 ms", "req/s", "errors",
+                "p50 ratio"):
+        t.add_column(col, justify="left" if col in ("store", "path") else "right")
+    for r in results:
+        f = r["floor"]
+        t.add_row(r["store"], f"in-process floor (read {f['read_p50']:.2f} + model "
+                  f"{f['model_p50']:.2f} ms)", "1", f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}",
+                  f"{f['rps']:.0f}", "0", "1.0")
+        for c, h in r["http"].items():
+            t.add_row(r["store"], "HTTP, client process", str(c), f"{h['p50_ms']:.2f}",
+                      f"{h['p99_ms']:.2f}", f"{h['rps']:.0f}", str(h["errors"]),
+                      f"{h['p50_ms'] / f['p50_ms']:.1f}")
+    con.print(t)
+    t2 = Table(title="feedback under load (concurrency 8), visibility, memory")
+    for col in ("store", "acknowledged", "rows written", "errors", "fb p50 ms", "fb p99 ms",
+                "visible p50 ms", "visible p99 ms", "service RSS MB"):
+        t2.add_column(col, justify="right")
+    for r in results:
+        fb, v = r["feedback"], r["visible"]
+        t2.add_row(r["store"], str(fb["ok"]), str(fb["rows_written"]), str(fb["errors"]),
+                   f"{fb['p50_ms']:.2f}", f"{fb['p99_ms']:.2f}", f"{v['p50_ms']:.2f}",
+                   f"{v['p99_ms']:.2f}", f"{r['rss_mb']:.0f}")
+    con.print(t2)
+    t3 = Table(title="int8 dynamic quantisation (1 thread, batch 1, forward + top-10)")
+    for col in ("model", "p50 ms", "p99 ms", "test NDCG@10"):
+        t3.add_column(col, justify="right")
+    for name, p50, p99, ndcg in q:
+        t3.add_row(name, f"{p50:.3f}", f"{p99:.3f}", f"{ndcg:.4f}")
+    con.print(t3)
+    lost = [r["store"] for r in results if r["feedback"]["ok"] != r["feedback"]["rows_written"]]
+    if lost:
+        con.print(f"[red]feedback rows != acknowledged for {lost}[/]")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

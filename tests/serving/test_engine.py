@@ -1,0 +1,74 @@
+"""The serving core in-process: masking, reasons, fallbacks, similarity, int8 quantisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recops import registry
+from serving.engine import Engine
+from tests.serving.conftest import make_checkpoint, meta
+
+IDS = list(range(100, 160))
+ITEMS = pd.DataFrame({"item_id": IDS, "title": [f"T{i}" for i in IDS]})
+INTER = pd.DataFrame({"item_id": [150] * 5 + [120] * 3 + [101] * 2})
+
+
+@pytest.fixture
+def loaded(settings):
+    tag = registry.register(settings, make_checkpoint(IDS, 3), meta("r"), items=ITEMS,
+                            interactions=INTER)
+    return registry.load(settings, tag)
+
+
+def test_recommend_masks_history_and_explains(loaded):
+    eng = Engine(loaded)
+    history = [100, 101, 102, 999]  # 999: an item the model does not know, ignored
+    items, fallback = eng.recommend(history, 10)
+    ids = [it["item_id"] for it in items]
+    assert fallback is None and len(ids) == 10 == len(set(ids))
+    assert not set(ids) & {100, 101, 102}
+    assert {it["reason"]["because_you_interacted_with"] for it in items} <= {100, 101, 102}
+    assert all(it["title"] == f"T{it['item_id']}" for it in items)
+    # The reason is the history item nearest to the recommendation.
+    v = eng.item_vectors
+    for it in items:
+        r = eng.index[it["item_id"]]
+        sims = {h: float(v[r] @ v[eng.index[h]]) for h in (100, 101, 102)}
+        assert it["reason"]["because_you_interacted_with"] == max(sims, key=sims.get)
+    unmasked, _ = eng.recommend(history, 60, exclude_seen=False)
+    assert {100, 101, 102} <= {it["item_id"] for it in unmasked}
+
+
+def test_fallbacks(loaded):
+    eng = Engine(loaded)
+    items, fallback = eng.recommend([], 3)
+    assert fallback == "popular" and [it["item_id"] for it in items] == [150, 120, 101]
+    items, fallback = eng.recommend([], 3, context_ids=[150])
+    assert fallback == "context" and 150 not in [it["item_id"] for it in items]
+    items, fallback = eng.recommend([424242], 3)  # only unknown items: nothing to go on
+    assert fallback == "popular"
+
+
+def test_k_larger_than_the_unseen_catalogue(loaded):
+    eng = Engine(loaded)
+    items, _ = eng.recommend(IDS[:55], 10)
+    assert sorted(it["item_id"] for it in items) == IDS[55:]
+
+
+def test_similar_excludes_itself_and_ranks_by_cosine(loaded):
+    eng = Engine(loaded)
+    ranked = eng.similar(eng.index[130], 5)
+    assert eng.index[130] not in ranked.indices and 0 not in ranked.indices
+    assert ranked.scores == sorted(ranked.scores, reverse=True)
+
+
+def test_int8_quantisation_keeps_the_ranking_close(loaded):
+    f32, q8 = Engine(loaded), Engine(loaded, quantize=True)
+    assert q8.quantized and any("quantized" in type(m).__module__ for m in q8.model.modules())
+    seq = f32.sequence([f32.index[i] for i in IDS[:15]])
+    with torch.inference_mode():
+        a, b = f32.model.score(seq)[0, 1:].numpy(), q8.model.score(seq)[0, 1:].numpy()
+    assert np.corrcoef(a, b)[0, 1] > 0.95
