@@ -429,8 +429,13 @@ def online_item_features(target: Settings | FeatureStore, item_ids: Sequence[int
 
 
 def teardown(settings: Settings) -> None:
-    """Remove this project's online tables/keys and registry entries (tests, `features reset`)."""
+    """Remove this project's online tables/keys and its registry entries, and nothing else.
+
+    Not ``FeatureStore.teardown()``: that deletes *every* project in the registry, which on a
+    shared PostgreSQL registry would wipe other deployments.
+    """
     store = get_store(settings)
     with contextlib.redirect_stdout(io.StringIO()):
-        store.teardown()
-
+        views = store.list_feature_views()
+        store._get_provider().teardown_infra(store.project, views, store.list_entities())
+        store.registry.delete_project(store.project, commit=True)

@@ -221,11 +221,9 @@ def item_content_table(items: pd.DataFrame, interactions: pd.DataFrame,
     })
 
 
-def _text_vectors(settings: Settings, items: pd.DataFrame) -> tuple[np.ndarray | None, str]:
-    try:
-        from recops.text_encoder import item_text_vectors
-    except ImportError:
-        return None, "absent: recops.text_encoder is not available"
+def _text_vectors(settings: Settings, items: pd.DataFrame) -> tuple[np.ndarray, str]:
+    from recops.text_encoder import item_text_vectors  # loads the sentence encoder: keep lazy
+
     return item_text_vectors(settings, items), "all-MiniLM-L6-v2"
 
 

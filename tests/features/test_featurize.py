@@ -139,3 +139,17 @@ def test_text_vectors_must_align_with_items():
     with pytest.raises(FeatureError, match="3 rows for 2 items"):
         f.item_content_table(items, make_events().iloc[:0], np.zeros((3, 4), np.float32),
                              pd.Timestamp("2020-01-01", tz="UTC").to_pydatetime())
+
+
+@pytest.mark.integration
+def test_item_content_carries_the_text_embedding(tmp_path):
+    """The real sentence encoder: one unit-length 384-float vector per item, in item order."""
+    settings = fresh_settings(tmp_path / "home")
+    manifest = f.build_sources(settings, fill_lake(settings, make_events()))
+    assert manifest["text_embedding"] == "all-MiniLM-L6-v2"
+    content = pd.read_parquet(manifest["sources"][f.ITEM_CONTENT_FILE]["path"])
+    vectors = np.stack(content[f.TEXT_EMBEDDING].to_numpy())
+    assert vectors.shape == (len(content), 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-4)
+    # Items 1 and 3 share their genres but not their titles: different vectors.
+    assert not np.allclose(vectors[0], vectors[2])
