@@ -83,12 +83,19 @@ def infer_table(path: Path, columns: list[str]) -> str:
 
 
 def prepare(df: pd.DataFrame, table: str) -> tuple[pd.DataFrame, list[str]]:
-    """Parse event timestamps (epoch seconds or ISO text) to UTC; every other value is untouched.
+    """Parse event timestamps (epoch seconds or ISO text) to UTC; every other value is untouched
+    (categorical columns are turned back into the values they hold).
 
     Returns the frame to validate (and to land, when it passes) and notes on what was parsed.
     Values that do not parse become missing, which the not-null check then reports.
     """
     notes: list[str] = []
+    cats = [c for c in df.columns if isinstance(df[c].dtype, pd.CategoricalDtype)]
+    if cats:
+        # GX's type check cannot name a categorical dtype: check (and land) the values it holds.
+        df = df.copy(deep=False)
+        for c in cats:
+            df[c] = df[c].astype(df[c].cat.categories.dtype)
     col = schema.EVENT_TIMESTAMP
     if table not in (schema.INTERACTIONS, FEEDBACK) or col not in df.columns:
         return df, notes

@@ -86,3 +86,11 @@ def test_prepare_parses_epoch_and_iso_and_reports_garbage() -> None:
     assert df[schema.EVENT_TIMESTAMP].tolist()[1] == "yesterday"  # the input frame is untouched
     epoch, _ = prepare(pd.DataFrame({schema.EVENT_TIMESTAMP: [1_700_000_000]}), "interactions")
     assert epoch[schema.EVENT_TIMESTAMP].iloc[0] == pd.Timestamp(1_700_000_000, unit="s", tz="UTC")
+
+
+def test_prepare_uncategorises_without_changing_values() -> None:
+    df = make_interactions(20).astype({schema.EVENT_TYPE: "category"})
+    out, _ = prepare(df, schema.INTERACTIONS)
+    assert not isinstance(out[schema.EVENT_TYPE].dtype, pd.CategoricalDtype)
+    assert out[schema.EVENT_TYPE].tolist() == df[schema.EVENT_TYPE].tolist()
+    assert isinstance(df[schema.EVENT_TYPE].dtype, pd.CategoricalDtype)  # input untouched
