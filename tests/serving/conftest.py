@@ -162,8 +162,9 @@ def start_server(settings: Any, log_path: Path) -> Server:
     return server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """One world per session: the Redis tests reuse its lake, sources and models."""
     return build_world(tmp_path_factory.mktemp("serving") / "home")
 
 

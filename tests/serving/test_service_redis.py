@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 
 from tests.conftest import require_service
-from tests.serving.conftest import build_world, start_server
+from tests.serving.conftest import start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
+def redis_server(world, tmp_path_factory):
+    """The session's world (lake, sources, models) served from its own Redis-backed project."""
     require_service("Redis", "127.0.0.1", 6379)
     from recops import feast_store
+    from recops.config import load_settings
 
-    world = build_world(tmp_path_factory.mktemp("redis") / "home", online="redis",
-                        redis_url="127.0.0.1:6379")
-    srv = start_server(world.settings, tmp_path_factory.mktemp("logs") / "bentoml.log")
-    yield world, srv
-    srv.stop()
-    feast_store.teardown(world.settings)  # drop this project's keys from the shared Redis
+    settings = load_settings(overrides={
+        "home": world.settings.home, "model.max_len": 20, "stores.online": "redis",
+        "stores.redis_url": "127.0.0.1:6379",
+        "stores.feast_project": "t" + uuid.uuid4().hex[:10]})
+    feast_store.apply(settings)
+    try:
+        feast_store.materialize(settings)
+        srv = start_server(settings, tmp_path_factory.mktemp("logs") / "bentoml.log")
+        yield world, srv
+        srv.stop()
+    finally:
+        feast_store.teardown(settings)  # drop this project's keys from the shared Redis
 
 
 def test_feedback_then_recommend_reflects_it_with_redis(redis_server):
