@@ -294,3 +294,14 @@ def test_feedback_validation(settings, lake: Lake) -> None:
     assert len(pd.read_parquet(res.quarantine_path / "feedback.parquet")) == len(bad)
     with pytest.raises(DataError, match="feedback events"):
         gate.release(settings, res.quarantine_path.name)
+
+
+@pytest.mark.slow
+def test_movielens_small_passes_the_gate(settings, movielens_small: Path) -> None:
+    from recops.data.movielens import read_movielens
+
+    tables = read_movielens(movielens_small, "ml-latest-small")
+    accepted = gate.accept_or_quarantine(settings, stage(settings.paths.staging, tables))
+    assert all(r.passed for r in accepted.results.values()), accepted.summary()
+    lake = Lake(settings.paths.lake)
+    assert len(lake.read(schema.INTERACTIONS)) == len(tables.interactions) > 100_000
