@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import bentoml
-from bentoml.exceptions import InvalidArgument, NotFound
+from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import BaseModel, ConfigDict, Field
 
 from recops.schema import EVENT_TYPES
@@ -143,8 +143,15 @@ class Recommender:
                   context_items: list[int] | None = None) -> dict:
         """Top-k items for a user from their recent sequence in the online store."""
         self._check_k(k)
+        from recops.errors import FeatureError
+
         engine = self.engine
-        history = self.online.history(user_id)
+        try:
+            history = self.online.history(user_id)
+        except FeatureError as exc:
+            # No silent fallback: without the user's features we say so (503, retryable).
+            log.error("online feature read failed (%s)", type(exc).__name__)
+            raise ServiceUnavailable("the online feature store is unavailable; retry") from None
         items, fallback = engine.recommend(history or [], k, exclude_seen=exclude_seen,
                                            context_ids=context_items)
         if fallback:
