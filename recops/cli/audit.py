@@ -1,9 +1,172 @@
-"""`recops` commands for the audit area."""
+"""`recops audit verify|show`, `recops report MODEL` and `recops subject show|erase USER_ID`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+audit_app = typer.Typer(help="The hash-chained audit log: verify it, show records.",
+                        no_args_is_help=True)
+subject_app = typer.Typer(help="Data-subject requests: what recops holds about a user; erasure.",
+                          no_args_is_help=True)
+
+UserId = Annotated[str, typer.Argument(help="The user's id (the lake's user_id).")]
+
+
+def _short(obj: Any, n: int = 60) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str) if obj else ""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+@audit_app.command("verify")
+def verify_cmd(ctx: typer.Context) -> None:
+    """Walk the chain: exit 0 when intact, 1 naming the first edited/removed/reordered record."""
+    from recops.audit import AuditLog, verify
+
+    settings = ctx.obj.settings()
+    log = AuditLog(settings.paths.audit_log)
+    status = verify(log)
+    if status.ok:
+        out.print(f"[green]audit chain intact[/]: {status.records} record(s) in {log.path}"
+                  + (f", last hash {status.last_hash}" if status.last_hash else ""),
+                  highlight=False, soft_wrap=True)
+        return
+    from rich.markup import escape
+
+    out.print(f"[bold red]audit chain broken[/] at seq {status.bad_seq}: "
+              f"{escape(str(status.problem))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@audit_app.command("show")
+def show_cmd(
+    ctx: typer.Context,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Only this run's records.")] = None,
+    stage: Annotated[str | None, typer.Option("--stage", help="Only this stage (e.g. train).")] = None,
+    last: Annotated[int, typer.Option("--last", min=1, help="At most this many, newest last.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
+) -> None:
+    """The audit records, filtered, as a table (or JSON)."""
+    from recops.audit import AuditLog
+
+    settings = ctx.obj.settings()
+    records = AuditLog(settings.paths.audit_log).records()
+    rows = [r for r in records if (run_id is None or r.get("run_id") == run_id)
+            and (stage is None or r.get("stage") == stage)][-last:]
+    if as_json:
+        for r in rows:
+            print(json.dumps(r, sort_keys=True, default=str))
+        return
+    table = Table(title=f"audit log {settings.paths.audit_log} ({len(records)} records)")
+    for col in ("seq", "time", "stage", "run", "result", "inputs", "outputs", "hash"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("seq", "time", "hash"))
+    for r in rows:
+        table.add_row(str(r.get("seq")), str(r.get("time", ""))[:19], str(r.get("stage")),
+                      str(r.get("run_id") or ""), str(r.get("result")), _short(r.get("inputs")),
+                      _short(r.get("outputs")), str(r.get("hash", ""))[:12])
+    out.print(table)
+    if not rows:
+        out.print("no matching records")
+
+
+def report_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model tag (recops-recommender:<version>, the "
+                                         "version, 'latest') or 'champion'.")] = "champion",
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Report the model this run "
+                                               "registered instead of MODEL.")] = None,
+    output: Annotated[Path | None, typer.Option("--out", "-o", dir_okay=False, help="Where to "
+                                                "write the HTML (default: <home>/reports/).")] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="Also print it to PDF (needs Chromium).")] = False,
+) -> None:
+    """Build the compliance report of a model as a self-contained HTML page."""
+    from recops.report import build_report
+
+    settings = ctx.obj.settings()
+    with out.status("gathering records and drawing figures"):
+        path = build_report(settings, None if run_id else model, run_id=run_id, out=output,
+                            pdf=pdf)
+    out.print(f"report written to {path}", highlight=False, soft_wrap=True)
+    if pdf:
+        out.print(f"PDF written to {path.with_suffix('.pdf')}", highlight=False, soft_wrap=True)
+
+
+@subject_app.command("show")
+def subject_show_cmd(
+    ctx: typer.Context, user_id: UserId,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full view as JSON.")] = False,
+) -> None:
+    """Which datasets, runs, model versions and privacy spends involved USER_ID (access request)."""
+    from recops.subjects import parse_user_id, show
+
+    uid = parse_user_id(user_id)
+    settings = ctx.obj.settings()
+    view = show(settings, uid)
+    if as_json:
+        print(json.dumps(view.to_dict(), indent=2, sort_keys=True, default=str))
+        return
+    out.print(f"user {uid} (subject {view.subject}): {view.events} event(s) in the lake, "
+              f"{view.feedback_events} in the feedback log, {len(view.erasures)} erasure(s)",
+              highlight=False)
+    sections = (
+        ("lake batches", ("table", "batch_id", "rows", "source", "created_at"), view.batches),
+        ("runs", ("run_id", "dataset_version", "mode", "in_labels"), view.runs),
+        ("model versions", ("tag", "run_id", "data_version", "champion", "retrain_required"),
+         view.models),
+        ("privacy spends", ("run_id", "mechanism", "unit", "epsilon", "delta", "time"),
+         view.privacy_spends),
+        ("other copies", ("where", "path", "rows"), view.copies),
+    )
+    for title, cols, rows in sections:
+        table = Table(title=f"{title} ({len(rows)})")
+        for c in cols:
+            table.add_column(c, overflow="fold")
+        for r in rows:
+            table.add_row(*["" if r.get(c) is None else str(r.get(c)) for c in cols])
+        out.print(table)
+
+
+@subject_app.command("erase")
+def subject_erase_cmd(
+    ctx: typer.Context, user_id: UserId,
+    reason: Annotated[str, typer.Option("--reason", help="Recorded in the audit log.")] =
+    "data subject erasure request",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove USER_ID's events from the lake (as superseding batches) and mark models to retrain."""
+    from recops.subjects import erase, parse_user_id
+
+    uid = parse_user_id(user_id)
+    settings = ctx.obj.settings()
+    if not yes:
+        typer.confirm(f"Erase every row of user {uid} from the lake under {settings.paths.home}?",
+                      abort=True)
+    with out.status("rewriting lake batches"):
+        res = erase(settings, uid, reason=reason)
+    table = Table(title=f"erasure {res.erasure_id}: {res.rows_removed} row(s) removed")
+    for c in ("table", "superseded batch", "new batch", "rows removed"):
+        table.add_column(c)
+    for s in res.superseded:
+        table.add_row(s["table"], s["old"], s["new"] or "(removed)", str(s["rows_removed"]))
+    out.print(table)
+    out.print(f"new dataset version: {res.dataset_version}; models marked for retraining: "
+              f"{', '.join(res.models_marked) or 'none'}; runs marked: "
+              f"{', '.join(res.runs_marked) or 'none'}", highlight=False, soft_wrap=True)
+    for r in res.remaining:
+        out.print(f"[yellow]still holds derived data:[/] {r['where']}: {r['path']} ({r['what']})",
+                  highlight=False, soft_wrap=True)
+    if not res.superseded and not res.files_rewritten:
+        out.print(f"user {uid} has no rows left in the lake: nothing erased (recorded)")
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to `app`."""
+    app.add_typer(audit_app, name="audit")
+    app.add_typer(subject_app, name="subject")
+    app.command("report")(report_cmd)
