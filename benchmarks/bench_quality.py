@@ -1,0 +1,146 @@
+"""Recommendation quality: Pop, MF, SASRec, SASRec + text init, SASRec + DP, on MovieLens and synthetic.
+
+Protocol (docs/architecture.md): chronological leave-last-out per user, events ordered by
+(timestamp, item id); last event = test, second last = validation (early stopping on NDCG@10),
+the rest = training; users with < 3 events train only. Inputs are the last ``max_len`` items
+strictly before the label time. Every item of the catalogue is ranked; the user's training
+items (and the validation item, for test) are masked. Reported: test HR@10, NDCG@10, MRR,
+coverage@10, wall time of training.
+
+    .venv/bin/python benchmarks/bench_quality.py              # ml-latest-small + synthetic
+    .venv/bin/python benchmarks/bench_quality.py --quick      # small, minutes
+    .venv/bin/python benchmarks/bench_quality.py --rows pop,sasrec --set train.epochs=50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
+
+# Tuned on ml-latest-small's validation split (see the note): long sequences matter there.
+SASREC = {"model.kind": "sasrec", "model.max_len": 200, "model.d_model": 64,
+          "model.n_layers": 2, "model.n_heads": 2, "model.dropout": 0.3,
+          "train.lr": 1e-3, "train.batch_size": 64, "train.epochs": 200, "train.patience": 5,
+          "train.eval_every": 5, "train.weight_decay": 0.0}
+ROWS: dict[str, dict[str, Any]] = {
+    "pop": {"model.kind": "pop"},
+    "mf": {"model.kind": "mf", "model.max_len": 200, "model.d_model": 64, "train.lr": 2e-3,
+           "train.batch_size": 64, "train.epochs": 200, "train.patience": 3,
+           "train.eval_every": 5, "train.weight_decay": 0.0},
+    "sasrec": SASREC,
+    "sasrec-text": {**SASREC, "model.text_init": True},
+    "sasrec-dp-eps1": {**SASREC, "privacy.enabled": True, "privacy.target_epsilon": 1.0},
+    "sasrec-dp-eps4": {**SASREC, "privacy.enabled": True, "privacy.target_epsilon": 4.0},
+    "sasrec-dp-eps8": {**SASREC, "privacy.enabled": True, "privacy.target_epsilon": 8.0},
+}
+# DP runs a fixed, smaller number of epochs with a larger batch (noise averages out) and a
+# higher lr; early stopping still picks the best validated epoch within that budget.
+DP = {"train.epochs": 20, "train.batch_size": 256, "train.lr": 3e-3, "train.eval_every": 2,
+      "train.patience": 100, "privacy.budget_epsilon": 1e9, "privacy.clipping": "ghost"}
+QUICK = {"model.max_len": 50, "train.epochs": 10, "train.eval_every": 2}
+
+
+def load(name: str, quick: bool) -> tuple[Any, str]:
+    """(Tables, population name) for a dataset."""
+    if name == "ml-latest-small":
+        from recops.data.movielens import read_movielens
+
+        if not (ML_SMALL / "ratings.csv").exists():
+            raise SystemExit(f"{ML_SMALL} not found")
+        return read_movielens(ML_SMALL, "ml-latest-small"), "ml-latest-small"
+    from recops.data.synthetic import generate
+
+    n = (300, 500, 15_000) if quick else (2_000, 2_000, 150_000)
+    return generate(n_users=n[0], n_items=n[1], n_interactions=n[2], seed=0), "synthetic"
+
+
+def run_row(name: str, overrides: dict[str, Any], data: Any, dataset: str, home: Path,
+            extra: dict[str, Any], threads: int) -> dict[str, Any]:
+    from recops.config import load_settings
+    from recops.evaluation import evaluate_model
+    from recops.training import train_model
+
+    o = {**overrides}
+    if o.get("privacy.enabled"):
+        o.update(DP)
+    o.update(extra)
+    o.update({"home": home, "train.num_threads": threads,
+              "data.dataset": "synthetic" if dataset == "synthetic" else dataset})
+    settings = load_settings(overrides=o)
+    t0 = time.perf_counter()
+    res = train_model(settings, data, progress=sys.stderr.isatty())
+    wall = time.perf_counter() - t0
+    test = evaluate_model(res.model, data, "test")
+    return {"dataset": dataset, "model": name, **{k: test.overall[k] for k in
+            ("hr@10", "ndcg@10", "mrr", "coverage@10")},
+            "valid_ndcg@10": res.valid_metrics["ndcg@10"], "epochs": len(res.history)
+            if settings.model.kind != "pop" else 0,
+            "best_epoch": max(res.history, key=lambda h: h.get("ndcg@10", -1))["epoch"],
+            "epsilon": res.privacy["epsilon"] if res.privacy else None,
+            "wall_s": wall, "per_segment": test.per_segment}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short sequences, few epochs, small synthetic")
+    ap.add_argument("--datasets", default="ml-latest-small,synthetic")
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"subset of {','.join(ROWS)}")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra setting for every row, e.g. train.epochs=30")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--output", type=Path, help="write the rows as JSON here")
+    args = ap.parse_args(argv)
+
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
+    from recops.sequences import SequenceData
+
+    extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    if args.quick:
+        extra = {**QUICK, **extra}
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    results = []
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        for ds in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+            tables, _ = load(ds, args.quick)
+            max_len = int(extra.get("model.max_len", SASREC["model.max_len"]))
+            data = SequenceData.from_interactions(tables.interactions, tables.items, max_len,
+                                                  tables.users)
+            console.print(f"[bold]{ds}[/]: {data.n_users} users, {data.n_items} items, "
+                          f"{len(tables.interactions)} events, {len(data.eval_users)} evaluated")
+            for name in rows:
+                r = run_row(name, ROWS[name], data, ds, Path(tmp) / "home", extra, args.threads)
+                console.print(f"  {name}: ndcg@10={r['ndcg@10']:.4f} hr@10={r['hr@10']:.4f} "
+                              f"({r['wall_s']:.0f}s, {r['epochs']} epochs)")
+                results.append(r)
+    table = Table(title="test split, full ranking, seen items masked" + (" (quick)" if args.quick else ""))
+    for c in ("dataset", "model", "HR@10", "NDCG@10", "MRR", "cov@10", "ε", "epochs", "wall s"):
+        table.add_column(c, justify="left" if c in ("dataset", "model") else "right")
+    for r in results:
+        table.add_row(r["dataset"], r["model"], f"{r['hr@10']:.4f}", f"{r['ndcg@10']:.4f}",
+                      f"{r['mrr']:.4f}", f"{r['coverage@10']:.3f}",
+                      f"{r['epsilon']:.2f}" if r["epsilon"] is not None else "-",
+                      f"{r['epochs']} (best {r['best_epoch']})", f"{r['wall_s']:.1f}")
+    console.print(table)
+    if args.output:
+        args.output.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
