@@ -1,0 +1,41 @@
+"""`recops federated ...` refuses bad flags with one clear line and exit code 2, before any work."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+
+def _run(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    from recops.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["recops", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    captured = capsys.readouterr()
+    return int(exc.value.code or 0), captured.err + captured.out
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--clients", "1"], "federated.num_clients"),
+    (["--strategy", "fedsgd"], "federated.strategy"),
+    (["--fraction", "0"], "federated.fraction_train"),
+    (["--partition", "shards"], "federated.partition"),
+    (["--client-dp", "fixed", "--noise", "0"], "without noise"),
+    (["--client-dp", "fixed", "--strategy", "fedadam"], "fedavg"),
+    (["--clients", "4", "--min-clients", "5"], "more than the 4 clients"),
+    (["--data", "nowhere"], "--data must be 'lake' or 'dataset'"),
+])
+def test_bad_flags_give_one_line_and_exit_2(monkeypatch, capsys, home, flags, words) -> None:
+    code, text = _run(monkeypatch, capsys, "federated", "simulate", *flags)
+    assert code == 2
+    assert words in text
+    assert "Traceback" not in text
+    assert not (home / "runs").exists()  # nothing started
+
+
+def test_simulate_on_an_empty_lake_says_what_to_do(monkeypatch, capsys, home) -> None:
+    code, text = _run(monkeypatch, capsys, "federated", "deploy", "--clients", "2")
+    assert code == 2
+    assert "holds no interactions" in text and "recops ingest" in text
