@@ -112,6 +112,20 @@ class RoundRecorder:
         _write_json(self.path, self.rows)
 
 
+def _wait_for_nodes(grid: Grid, expected: int, timeout: float) -> None:
+    """Wait until every SuperNode of the partition plan is connected.
+
+    Flower's samplers size a round from the nodes connected *now*; in deployment the first
+    round could otherwise start with whichever SuperNodes came up first.
+    """
+    deadline = time.monotonic() + timeout
+    while (n := len(list(grid.get_node_ids()))) < expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {n} of {expected} SuperNodes connected within "
+                               f"{timeout:.0f} s")
+        time.sleep(1.0)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Start the strategy from the runner's initial weights; save the final weights and rounds."""
@@ -128,6 +142,8 @@ def main(grid: Grid, context: Context) -> None:
         raise ValueError("secagg=true is not supported by this ServerApp (see docs/federated.md)")
     torch.set_num_threads(max(1, int(settings.train.num_threads)))
     strategy, info = build_strategy(settings.federated, num_clients, lr=settings.train.lr)
+    round_timeout = float(context.run_config.get("round-timeout", 600.0))
+    _wait_for_nodes(grid, num_clients, round_timeout)
     info["sample_rate"] = info["clients_per_round"] / num_clients
     inner = getattr(strategy, "strategy", strategy)  # the DP wrappers hold the base strategy
     recorder = RoundRecorder(run_dir / ROUNDS_FILE, info, settings, num_clients)
@@ -149,7 +165,7 @@ def main(grid: Grid, context: Context) -> None:
     result = strategy.start(
         grid=grid, initial_arrays=arrays_from_model(model),
         num_rounds=settings.federated.rounds,
-        timeout=float(context.run_config.get("round-timeout", 600.0)),
+        timeout=round_timeout,
         train_config=train_config, evaluate_fn=global_eval)
     if len(result.arrays):  # empty when no round aggregated (every client failed)
         load_arrays(model, result.arrays)
