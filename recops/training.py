@@ -162,12 +162,13 @@ def _warm_start(settings: Settings, data: SequenceData, init: dict[str, Any],
         raise TrainingError(f"warm start: the init checkpoint is a '{init.get('kind')}' model "
                             f"but model.kind is '{settings.model.kind}'")
     merged = ItemIndex(np.asarray(init["item_ids"], dtype=np.int64)).extend(data.index.item_ids)
-    data = data.reindexed(merged)
     new_ids = merged.item_ids[len(init["item_ids"]):].tolist()
     new_text = None
     if new_ids and init["model_settings"].get("text_dim"):
+        # text_vectors (when given) align to the data's own index; pick the new items' rows
         tv = text_vectors if text_vectors is not None else _items_text(settings, data)
-        new_text = np.asarray(tv)[len(init["item_ids"]):]
+        new_text = np.asarray(tv)[data.index.to_index(new_ids) - 1]
+    data = data.reindexed(merged)
     model = load_checkpoint(extend_checkpoint(init, new_ids, new_text, seed=settings.seed),
                             where="warm-start checkpoint")
     return model, data

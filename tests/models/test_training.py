@@ -117,3 +117,20 @@ def test_dp_training_records_its_spend_and_respects_the_budget(home, data) -> No
     with pytest.raises(PrivacyBudgetExceeded):
         train_model(s, data, progress=False, ledger=ledger)
     assert len(ledger.entries()) == 1
+
+
+def test_warm_start_gives_new_items_their_text_rows(home) -> None:
+    rng = np.random.default_rng(0)
+    inter, items = cyclic_interactions(n_items=30)
+    s = tiny_settings(home, **{"train.epochs": 1, "model.text_init": True})
+    first = train_model(s, SequenceData.from_interactions(inter, items, 12),
+                        text_vectors=rng.standard_normal((30, 6)).astype(np.float32),
+                        progress=False)
+    inter2, items2 = cyclic_interactions(n_items=34, seed=1)
+    data2 = SequenceData.from_interactions(inter2, items2.iloc[::-1], 12)
+    vec2 = rng.standard_normal((34, 6)).astype(np.float32)  # aligned to data2.items (by id)
+    warm = train_model(s, data2, init=first.checkpoint, text_vectors=vec2, progress=False)
+    text = warm.checkpoint["state_dict"]["text"]
+    new_rows = data2.index.to_index([31, 32, 33, 34]) - 1
+    assert torch.allclose(text[31:35], torch.from_numpy(vec2[new_rows]))
+    assert torch.equal(text[1:31], first.checkpoint["state_dict"]["text"][1:31])
