@@ -41,7 +41,7 @@ def verify_cmd(ctx: typer.Context) -> None:
 
     out.print(f"[bold red]audit chain broken[/] at seq {status.bad_seq}: "
               f"{escape(str(status.problem))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    raise SystemExit(1)  # typer.Exit's code is lost under main()'s standalone_mode=False
 
 
 @audit_app.command("show")
