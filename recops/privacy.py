@@ -143,7 +143,7 @@ class PrivacyLedger:
 
     def check_budget(self, settings: Settings, projected_eps: float,
                      population: str | None = None) -> float:
-        """Raise PrivacyBudgetExceeded when spent + projected passes the budget; else the ε left after."""
+        """Raise PrivacyBudgetExceeded if spent + projected passes the budget; else ε left after."""
         population = population or default_population(settings)
         if not (math.isfinite(projected_eps) and projected_eps >= 0):
             raise TrainingError(f"projected epsilon {projected_eps!r} must be a finite number >= 0")
@@ -390,7 +390,6 @@ def grad_sample_error(model: nn.Module, seqs: torch.Tensor, targets: torch.Tenso
     """
     import copy
 
-    import torch
     from opacus import GradSampleModule
 
     if len(seqs) < 1:
@@ -409,7 +408,9 @@ def grad_sample_error(model: nn.Module, seqs: torch.Tensor, targets: torch.Tenso
     clone = prepared(model)
     gsm = GradSampleModule(clone, loss_reduction="sum")
     # loss_reduction="sum" with the sum of per-user losses: grad_sample[i] = d loss_i / d theta.
-    (loss_fn(gsm(seqs), targets) * len(seqs)).backward()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook")
+        (loss_fn(gsm(seqs), targets) * len(seqs)).backward()
     params = [p for p in clone.parameters() if p.requires_grad]
 
     def rel(a: torch.Tensor, b: torch.Tensor) -> float:

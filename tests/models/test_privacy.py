@@ -139,7 +139,8 @@ def test_ghost_and_hooks_give_the_same_clipped_gradient_without_noise(home):
         grads[clipping] = (float(loss.item()), [p.grad.clone() for p in pt.optimizer.params])
     (loss_g, ghost), (loss_h, hooks) = grads["ghost"], grads["flat"]
     assert loss_g == pytest.approx(loss_h, rel=1e-5)
-    flat_g, flat_h = torch.cat([g.reshape(-1) for g in ghost]), torch.cat([g.reshape(-1) for g in hooks])
+    flat_g = torch.cat([g.reshape(-1) for g in ghost])
+    flat_h = torch.cat([g.reshape(-1) for g in hooks])
     assert flat_h.abs().max() > 0
     assert torch.allclose(flat_g, flat_h, atol=1e-6, rtol=1e-4)
     # Clipping was active: the clipped mean is smaller than the plain mean gradient.
@@ -208,7 +209,8 @@ def test_budget_refused_before_training_starts(home):
     with pytest.raises(PrivacyBudgetExceeded) as err:
         ledger.check_budget(s, pt.projected_epsilon(), pt.population)
     msg = str(err.value)
-    assert "9.500" in msg and "16" in msg and "privacy.budget_epsilon" in msg and pt.population in msg
+    assert "9.500" in msg and "16" in msg and "privacy.budget_epsilon" in msg
+    assert pt.population in msg
     # Another population is charged separately.
     ledger.check_budget(s, pt.projected_epsilon(), "ml-1m")
 
