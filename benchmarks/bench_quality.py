@@ -1,4 +1,4 @@
-"""Recommendation quality: Pop, MF, SASRec, SASRec + text init, SASRec + DP, on MovieLens and synthetic.
+"""Recommendation quality of Pop, MF, SASRec, SASRec + text, SASRec + DP on MovieLens and synthetic.
 
 Protocol (docs/architecture.md): chronological leave-last-out per user, events ordered by
 (timestamp, item id); last event = test, second last = validation (early stopping on NDCG@10),
@@ -92,7 +92,8 @@ def run_row(name: str, overrides: dict[str, Any], data: Any, dataset: str, home:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="short sequences, few epochs, small synthetic")
+    ap.add_argument("--quick", action="store_true",
+                    help="short sequences, few epochs, small synthetic")
     ap.add_argument("--datasets", default="ml-latest-small,synthetic")
     ap.add_argument("--rows", default=",".join(ROWS), help=f"subset of {','.join(ROWS)}")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
                 console.print(f"  {name}: ndcg@10={r['ndcg@10']:.4f} hr@10={r['hr@10']:.4f} "
                               f"({r['wall_s']:.0f}s, {r['epochs']} epochs)")
                 results.append(r)
-    table = Table(title="test split, full ranking, seen items masked" + (" (quick)" if args.quick else ""))
+    title = "test split, full ranking, seen items masked" + (" (quick)" if args.quick else "")
+    table = Table(title=title)
     for c in ("dataset", "model", "HR@10", "NDCG@10", "MRR", "cov@10", "ε", "epochs", "wall s"):
         table.add_column(c, justify="left" if c in ("dataset", "model") else "right")
     for r in results:

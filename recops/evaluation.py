@@ -67,8 +67,9 @@ def rank_targets(model: Recommender, data: SequenceData, split: Literal["valid",
     return np.concatenate(ranks), np.concatenate(tops)
 
 
-def evaluate_model(model: Recommender, data: SequenceData, split: Literal["valid", "test"] = "valid",
-                   k: int = 10, segments: bool = True, batch_size: int = 256) -> EvalResult:
+def evaluate_model(model: Recommender, data: SequenceData,
+                   split: Literal["valid", "test"] = "valid", k: int = 10,
+                   segments: bool = True, batch_size: int = 256) -> EvalResult:
     """HR@k, NDCG@k, MRR and coverage@k over all evaluated users, and per segment."""
     ranks, tops = rank_targets(model, data, split, k, batch_size)
     result = EvalResult(summarize(ranks, tops, data.n_items, k), {}, len(ranks))

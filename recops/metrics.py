@@ -1,4 +1,4 @@
-"""Full-ranking metrics as pure functions over ranks and top-k lists (HR@K, NDCG@K, MRR, coverage)."""
+"""Full-ranking metrics as pure functions over ranks and top-k lists: HR, NDCG, MRR, coverage."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def mrr(ranks: np.ndarray) -> float:
 
 
 def coverage(topk: np.ndarray, n_items: int) -> float:
-    """Share of the catalogue (n_items, padding excluded) that appears in at least one top-k list."""
+    """Share of the catalogue (n_items, padding excluded) in at least one top-k list."""
     if n_items <= 0:
         return 0.0
     return float(len(np.unique(np.asarray(topk))) / n_items)

@@ -73,7 +73,8 @@ class ItemIndex:
 
     def extend(self, ids: Iterable[int]) -> ItemIndex:
         """This index plus any new ids appended at the end (existing indices unchanged)."""
-        new = [i for i in dict.fromkeys(int(x) for x in ids) if not self.to_index([i], strict=False)[0]]
+        new = [i for i in dict.fromkeys(int(x) for x in ids)
+               if not self.to_index([i], strict=False)[0]]
         return ItemIndex(np.concatenate([self.item_ids, np.asarray(new, dtype=np.int64)]))
 
 
@@ -141,7 +142,8 @@ class SequenceData:
         need = [USER_ID, ITEM_ID, SPLIT, RECENT_ITEMS]
         missing = [c for c in need if c not in labelled.columns]
         if missing:
-            raise DataError(f"labelled frame: missing column(s) {missing}; have {list(labelled.columns)}"
+            raise DataError(f"labelled frame: missing column(s) {missing}; "
+                            f"have {list(labelled.columns)}"
                             " (expected one row per user and split with recent_items)")
         if labelled.empty:
             raise DataError("labelled frame is empty: no users to train or evaluate on")
@@ -196,7 +198,8 @@ class SequenceData:
                      for h, t, v in zip(train_hist, test_inputs, valid_targets, strict=True)]
         n_train = np.asarray([len(h) for h in train_hist], dtype=np.int64)
 
-        segments = {"activity": np.asarray([activity_bucket(int(n)) for n in n_train], dtype=object)}
+        buckets = [activity_bucket(int(n)) for n in n_train]
+        segments = {"activity": np.asarray(buckets, dtype=object)}
         for col in SEGMENT_COLUMNS:
             if col in valid.columns:
                 segments[col] = valid[col].astype("string").fillna("unknown").to_numpy(dtype=object)

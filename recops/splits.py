@@ -25,15 +25,18 @@ def order_events(interactions: pd.DataFrame) -> pd.DataFrame:
     """Interactions sorted by (user_id, event_timestamp, item_id): the protocol's one order."""
     missing = [c for c in (USER_ID, ITEM_ID, EVENT_TIMESTAMP) if c not in interactions.columns]
     if missing:
-        raise DataError(f"interactions: missing column(s) {missing}; have {list(interactions.columns)}")
+        raise DataError(f"interactions: missing column(s) {missing}; "
+                        f"have {list(interactions.columns)}")
     if interactions.empty:
         raise DataError("interactions: the table is empty; nothing to split or train on")
     ts = pd.to_datetime(interactions[EVENT_TIMESTAMP], utc=True)
     out = interactions.assign(**{EVENT_TIMESTAMP: ts})
-    return out.sort_values([USER_ID, EVENT_TIMESTAMP, ITEM_ID], kind="stable").reset_index(drop=True)
+    out = out.sort_values([USER_ID, EVENT_TIMESTAMP, ITEM_ID], kind="stable")
+    return out.reset_index(drop=True)
 
 
-def leave_last_out_labels(interactions: pd.DataFrame, *, train_only_rows: bool = True) -> pd.DataFrame:
+def leave_last_out_labels(interactions: pd.DataFrame, *,
+                          train_only_rows: bool = True) -> pd.DataFrame:
     """One row per (user, split) with the label ``item_id`` and ``event_timestamp``.
 
     ``split`` is ``valid``/``test`` for users with >= 3 events, and ``train`` (their last event,
@@ -49,7 +52,8 @@ def leave_last_out_labels(interactions: pd.DataFrame, *, train_only_rows: bool =
     if train_only_rows:
         parts.append(ev[~evalable & (pos_from_end == 0)].assign(**{SPLIT: "train"}))
     labels = pd.concat(parts, ignore_index=True)[[USER_ID, ITEM_ID, EVENT_TIMESTAMP, SPLIT]]
-    return labels.sort_values([USER_ID, EVENT_TIMESTAMP, ITEM_ID], kind="stable").reset_index(drop=True)
+    labels = labels.sort_values([USER_ID, EVENT_TIMESTAMP, ITEM_ID], kind="stable")
+    return labels.reset_index(drop=True)
 
 
 def history_before(interactions: pd.DataFrame, labels: pd.DataFrame, n: int | None) -> pd.DataFrame:
@@ -73,7 +77,8 @@ def history_before(interactions: pd.DataFrame, labels: pd.DataFrame, n: int | No
     return labels.assign(**{RECENT_ITEMS: out})
 
 
-def labelled_frame(interactions: pd.DataFrame, n: int, users: pd.DataFrame | None = None) -> pd.DataFrame:
+def labelled_frame(interactions: pd.DataFrame, n: int,
+                   users: pd.DataFrame | None = None) -> pd.DataFrame:
     """Leave-last-out labels with their point-in-time ``recent_items`` (and user attributes).
 
     The frame ``SequenceData.from_labelled`` takes; the pipeline builds the same one with Feast.

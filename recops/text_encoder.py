@@ -56,7 +56,7 @@ def _load() -> tuple[Any, Any]:
 
 
 def encode_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """[n, 384] float32, mean-pooled over tokens and L2-normalised (sentence-transformers' recipe)."""
+    """[n, 384] float32, mean-pooled over tokens, L2-normalised (sentence-transformers' recipe)."""
     import torch
 
     if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
@@ -84,7 +84,8 @@ def item_texts(items: pd.DataFrame) -> list[str]:
         genres = items[GENRES].fillna("").astype(str).str.replace("|", ", ") if GENRES in items \
             else ""
         return (items[TITLE].fillna("").astype(str) + ". " + genres).tolist()
-    raise DataError(f"items: need a '{TEXT}' or '{TITLE}' column to encode, have {list(items.columns)}")
+    raise DataError(f"items: need a '{TEXT}' or '{TITLE}' column to encode, "
+                    f"have {list(items.columns)}")
 
 
 def item_text_vectors(settings: Settings, items_df: pd.DataFrame) -> np.ndarray:

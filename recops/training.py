@@ -23,8 +23,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from recops.errors import TrainingError
 from recops.evaluation import evaluate_model
-from recops.models import (Recommender, create_model, extend_checkpoint, load_checkpoint,
-                           make_checkpoint, save_checkpoint)
+from recops.models import (
+    Recommender,
+    create_model,
+    extend_checkpoint,
+    load_checkpoint,
+    make_checkpoint,
+    save_checkpoint,
+)
 from recops.sequences import ItemIndex, SequenceData, left_pad
 
 if TYPE_CHECKING:
@@ -51,7 +57,8 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def build_model(settings: Settings, n_items: int, text_vectors: np.ndarray | None = None) -> Recommender:
+def build_model(settings: Settings, n_items: int,
+                text_vectors: np.ndarray | None = None) -> Recommender:
     """A fresh model of ``settings.model.kind``; text vectors ([n_items, dim], row i-1 = index i)
     are used when ``settings.model.text_init`` (SASRec only)."""
     m = settings.model
@@ -194,7 +201,7 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
     appended after.
     """
     torch.set_num_threads(settings.train.num_threads)
-    gen = seed_everything(settings.seed)
+    seed_everything(settings.seed)
     if data.n_users == 0:
         raise TrainingError("no users to train on: the sequence data is empty")
     if not len(data.eval_users):
@@ -215,7 +222,8 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
     privacy: dict[str, Any] | None = None
     model_settings = settings.model.model_dump()
     train_settings = {**cfg.model_dump(), "seed": settings.seed,
-                      "privacy": settings.privacy.model_dump() if settings.privacy.enabled else None}
+                      "privacy": (settings.privacy.model_dump() if settings.privacy.enabled
+                                  else None)}
 
     def checkpoint(m: Recommender, valid: dict[str, Any], **extra: Any) -> dict[str, Any]:
         return make_checkpoint(m, data.index.item_ids, model_settings=model_settings,
@@ -333,8 +341,13 @@ class _progress:
 
     def __enter__(self) -> _progress:
         if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self._p = Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(),
                                MofNCompleteColumn(), TimeElapsedColumn(), transient=False)

@@ -1,4 +1,4 @@
-"""`recops train` and `recops evaluate`: fit a recommender on the lake, measure a run or checkpoint."""
+"""`recops train` and `recops evaluate`: fit a recommender on the lake; measure a run."""
 
 from __future__ import annotations
 
@@ -44,12 +44,14 @@ def train(
     ctx: typer.Context,
     kind: Annotated[str | None, typer.Option("--kind", help="sasrec, mf or pop "
                                              "(else model.kind).")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Max epochs (train.epochs).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Max epochs (train.epochs).")
+                      ] = None,
     max_len: Annotated[int | None, typer.Option("--max-len", help="Sequence length "
                                                 "(model.max_len).")] = None,
     d_model: Annotated[int | None, typer.Option("--d-model", help="model.d_model.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="train.lr.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="train.batch_size.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="train.batch_size.")
+                          ] = None,
     text_init: Annotated[bool | None, typer.Option("--text-init/--no-text-init",
                          help="Start item embeddings from their text (model.text_init).")] = None,
     dp: Annotated[bool | None, typer.Option("--dp/--no-dp", help="User-level DP-SGD "
@@ -91,8 +93,9 @@ def train(
     result = train_model(settings, data, init=init_ckpt, progress=progress, run_dir=rdir,
                          resume=resume, run_id=run_id)
     AuditLog(settings.paths.audit_log).append(
-        "train", run_id=run_id, inputs={"dataset_version": Lake(settings.paths.lake).dataset_version(),
-                                        "init": str(init) if init else None},
+        "train", run_id=run_id,
+        inputs={"dataset_version": Lake(settings.paths.lake).dataset_version(),
+                "init": str(init) if init else None},
         outputs={"checkpoint": str(rdir / "checkpoint.pt")}, config=settings.public_dict(),
         details={"kind": settings.model.kind, "valid": result.valid_metrics,
                  "privacy": result.privacy, "epochs_run": len(result.history)})

@@ -66,11 +66,13 @@ def load_checkpoint(ckpt: dict[str, Any], *, where: str = "checkpoint") -> Recom
     _check(ckpt, where)
     cls = MODELS.get(ckpt["kind"])
     if cls is None:
-        raise DataError(f"{where}: unknown model kind '{ckpt['kind']}'; expected one of {sorted(MODELS)}")
+        raise DataError(f"{where}: unknown model kind '{ckpt['kind']}'; expected one of "
+                        f"{sorted(MODELS)}")
     import inspect
 
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "n_items"}
-    args = {k: v for k, v in ckpt["model_settings"].items() if k in accepted and k != "text_vectors"}
+    accepted.discard("text_vectors")  # the text buffer is in the state dict
+    args = {k: v for k, v in ckpt["model_settings"].items() if k in accepted}
     model = cls(int(ckpt["n_items"]), **args)
     try:
         model.load_state_dict(ckpt["state_dict"])
@@ -109,7 +111,8 @@ def extend_checkpoint(ckpt: dict[str, Any], new_item_ids: list[int],
         elif key.endswith("bias") or key.endswith("bias.weight") or key == "counts":
             add = torch.zeros(shape, dtype=old.dtype)
         elif "text_dim" in ckpt["model_settings"] and ckpt["model_settings"]["text_dim"]:
-            add = torch.zeros(shape, dtype=old.dtype)  # text carries new items; residual starts at 0
+            # text carries new items; their free residual starts at 0
+            add = torch.zeros(shape, dtype=old.dtype)
         else:
             add = torch.randn(shape, generator=g, dtype=old.dtype) * 0.02
         sd[key] = torch.cat([old, add])

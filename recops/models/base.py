@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 NEG_INF = float("-inf")
 # Logit given to a column no target may take (padding); finite so cross-entropy never sees NaN.

@@ -8,8 +8,17 @@ import pytest
 import torch
 
 from recops.errors import DataError
-from recops.models import (MF, Pop, SASRec, create_model, extend_checkpoint, load_checkpoint,
-                           make_checkpoint, read_checkpoint, save_checkpoint)
+from recops.models import (
+    MF,
+    Pop,
+    SASRec,
+    create_model,
+    extend_checkpoint,
+    load_checkpoint,
+    make_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 
 def _models() -> list:
