@@ -94,3 +94,5 @@ def test_prepare_uncategorises_without_changing_values() -> None:
     assert not isinstance(out[schema.EVENT_TYPE].dtype, pd.CategoricalDtype)
     assert out[schema.EVENT_TYPE].tolist() == df[schema.EVENT_TYPE].tolist()
     assert isinstance(df[schema.EVENT_TYPE].dtype, pd.CategoricalDtype)  # input untouched
+    assert (out[schema.RATING].to_numpy() == df[schema.RATING].to_numpy()).all()
+    assert out[schema.RATING].astype("float32").equals(df[schema.RATING])  # exact round trip
