@@ -25,8 +25,32 @@ def _write(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
+@pytest.fixture(scope="module")
+def fed_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Built once per module (registering is slow): a home with a federated DP model."""
+    from recops.config import load_settings
+
+    home = tmp_path_factory.mktemp("fed") / "home"
+    return _build(load_settings(overrides={"home": home}))
+
+
 @pytest.fixture
-def fed_model(settings) -> dict[str, Any]:
+def fed_model(fed_home: dict[str, Any], home: Path) -> dict[str, Any]:
+    """A private copy of the module's home for each test (tests tamper with records)."""
+    import shutil
+
+    shutil.copytree(fed_home["home"], home)
+    return {**fed_home, "rdir": home / "runs" / RUN}
+
+
+@pytest.fixture
+def settings(fed_model: dict[str, Any], home: Path):  # noqa: ANN201 - the copied home's settings
+    from recops.config import load_settings
+
+    return load_settings(overrides={"home": home})
+
+
+def _build(settings) -> dict[str, Any]:  # noqa: ANN001
     """A registered federated model with client-level DP, its run files and two ledger spends."""
     from federated.accounting import client_level_spend
     from recops import registry
@@ -91,7 +115,7 @@ def fed_model(settings) -> dict[str, Any]:
     _write(rdir / "register.json", {"tag": tag, "promoted": decision.promote})
     registry.promote(settings, tag, reason="test")
     return {"tag": tag, "rdir": rdir, "rounds": rounds, "history": history, "spend": spend,
-            "meta": meta, "version": version}
+            "meta": meta, "version": version, "home": settings.paths.home}
 
 
 def test_report_figures_and_numbers_come_from_the_records(settings, fed_model) -> None:
