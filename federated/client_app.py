@@ -15,9 +15,10 @@ from federated.common import (
     INITIAL_STATE,
     arrays_from_model,
     load_arrays,
+    local_batch_size,
     settings_for_run,
 )
-from federated.partition import load_partition
+from federated.partition import load_partition, read_manifest
 from federated.strategies import DP_WEIGHT, EVAL_METRICS, NUM_EXAMPLES
 
 app = ClientApp()
@@ -81,11 +82,15 @@ def train(msg: Message, context: Context) -> Message:
     mu = float(cfg.get("proximal-mu", 0.0))
     global_params = ([p.detach().clone() for p in model.parameters() if p.requires_grad]
                      if mu > 0 else None)
+    manifest = read_manifest(run_dir)
+    settings.train.batch_size = local_batch_size(
+        int(context.run_config.get("local-batch-size", 0)), settings.train.batch_size,
+        data.n_users, sum(c["n_users"] for c in manifest["clients"]))
     loader = make_train_loader(data, settings, seed=settings.seed + 7919 * server_round + pid)
     fed = settings.federated
     started = time.perf_counter()
     metrics: dict[str, Any] = {NUM_EXAMPLES: int(data.n_users), DP_WEIGHT: 1.0,
-                               "partition-id": pid}
+                               "partition-id": pid, "batch-size": settings.train.batch_size}
     if settings.privacy.enabled:
         from recops.privacy import make_private
 

@@ -32,14 +32,18 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "sample-dp": "privacy.enabled",
 }
 # Run-config keys with no settings counterpart.
-EXTRA_KEYS = ("run-dir", "round-timeout", "secagg")
+EXTRA_KEYS = ("run-dir", "round-timeout", "secagg", "local-batch-size")
 
 
 def run_config_from_settings(settings: Settings, run_dir: Path, *, round_timeout: float = 600.0,
-                             secagg: bool = False) -> dict[str, Any]:
-    """The run config for one run: every federated knob plus the run folder."""
+                             secagg: bool = False, local_batch_size: int = 0) -> dict[str, Any]:
+    """The run config for one run: every federated knob plus the run folder.
+
+    ``local_batch_size`` 0 means steps-matched (see :func:`local_batch_size`).
+    """
     out: dict[str, Any] = {"run-dir": str(Path(run_dir).resolve()),
-                           "round-timeout": float(round_timeout), "secagg": bool(secagg)}
+                           "round-timeout": float(round_timeout), "secagg": bool(secagg),
+                           "local-batch-size": int(local_batch_size)}
     for key, dotted in RUN_CONFIG_KEYS.items():
         section, name = dotted.split(".")
         out[key] = getattr(getattr(settings, section), name)
@@ -77,6 +81,21 @@ def settings_for_run(run_config: Mapping[str, Any]) -> tuple[Path, Settings]:
     overrides = {dotted: run_config[key] for key, dotted in RUN_CONFIG_KEYS.items()
                  if key in run_config}
     return run_dir, load_settings(run_dir / FED_DIR / SETTINGS_FILE, overrides)
+
+
+def local_batch_size(configured: int, batch_size: int, client_users: int,
+                     total_users: int) -> int:
+    """The batch size a client trains with.
+
+    ``configured`` > 0 is used as is. 0 (the default) is *steps-matched*: the client takes
+    train.batch_size × its share of all users, so one local epoch makes as many optimizer steps
+    as one centralised epoch, and averaging the clients' steps resembles a centralised step over
+    the union of their batches. With train.batch_size per client, a client of 60 users and
+    batch 64 would take one step per round and FedAvg would fall far behind at equal epochs.
+    """
+    if configured > 0:
+        return configured
+    return max(1, round(batch_size * client_users / max(total_users, 1)))
 
 
 def trainable_names(model: Any) -> list[str]:

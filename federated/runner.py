@@ -112,13 +112,14 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
                     init: dict | None = None, engine: Engine = "simulation",
                     on_round: RoundCallback | None = None, run_id: str | None = None,
                     timeout: float = 3600.0, round_timeout: float = 600.0,
-                    ledger: Any | None = None) -> Any:
+                    local_batch_size: int = 0, ledger: Any | None = None) -> Any:
     """Train the recommender with Flower; same result type as ``recops.training.train_model``.
 
     ``engine`` "simulation" runs ``num_clients`` virtual clients on one machine; "deployment"
     starts a SuperLink and ``num_clients`` SuperNodes as processes on loopback with TLS.
     Writes ``run_dir/federated_rounds.json`` (one row per round) and the usual run files;
-    appends each DP spend to the privacy ledger.
+    appends each DP spend to the privacy ledger. ``local_batch_size`` 0 = steps-matched
+    (``federated.common.local_batch_size``).
     """
     from recops.evaluation import evaluate_model
     from recops.models import make_checkpoint, save_checkpoint
@@ -146,7 +147,8 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
     data, model, manifest = prepare_run(settings, data, run_dir, init)
     rounds_path = run_dir / ROUNDS_FILE
     rounds_path.unlink(missing_ok=True)
-    run_config = run_config_from_settings(settings, run_dir, round_timeout=round_timeout)
+    run_config = run_config_from_settings(settings, run_dir, round_timeout=round_timeout,
+                                          local_batch_size=local_batch_size)
     from federated import engines
 
     runner = engines.run_simulation if engine == "simulation" else engines.run_deployment

@@ -60,6 +60,8 @@ def test_train_moves_the_weights_and_reports_its_examples(prepared) -> None:
     m = reply.content["metrics"]
     assert m["num-examples"] == load_partition(run_dir, 0, 3).n_users
     assert math.isfinite(m["train-loss"]) and m["train-loss"] > 0
+    # steps-matched local batch: train.batch_size x this client's share of the users
+    assert m["batch-size"] == round(s.train.batch_size * m["num-examples"] / 200)
 
 
 def test_fixed_clipping_bounds_the_update_that_leaves_the_client(prepared) -> None:

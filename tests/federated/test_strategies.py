@@ -84,3 +84,11 @@ def test_run_config_carries_every_knob_and_pyproject_defaults_match_settings(
     for key, dotted in RUN_CONFIG_KEYS.items():
         section, name = dotted.split(".")
         assert app_cfg[key] == getattr(getattr(plain, section), name), key
+
+
+def test_local_batch_is_steps_matched_unless_set() -> None:
+    from federated.common import local_batch_size
+
+    assert local_batch_size(0, 64, 61, 610) == 6  # one local epoch ~ as many steps as central
+    assert local_batch_size(0, 64, 1, 610) == 1
+    assert local_batch_size(16, 64, 61, 610) == 16
