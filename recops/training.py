@@ -236,7 +236,11 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
         if settings.privacy.enabled:
             raise TrainingError("privacy.enabled with model.kind='pop': popularity counts are not "
                                 "trained with DP-SGD; use sasrec or mf")
-        model.fit_sequences(data.train_seqs)
+        # Count every training event (valid_seen holds evaluated users' whole train history,
+        # train_seqs only its last max_len items), plus the train-only users' sequences.
+        evaluated = set(data.eval_users.tolist())
+        model.fit_sequences([*data.valid_seen, *(s for u, s in zip(data.train_users,
+                             data.train_seqs, strict=True) if int(u) not in evaluated)])
         ev = evaluate_model(model, data, "valid")
         history.append({"epoch": 0, "loss": 0.0, **ev.overall})
         result = TrainResult(model.eval(), checkpoint(model, ev.overall), history, ev.overall, None)

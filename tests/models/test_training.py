@@ -134,3 +134,12 @@ def test_warm_start_gives_new_items_their_text_rows(home) -> None:
     new_rows = data2.index.to_index([31, 32, 33, 34]) - 1
     assert torch.allclose(text[31:35], torch.from_numpy(vec2[new_rows]))
     assert torch.equal(text[1:31], first.checkpoint["state_dict"]["text"][1:31])
+
+
+def test_pop_counts_every_training_event_not_only_the_window(home) -> None:
+    inter, items = cyclic_interactions(n_users=20, n_items=30, min_len=8, max_len=8)
+    data = SequenceData.from_interactions(inter, items, max_len=3)
+    pop = train_model(tiny_settings(home, **{"model.kind": "pop", "model.max_len": 3}), data,
+                      progress=False)
+    # 20 users x (8 events - valid - test) = 120 training events, though inputs hold 3 each
+    assert float(pop.model.counts.sum()) == 120.0
