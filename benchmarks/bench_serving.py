@@ -323,7 +323,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = Console(width=170)  # the tables are wide; never wrap them into unreadable cells
     tmp = tempfile.TemporaryDirectory(prefix="bench_serving_")
     home = args.home or Path(tmp.name) / "home"
     with con.status("building the world (lake, features, training, registry)"):
@@ -346,8 +346,8 @@ def main() -> None:
         t.add_column(col, justify="left" if col in ("store", "path") else "right")
     for r in results:
         f = r["floor"]
-        t.add_row(r["store"], f"in-process floor (read {f['read_p50']:.2f} + model "
-                  f"{f['model_p50']:.2f} ms)", "1", f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}",
+        t.add_row(r["store"], f"in-process floor (Feast read {f['read_p50']:.1f} + model "
+                  f"{f['model_p50']:.1f} ms)", "1", f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}",
                   f"{f['rps']:.0f}", "0", "1.0")
         for c, h in r["http"].items():
             t.add_row(r["store"], "HTTP, client process", str(c), f"{h['p50_ms']:.2f}",
