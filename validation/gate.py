@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pyarrow import ArrowException
 
 from recops import schema
 from recops.audit import AuditLog
@@ -174,10 +175,16 @@ def validate_feedback(settings: Settings, df: pd.DataFrame, *, run_id: str | Non
         qid = "feedback-" + sha256_frame(df)[:12]
         tmp = settings.paths.quarantine / ".incoming" / qid
         tmp.mkdir(parents=True, exist_ok=True)
-        df.to_parquet(tmp / "feedback.parquet", index=False)  # every row, as given
+        name = "feedback.parquet"
+        try:
+            df.to_parquet(tmp / name, index=False)  # every row, as given
+        except (ValueError, TypeError, ArrowException):
+            name = "feedback.csv"  # mixed-type columns Parquet cannot hold: keep them as text
+            (tmp / "feedback.parquet").unlink(missing_ok=True)
+            df.to_csv(tmp / name, index=False)
         out.quarantine_path = quarantine.put(
             settings, qid, kind="feedback", source="feedback", move_dir=tmp, run_id=run_id,
-            tables={FEEDBACK: "feedback.parquet"}, rows={FEEDBACK: len(df)},
+            tables={FEEDBACK: name}, rows={FEEDBACK: len(df)},
             failed=out.failed, reason="Blocking expectations failed.", result=v.gx_results())
     return out
 

@@ -305,3 +305,13 @@ def test_movielens_small_passes_the_gate(settings, movielens_small: Path) -> Non
     assert all(r.passed for r in accepted.results.values()), accepted.summary()
     lake = Lake(settings.paths.lake)
     assert len(lake.read(schema.INTERACTIONS)) == len(tables.interactions) > 100_000
+
+
+def test_feedback_with_mixed_types_is_kept_whole(settings, lake: Lake) -> None:
+    bad = _feedback(10).assign(**{schema.RATING: 4.0, schema.EVENT_TYPE: "rating"})
+    bad[schema.RATING] = bad[schema.RATING].astype(object)
+    bad.loc[5, schema.RATING] = "great"  # a string among floats: Parquet cannot hold it
+    res = gate.validate_feedback(settings, bad)
+    assert not res.passed and "schema" in {c.check for c in res.result.failed}
+    kept = pd.read_csv(res.quarantine_path / "feedback.csv")
+    assert len(kept) == 10 and kept[schema.RATING].iloc[5] == "great"
