@@ -3,7 +3,7 @@
 Layout under ``settings.paths.quarantine``::
 
     <id>/<the batch's files, untouched>      moved (staged batch) or copied (a submitted file)
-    <id>/QUARANTINE.json                     what, where from, rows per table, why, status
+    <id>/meta.json                           what, where from, rows per table, why, status
     <id>/REASON.txt                          the failing expectations, for people
     <id>/validation_result.json              the Great Expectations results per table
     <id>/fixed/<file>                        replacement files supplied at release
@@ -22,7 +22,7 @@ from recops.audit import AuditLog
 from recops.config import Settings
 from recops.errors import DataError
 
-META = "QUARANTINE.json"
+META = "meta.json"
 REASON = "REASON.txt"
 RESULT = "validation_result.json"
 
