@@ -302,7 +302,9 @@ def _draw(fig: Figure) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
 
-    mfig = MplFigure(figsize=(7.5, 3.4), dpi=100, layout="constrained")
+    # Fixed margins, not a layout engine: constrained layout measured ~40% of the draw time.
+    mfig = MplFigure(figsize=(7.5, 3.4), dpi=100)
+    mfig.subplots_adjust(left=0.08, right=0.92, bottom=0.24, top=0.84, wspace=0.32)
     FigureCanvasAgg(mfig)
     s = fig.series
     if fig.key == "segments":
