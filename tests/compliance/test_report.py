@@ -254,3 +254,16 @@ def test_cli_report_audit_verify_and_show(monkeypatch, capsys, settings, fed_mod
     log.write_text("\n".join(lines) + "\n")
     code, text = run_cli(monkeypatch, capsys, "audit", "verify")
     assert code == 1 and "broken at seq 1" in text
+
+
+def test_pdf_is_printed_by_chromium_and_recorded(settings, fed_model) -> None:
+    from recops.audit import AuditLog
+    from recops.report import build_report, chromium
+
+    if chromium() is None:
+        chromium_render(Path("/nonexistent"))  # skips (fails in CI) with the reason
+    path = build_report(settings, fed_model["tag"], pdf=True)
+    pdf = path.with_suffix(".pdf")
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 20_000
+    rec = AuditLog(settings.paths.audit_log).records()[-1]
+    assert rec["outputs"]["pdf_sha256"] == sha256_file(pdf)
