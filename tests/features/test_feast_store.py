@@ -41,6 +41,14 @@ def test_historical_rows_are_point_in_time_correct(applied):
     assert got.recent_timestamps.tolist() == expected.recent_timestamps.tolist()
 
 
+def test_retrieval_in_small_chunks_gives_the_same_rows(applied):
+    """Chunks cut at user boundaries: a user's labels never straddle two Feast calls."""
+    labels = _labels(applied.events)
+    whole = feast_store.historical_sequences(applied.settings, labels)
+    chunked = feast_store.historical_sequences(applied.settings, labels, chunk_rows=7)
+    pd.testing.assert_frame_equal(whole, chunked)
+
+
 def test_a_label_before_any_history_gets_an_empty_sequence(applied):
     ev = applied.events
     user = int(ev.user_id.iloc[0])
