@@ -191,3 +191,79 @@ def _walk(records: list[dict[str, Any]]) -> ChainStatus:
                                "edited: its content no longer matches its hash", pos)
         prev = rec["hash"]
     return ChainStatus(True, len(records), last_hash=prev if records else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional PostgreSQL mirror: a second, independent copy of the chain's hashes. A forger then has
+# to rewrite the JSONL, its head file and the database alike.
+
+MIRROR_TABLE = "recops_audit"
+
+
+def _pg_connect(dsn: str):  # noqa: ANN202 - psycopg.Connection, imported lazily
+    import psycopg
+
+    # Settings hold SQLAlchemy-style DSNs (postgresql+psycopg://); libpq wants postgresql://.
+    plain = dsn.replace("postgresql+psycopg://", "postgresql://", 1)
+    try:
+        return psycopg.connect(plain, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise AuditError(f"cannot connect to the audit mirror database: {exc}") from None
+
+
+def mirror_to_postgres(log: AuditLog, dsn: str, table: str = MIRROR_TABLE) -> int:
+    """Copy the records the mirror lacks into PostgreSQL; returns how many were added.
+
+    Refuses when the local chain does not verify or disagrees with what was mirrored before
+    (mirroring a tampered log would launder it).
+    """
+    from psycopg import sql
+
+    status = verify(log)
+    if not status.ok:
+        raise AuditError(f"refusing to mirror a broken audit chain: {status.problem}")
+    check = verify_against_postgres(log, dsn, table)
+    if not check.ok:
+        raise AuditError(f"refusing to mirror: {check.problem}")
+    records = log.records()
+    ident = sql.Identifier(table)
+    with _pg_connect(dsn) as conn:
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (seq bigint PRIMARY KEY, "
+                             "hash text NOT NULL, prev_hash text NOT NULL, record jsonb NOT NULL, "
+                             "mirrored_at timestamptz NOT NULL DEFAULT now())").format(ident))
+        row = conn.execute(sql.SQL("SELECT coalesce(max(seq), -1) FROM {}").format(ident)).fetchone()
+        start = int(row[0]) + 1
+        new = records[start:]
+        with conn.cursor() as cur:
+            cur.executemany(sql.SQL("INSERT INTO {} (seq, hash, prev_hash, record) VALUES "
+                                    "(%s, %s, %s, %s)").format(ident),
+                            [(r["seq"], r["hash"], r["prev_hash"],
+                              json.dumps(r, sort_keys=True, default=str)) for r in new])
+    return len(new)
+
+
+def verify_against_postgres(log: AuditLog, dsn: str, table: str = MIRROR_TABLE) -> ChainStatus:
+    """:func:`verify`, then every mirrored hash must match the local record at its seq."""
+    from psycopg import errors, sql
+
+    status = verify(log)
+    if not status.ok:
+        return status
+    records = log.records()
+    with _pg_connect(dsn) as conn:
+        try:
+            rows = conn.execute(sql.SQL("SELECT seq, hash FROM {} ORDER BY seq").format(
+                sql.Identifier(table))).fetchall()
+        except errors.UndefinedTable:
+            return status  # nothing mirrored yet
+    for seq, digest in rows:
+        if seq >= len(records):
+            return ChainStatus(False, len(records), (
+                f"the PostgreSQL mirror holds record seq {seq} but the log ends at seq "
+                f"{len(records) - 1}: records were removed from the end"), len(records),
+                status.anchored)
+        if records[seq]["hash"] != digest:
+            return ChainStatus(False, len(records), (
+                f"record seq {seq} ({records[seq].get('stage')}) differs from its PostgreSQL "
+                "mirror: the log was rewritten from there"), seq, status.anchored)
+    return status

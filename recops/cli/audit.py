@@ -24,14 +24,29 @@ def _short(obj: Any, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _dsn(settings) -> str:  # noqa: ANN001
+    from recops.errors import ConfigError
+
+    if settings.stores.postgres_dsn is None:
+        raise ConfigError("the PostgreSQL audit mirror needs setting 'stores.postgres_dsn' "
+                          "[env RECOPS_STORES__POSTGRES_DSN]")
+    return settings.stores.postgres_dsn.get_secret_value()
+
+
+Postgres = Annotated[bool, typer.Option("--postgres", help="Also hold the log against its "
+                                        "PostgreSQL mirror (stores.postgres_dsn).")]
+MirrorTable = Annotated[str, typer.Option("--table", help="Mirror table name.")]
+
+
 @audit_app.command("verify")
-def verify_cmd(ctx: typer.Context) -> None:
+def verify_cmd(ctx: typer.Context, postgres: Postgres = False,
+               table: MirrorTable = "recops_audit") -> None:
     """Walk the chain: exit 0 when intact, 1 naming the first edited/removed/reordered record."""
-    from recops.audit import AuditLog, verify
+    from recops.audit import AuditLog, verify, verify_against_postgres
 
     settings = ctx.obj.settings()
     log = AuditLog(settings.paths.audit_log)
-    status = verify(log)
+    status = (verify_against_postgres(log, _dsn(settings), table) if postgres else verify(log))
     if status.ok:
         out.print(f"[green]audit chain intact[/]: {status.records} record(s) in {log.path}"
                   + (f", last hash {status.last_hash}" if status.last_hash else ""),
@@ -42,6 +57,16 @@ def verify_cmd(ctx: typer.Context) -> None:
     out.print(f"[bold red]audit chain broken[/] at seq {status.bad_seq}: "
               f"{escape(str(status.problem))}", highlight=False, soft_wrap=True)
     raise SystemExit(1)  # typer.Exit's code is lost under main()'s standalone_mode=False
+
+
+@audit_app.command("mirror")
+def mirror_cmd(ctx: typer.Context, table: MirrorTable = "recops_audit") -> None:
+    """Copy new records to the PostgreSQL mirror (refused if the chain or mirror disagree)."""
+    from recops.audit import AuditLog, mirror_to_postgres
+
+    settings = ctx.obj.settings()
+    added = mirror_to_postgres(AuditLog(settings.paths.audit_log), _dsn(settings), table)
+    out.print(f"mirrored {added} new record(s) to PostgreSQL table {table}")
 
 
 @audit_app.command("show")

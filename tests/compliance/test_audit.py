@@ -136,3 +136,55 @@ def test_garbage_head_is_an_error(tmp_path: Path) -> None:
     log.head_path.write_text("{not json")
     status = verify(log)
     assert not status.ok and "head" in status.problem
+
+
+@pytest.mark.integration
+def test_postgres_mirror_catches_a_fully_rewritten_log(tmp_path: Path, postgres_dsn: str) -> None:
+    """Even a forger who re-hashes the chain and rewrites the head disagrees with the mirror."""
+    import uuid
+
+    from recops.audit import GENESIS, _record_hash, mirror_to_postgres, verify_against_postgres
+    from recops.errors import AuditError
+
+    table = f"test_audit_{uuid.uuid4().hex[:10]}"
+    log = _log(tmp_path / "audit.jsonl", 4)
+    try:
+        assert mirror_to_postgres(log, postgres_dsn, table) == 4
+        log.append("report")
+        assert mirror_to_postgres(log, postgres_dsn, table) == 1
+        assert verify_against_postgres(log, postgres_dsn, table).ok
+        recs = log.records()
+        recs[2]["result"] = "forged"
+        prev = GENESIS
+        for rec in recs:
+            rec["prev_hash"], rec["hash"] = prev, None
+            rec["hash"] = _record_hash(rec)
+            prev = rec["hash"]
+        _write(log, [json.dumps(r, sort_keys=True) for r in recs])
+        log.head_path.write_text(json.dumps({"seq": 4, "hash": recs[4]["hash"], "time": "x"}))
+        assert verify(log).ok  # the file alone is consistent again...
+        status = verify_against_postgres(log, postgres_dsn, table)
+        assert not status.ok and status.bad_seq == 2 and "mirror" in status.problem
+        with pytest.raises(AuditError, match="refusing to mirror"):
+            mirror_to_postgres(log, postgres_dsn, table)
+        _write(log, _lines(log)[:2])  # and truncation, with the head made to agree
+        log.head_path.write_text(json.dumps({"seq": 1, "hash": recs[1]["hash"], "time": "x"}))
+        assert verify(log).ok
+        assert "removed from the end" in verify_against_postgres(log, postgres_dsn, table).problem
+    finally:
+        import psycopg
+
+        with psycopg.connect(postgres_dsn.replace("+psycopg", "")) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_postgres_mirror_refuses_a_broken_chain_and_bad_dsn(tmp_path: Path) -> None:
+    from recops.audit import mirror_to_postgres
+    from recops.errors import AuditError
+
+    log = _log(tmp_path / "audit.jsonl", 2)
+    with pytest.raises(AuditError, match="cannot connect"):
+        mirror_to_postgres(log, "postgresql://nobody@127.0.0.1:1/none")
+    _write(log, _lines(log)[:1])
+    with pytest.raises(AuditError, match="broken audit chain"):
+        mirror_to_postgres(log, "postgresql://nobody@127.0.0.1:1/none")
