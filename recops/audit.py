@@ -29,6 +29,32 @@ def _record_hash(record: dict[str, Any]) -> str:
     return sha256_json(body)
 
 
+def _last_record(f: Any, block: int = 1 << 16) -> dict[str, Any] | None:
+    """The last record of an open log, read from the end (appends stay O(1) in the log size)."""
+    f.seek(0, os.SEEK_END)
+    end = f.tell()
+    buf = ""
+    pos = end
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        f.seek(pos)
+        try:
+            buf = f.read(step) + buf
+        except UnicodeDecodeError as exc:  # records are ASCII (json.dumps): this was edited
+            raise AuditError(f"{f.name} holds non-ASCII bytes near offset {pos}: the log was "
+                             "edited; run `recops audit verify`") from exc
+        lines = [ln for ln in buf.splitlines() if ln.strip()]
+        # A complete last line needs its start: either another line before it, or offset 0.
+        if len(lines) >= 2 or (pos == 0 and lines):
+            try:
+                return json.loads(lines[-1])
+            except json.JSONDecodeError as exc:
+                raise AuditError(f"the last record of {f.name} is not valid JSON ({exc}): "
+                                 "run `recops audit verify` before appending") from exc
+    return None
+
+
 def _line_error(path: Path, n: int, what: str) -> AuditError:
     err = AuditError(f"{path}:{n}: {what}")
     err.line = n  # type: ignore[attr-defined]  # verify names the record from it
@@ -94,11 +120,10 @@ class AuditLog:
         with open(self.path, "a+", encoding="utf-8") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
-                f.seek(0)
-                lines = [ln for ln in f.read().splitlines() if ln.strip()]
-                prev = json.loads(lines[-1])["hash"] if lines else GENESIS
+                last = _last_record(f)
+                prev = last["hash"] if last else GENESIS
                 record: dict[str, Any] = {
-                    "seq": len(lines),
+                    "seq": last["seq"] + 1 if last else 0,
                     "time": datetime.now(UTC).isoformat(),
                     "stage": stage,
                     "run_id": run_id,

@@ -188,3 +188,22 @@ def test_postgres_mirror_refuses_a_broken_chain_and_bad_dsn(tmp_path: Path) -> N
     _write(log, _lines(log)[:1])
     with pytest.raises(AuditError, match="broken audit chain"):
         mirror_to_postgres(log, "postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_append_refuses_a_log_whose_last_line_is_garbage(tmp_path: Path) -> None:
+    from recops.errors import AuditError
+
+    log = _log(tmp_path / "audit.jsonl", 2)
+    with open(log.path, "a") as f:
+        f.write('{"seq": 2, "cut\n')
+    with pytest.raises(AuditError, match="last record"):
+        log.append("report")
+
+
+def test_append_reads_only_the_tail_of_a_long_log(tmp_path: Path) -> None:
+    """seq and prev_hash come from the last record even when it is far past one read block."""
+    log = _log(tmp_path / "audit.jsonl", 3)
+    big = log.append("train", details={"blob": "x" * 200_000})
+    rec = log.append("report")
+    assert rec["seq"] == big["seq"] + 1 == 4 and rec["prev_hash"] == big["hash"]
+    assert verify(log).ok
