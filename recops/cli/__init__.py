@@ -61,7 +61,8 @@ for _area in AREAS:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Non-standalone mode returns a command's typer.Exit code instead of exiting with it.
+        rc = app(standalone_mode=False)
     except RecopsError as exc:
         from rich.markup import escape  # messages hold "[env RECOPS_...]": not markup
 
@@ -79,6 +80,8 @@ def main() -> None:
             exc.show()
             raise SystemExit(exc.exit_code) from None
         raise
+    if isinstance(rc, int) and rc:
+        raise SystemExit(rc)
 
 
 if __name__ == "__main__":
