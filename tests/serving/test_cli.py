@@ -36,6 +36,7 @@ def two_models(settings):
     return good, bad
 
 
+@pytest.mark.integration  # the real BentoML model store
 def test_models_list_show_promote_rollback(monkeypatch, capsys, settings, two_models):
     good, bad = two_models
     code, text = run(monkeypatch, capsys, "models", "list")
@@ -57,6 +58,7 @@ def test_models_list_show_promote_rollback(monkeypatch, capsys, settings, two_mo
     assert code == 0 and good in text and registry.champion_tag(settings) == good
 
 
+@pytest.mark.integration  # the real BentoML model store
 def test_cli_errors_are_one_line(monkeypatch, capsys, settings):
     code, text = run(monkeypatch, capsys, "models", "show", "nope")
     assert code == 2 and "not in the store" in text and "Traceback" not in text

@@ -23,6 +23,7 @@ def loaded(settings):
     return registry.load(settings, tag)
 
 
+@pytest.mark.integration  # the real BentoML model store
 def test_recommend_masks_history_and_explains(loaded):
     eng = Engine(loaded)
     history = [100, 101, 102, 999]  # 999: an item the model does not know, ignored
@@ -42,6 +43,7 @@ def test_recommend_masks_history_and_explains(loaded):
     assert {100, 101, 102} <= {it["item_id"] for it in unmasked}
 
 
+@pytest.mark.integration  # the real BentoML model store
 def test_fallbacks(loaded):
     eng = Engine(loaded)
     items, fallback = eng.recommend([], 3)
@@ -52,12 +54,14 @@ def test_fallbacks(loaded):
     assert fallback == "popular"
 
 
+@pytest.mark.integration  # the real BentoML model store
 def test_k_larger_than_the_unseen_catalogue(loaded):
     eng = Engine(loaded)
     items, _ = eng.recommend(IDS[:55], 10)
     assert sorted(it["item_id"] for it in items) == IDS[55:]
 
 
+@pytest.mark.integration  # the real BentoML model store
 def test_similar_excludes_itself_and_ranks_by_cosine(loaded):
     eng = Engine(loaded)
     ranked = eng.similar(eng.index[130], 5)
@@ -65,6 +69,7 @@ def test_similar_excludes_itself_and_ranks_by_cosine(loaded):
     assert ranked.scores == sorted(ranked.scores, reverse=True)
 
 
+@pytest.mark.integration  # the real BentoML model store
 def test_int8_quantisation_keeps_the_ranking_close(loaded):
     f32, q8 = Engine(loaded), Engine(loaded, quantize=True)
     assert q8.quantized and any("quantized" in type(m).__module__ for m in q8.model.modules())

@@ -26,6 +26,7 @@ def _register(settings, seed=1, **m):
                              interactions=INTER), ckpt
 
 
+@pytest.mark.integration  # the real BentoML model store
 def test_register_load_round_trip(settings):
     tag, ckpt = _register(settings)
     assert tag.startswith("recops-recommender:")
@@ -48,6 +49,7 @@ def test_register_load_round_trip(settings):
     assert registry.resolve(settings, tag.split(":")[1]) == tag
 
 
+@pytest.mark.integration  # the real BentoML model store
 def test_register_rejects_malformed_checkpoints(settings):
     with pytest.raises(RegistryError, match="lacks"):
         registry.register(settings, {"kind": "sasrec"}, meta("r"), items=ITEMS,
@@ -59,6 +61,7 @@ def test_register_rejects_malformed_checkpoints(settings):
     assert registry.list_models(settings) == []
 
 
+@pytest.mark.integration  # the real BentoML model store
 def test_unknown_tags_and_no_champion(settings):
     with pytest.raises(RegistryError, match="no champion"):
         registry.load(settings)
@@ -68,6 +71,7 @@ def test_unknown_tags_and_no_champion(settings):
         registry.rollback(settings)
 
 
+@pytest.mark.integration  # the real BentoML model store
 def test_promote_and_rollback_history(settings):
     a, _ = _register(settings, 1)
     b, _ = _register(settings, 2)
@@ -88,6 +92,7 @@ def test_promote_and_rollback_history(settings):
     assert verify(AuditLog(settings.paths.audit_log)).ok
 
 
+@pytest.mark.integration  # the real BentoML model store
 def test_corrupt_champion_pointer_is_named(settings):
     a, _ = _register(settings)
     registry.promote(settings, a)
@@ -97,6 +102,7 @@ def test_corrupt_champion_pointer_is_named(settings):
         registry.load(settings)
 
 
+@pytest.mark.integration  # the real BentoML model store
 def test_gate_promotes_or_keeps_the_champion_and_records_why(settings):
     good, _ = _register(settings, 1)
     assert run_gate(settings, good).promote
