@@ -181,16 +181,23 @@ def main() -> None:
         for n in scaling:
             s = settings_for(home, dataset, base, **{**fed, "federated.num_clients": n,
                                                      "federated.rounds": 2})
+            from federated.runner import train_federated
+            from recops.errors import TrainingError
+
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
-                from federated.runner import train_federated
-
-                train_federated(s, data, run_dir=home / "runs" / f"scale{n}")
+                try:
+                    train_federated(s, data, run_dir=home / "runs" / f"scale{n}")
+                    status = "ok"
+                except TrainingError as exc:  # e.g. Ray failing to start on a loaded machine
+                    status = "failed: " + str(exc).splitlines()[0][:60]
                 wall = time.perf_counter() - t0
-            srows.append([str(n), f"{wall:.0f}", f"{wall / 2:.0f}", f"{mem.peak / 2**30:.2f}"])
-            print(f"  {n} clients: {wall:.0f} s, peak {mem.peak / 2**30:.2f} GiB", flush=True)
+            srows.append([str(n), f"{wall:.0f}", f"{wall / 2:.0f}", f"{mem.peak / 2**30:.2f}",
+                          status])
+            print(f"  {n} clients: {wall:.0f} s, peak {mem.peak / 2**30:.2f} GiB, {status}",
+                  flush=True)
         print_table(f"{dataset}: simulation, 2 rounds x 1 local epoch",
-                    ["clients", "wall s", "s / round", "peak RSS GiB"], srows)
+                    ["clients", "wall s", "s / round", "peak RSS GiB", "status"], srows)
     print(f"runs kept under {home}")
 
 
