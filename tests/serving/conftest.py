@@ -122,7 +122,7 @@ class Server:
             cwd=REPO, env=child_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
