@@ -210,7 +210,8 @@ def _walk(records: list[dict[str, Any]]) -> ChainStatus:
                                f"expected {pos}: a record was removed or reordered", pos)
         if rec.get("prev_hash") != prev:
             return ChainStatus(False, len(records), f"record seq {seq} does not follow its "
-                               "predecessor: a record before it was removed, reordered or edited", pos)
+                               "predecessor: a record before it was removed, reordered or "
+                               "edited", pos)
         if _record_hash(rec) != rec.get("hash"):
             return ChainStatus(False, len(records), f"record seq {seq} ({rec.get('stage')}) was "
                                "edited: its content no longer matches its hash", pos)
@@ -256,7 +257,8 @@ def mirror_to_postgres(log: AuditLog, dsn: str, table: str = MIRROR_TABLE) -> in
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (seq bigint PRIMARY KEY, "
                              "hash text NOT NULL, prev_hash text NOT NULL, record jsonb NOT NULL, "
                              "mirrored_at timestamptz NOT NULL DEFAULT now())").format(ident))
-        row = conn.execute(sql.SQL("SELECT coalesce(max(seq), -1) FROM {}").format(ident)).fetchone()
+        row = conn.execute(sql.SQL("SELECT coalesce(max(seq), -1) FROM {}").format(ident)
+                           ).fetchone()
         start = int(row[0]) + 1
         new = records[start:]
         with conn.cursor() as cur:

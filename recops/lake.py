@@ -29,7 +29,6 @@ from recops import schema
 from recops.errors import DataError
 from recops.hashing import sha256_frame, sha256_json
 
-
 SUPERSEDE = "supersede"
 
 
@@ -172,7 +171,9 @@ class Lake:
         """Batch files no live batch refers to (left by an erasure interrupted mid-way)."""
         tdir = self._table_dir(table) / "batches"
         live = {Path(b.path).name for b in self.batches(table)}
-        return sorted(p for p in tdir.glob("*.parquet") if p.name not in live) if tdir.is_dir() else []
+        if not tdir.is_dir():
+            return []
+        return sorted(p for p in tdir.glob("*.parquet") if p.name not in live)
 
     def version(self, table: str) -> str | None:
         ids = [b.batch_id for b in self.batches(table)]

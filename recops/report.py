@@ -1,4 +1,4 @@
-"""The compliance report of one registered model: one self-contained HTML page built from the records.
+"""The compliance report of one registered model: a self-contained HTML page built from records.
 
 Every number and every plotted point is read from a record (registry metadata, the run
 directory, the privacy ledger, the lake's logs, the quarantine area, the audit log); nothing is
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from recops import schema
 from recops.audit import AuditLog, ChainStatus, verify
-from recops.errors import ConfigError, DataError, RegistryError
+from recops.errors import AuditError, ConfigError, DataError, RegistryError
 from recops.hashing import sha256_file
 
 if TYPE_CHECKING:
@@ -136,7 +136,8 @@ def _privacy(settings: Settings, meta: dict[str, Any]) -> tuple[list[dict], dict
     recorded_total = meta.get("privacy_total") or {}
     population = (spend.get("population") or recorded_total.get("population")
                   or default_population(settings))
-    entries = [s.to_dict() for s in PrivacyLedger(settings.paths.privacy_ledger).entries(population)]
+    ledger = PrivacyLedger(settings.paths.privacy_ledger)
+    entries = [s.to_dict() for s in ledger.entries(population)]
     eps = sum(e["epsilon"] for e in entries)
     delta = sum(e["delta"] for e in entries)
     budget = (meta.get("config") or {}).get("privacy", {}).get("budget_epsilon",
@@ -199,7 +200,7 @@ def segment_gap(per_segment: dict[str, dict[str, Any]], metric: str) -> dict[str
 
 
 def gather(settings: Settings, tag: str | None = None, *, run_id: str | None = None) -> ReportData:
-    """Collect the records of one registered model (``tag``, the model of ``run_id``, or champion)."""
+    """Collect the records of one model (``tag``, the model of ``run_id``, or the champion)."""
     from recops import registry
     from recops.subjects import retrain_required
 
@@ -215,7 +216,7 @@ def gather(settings: Settings, tag: str | None = None, *, run_id: str | None = N
     chain = verify(log)
     try:
         records = [r for r in log.records() if r.get("run_id") == rid or _mentions(r, full)]
-    except Exception:  # noqa: BLE001 - an unreadable log is reported through `chain`, not hidden
+    except AuditError:  # an unreadable log is reported through `chain`, not hidden
         records = []
     lake, superseded = _lake(settings)
     ledger, total = _privacy(settings, meta)
@@ -234,7 +235,7 @@ def gather(settings: Settings, tag: str | None = None, *, run_id: str | None = N
 
 
 def _mentions(record: dict[str, Any], tag: str) -> bool:
-    return tag in json.dumps(record.get("outputs", {})) or tag in json.dumps(record.get("inputs", {}))
+    return any(tag in json.dumps(record.get(k, {})) for k in ("inputs", "outputs"))
 
 
 # ---------------------------------------------------------------------------------------------

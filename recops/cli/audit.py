@@ -73,9 +73,12 @@ def mirror_cmd(ctx: typer.Context, table: MirrorTable = "recops_audit") -> None:
 def show_cmd(
     ctx: typer.Context,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Only this run's records.")] = None,
-    stage: Annotated[str | None, typer.Option("--stage", help="Only this stage (e.g. train).")] = None,
-    last: Annotated[int, typer.Option("--last", min=1, help="At most this many, newest last.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
+    stage: Annotated[str | None, typer.Option("--stage", help="Only this stage (e.g. train).")]
+    = None,
+    last: Annotated[int, typer.Option("--last", min=1, help="At most this many, newest last.")]
+    = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")]
+    = False,
 ) -> None:
     """The audit records, filtered, as a table (or JSON)."""
     from recops.audit import AuditLog
@@ -106,9 +109,11 @@ def report_cmd(
                                          "version, 'latest') or 'champion'.")] = "champion",
     run_id: Annotated[str | None, typer.Option("--run-id", help="Report the model this run "
                                                "registered instead of MODEL.")] = None,
-    output: Annotated[Path | None, typer.Option("--out", "-o", dir_okay=False, help="Where to "
-                                                "write the HTML (default: <home>/reports/).")] = None,
-    pdf: Annotated[bool, typer.Option("--pdf", help="Also print it to PDF (needs Chromium).")] = False,
+    output: Annotated[Path | None, typer.Option(
+        "--out", "-o", dir_okay=False, help="Where to write the HTML (default: <home>/reports/).")
+    ] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="Also print it to PDF (needs Chromium).")]
+    = False,
 ) -> None:
     """Build the compliance report of a model as a self-contained HTML page."""
     from recops.report import build_report

@@ -1,4 +1,4 @@
-"""Tampering with the audit log in any way (edit, delete, reorder, truncate) is detected and named."""
+"""Tampering with the audit log (edit, delete, reorder, truncate) is detected and named."""
 
 from __future__ import annotations
 

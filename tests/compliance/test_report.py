@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-from html import escape
 import sys
+from html import escape
 from pathlib import Path
 from typing import Any
 

@@ -43,7 +43,8 @@ def _build(settings) -> dict[str, Any]:  # noqa: ANN001
     inter = t["interactions"]
     rdir = settings.paths.runs / RUN
     rdir.mkdir(parents=True)
-    (rdir / "train.json").write_text(json.dumps({"dataset_version": version, "mode": "centralised"}))
+    (rdir / "train.json").write_text(json.dumps({"dataset_version": version,
+                                                 "mode": "centralised"}))
     PrivacyLedger(settings.paths.privacy_ledger).append(PrivacySpend(
         epsilon=2.0, delta=1e-3, noise_multiplier=0.9, max_grad_norm=1.0, sample_rate=0.1,
         steps=40, epochs=4, accountant="rdp", population="synthetic-seed42", run_id=RUN))
