@@ -153,14 +153,23 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
 
     runner = engines.run_simulation if engine == "simulation" else engines.run_deployment
     watcher = _RoundWatcher(rounds_path, on_round)
+    summary_path = run_dir / FED_DIR / SUMMARY_FILE
+    final_path = run_dir / FED_DIR / FINAL_STATE
+    log = run_dir / FED_DIR / "flwr-run.log"
     try:
-        runner(settings, run_dir, run_config, num_clients=settings.federated.num_clients,
-               timeout=timeout, poll=watcher)
+        for attempt in (1, 2):
+            start = log.stat().st_size if log.is_file() else 0
+            runner(settings, run_dir, run_config, num_clients=settings.federated.num_clients,
+                   timeout=timeout, poll=watcher)
+            if final_path.is_file() or not _ray_start_timeout(log, start, rounds_path):
+                break
+            # Ray waits a fixed 30 s for its raylet; on a saturated machine that can pass
+            # before any round ran. Nothing was trained or spent: try once more.
+            if on_round is None and attempt == 1:
+                print(f"Ray failed to start (see {log}); retrying once", flush=True)
     finally:
         # Whatever ran was spent, even if the run then failed.
         privacy = _account(settings, run_dir, ledger, population, run_id)
-    summary_path = run_dir / FED_DIR / SUMMARY_FILE
-    final_path = run_dir / FED_DIR / FINAL_STATE
     if not (summary_path.is_file() and final_path.is_file()):
         raise TrainingError(f"the Flower run finished without writing {final_path.name}; the "
                             f"ServerApp failed: see {run_dir / FED_DIR / 'flwr-run.log'}")
@@ -192,6 +201,18 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
     _write_json(run_dir / "metrics.json", {"valid": ev.overall, "valid_per_segment": ev.per_segment})
     _write_json(run_dir / "privacy.json", privacy)
     return TrainResult(model, ckpt, history, ev.overall, privacy)
+
+
+def _ray_start_timeout(log: Path, since: int, rounds_path: Path) -> bool:
+    """True when the last attempt died in Ray's start-up, before any round (safe to retry)."""
+    if rounds_path.is_file() and any(r["round"] > 0 for r in json.loads(rounds_path.read_text())):
+        return False
+    try:
+        with open(log, "rb") as f:
+            f.seek(since)
+            return b"timed out during startup" in f.read()
+    except OSError:
+        return False
 
 
 def _account(settings: Settings, run_dir: Path, ledger: Any, population: str,
