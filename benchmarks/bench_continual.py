@@ -14,7 +14,7 @@ The same functions the retrain DAG uses (``train_model``, ``evaluate_model``); t
 history (``SequenceData.from_interactions``) instead of Feast, to measure learning, not I/O.
 
     .venv/bin/python benchmarks/bench_continual.py            # 6 half-year periods
-    .venv/bin/python benchmarks/bench_continual.py --quick    # 3 periods, small model
+    .venv/bin/python benchmarks/bench_continual.py --quick    # 2 periods, tiny model
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
 FULL = {"model.max_len": 100, "model.d_model": 64, "model.n_layers": 2, "model.n_heads": 2,
         "model.dropout": 0.3, "train.lr": 1e-3, "train.batch_size": 64, "train.epochs": 60,
         "train.patience": 4, "train.eval_every": 3}
-QUICK = {"model.max_len": 50, "model.d_model": 32, "model.n_layers": 1, "model.n_heads": 1,
-         "train.epochs": 12, "train.eval_every": 2, "train.patience": 3}
+QUICK = {"model.max_len": 20, "model.d_model": 16, "model.n_layers": 1, "model.n_heads": 1,
+         "train.epochs": 4, "train.eval_every": 2, "train.patience": 2}
 
 
 def periods(ts_max: Any, n: int, months: int) -> list[Any]:
@@ -78,7 +78,7 @@ def score(ckpt: dict[str, Any], data: Any) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="3 periods, a small model")
+    ap.add_argument("--quick", action="store_true", help="2 periods, a tiny model, few epochs")
     ap.add_argument("--periods", type=int, default=None)
     ap.add_argument("--months", type=int, default=6)
     ap.add_argument("--replay", type=float, default=0.3)
@@ -96,7 +96,7 @@ def main() -> None:
 
     if not (ML_SMALL / "ratings.csv").exists():
         raise SystemExit(f"{ML_SMALL} not found")
-    n = args.periods or (3 if args.quick else 6)
+    n = args.periods or (2 if args.quick else 6)
     cfg = {**FULL, **(QUICK if args.quick else {})}
     ft_epochs = args.finetune_epochs or max(2, cfg["train.epochs"] // 4)
     tables = read_movielens(ML_SMALL, "ml-latest-small")

@@ -31,7 +31,7 @@ def sqlite_run(tmp_path_factory: pytest.TempPathFactory, clean_env: None) -> dic
     """One real DAG run: Airflow (SQLite) runs every stage in its own task."""
     home = tmp_path_factory.mktemp("dagrun") / "home"
     settings = tiny_settings(home)
-    result = airflow_runner.dags_test(settings, "recops_pipeline", {"epochs": 2}, timeout=1500)
+    result = airflow_runner.dags_test(settings, "recops_pipeline", {"epochs": 2}, timeout=3000)
     return {"settings": settings, "result": result}
 
 
@@ -135,12 +135,13 @@ def fresh_database(postgres_dsn: str):  # noqa: ANN201
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.timeout(3600)  # every task is a fresh worker process: slow on a busy machine
 def test_pipeline_dag_on_postgres_with_the_local_executor(
         tmp_path: Path, fresh_database: str, clean_env: None) -> None:
     settings = tiny_settings(tmp_path / "home", **{"stores.airflow_db": "postgres",
                                                    "stores.postgres_dsn": fresh_database})
     assert airflow_runner.sql_alchemy_conn(settings).endswith(fresh_database.rsplit("/", 1)[1])
     result = airflow_runner.dags_test(settings, "recops_pipeline", use_executor=True,
-                                      timeout=1500)
+                                      timeout=3300)
     _assert_registered_with_audit(settings, result)
     assert not (settings.paths.airflow_home / "airflow.db").exists()

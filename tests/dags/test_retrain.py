@@ -13,7 +13,8 @@ from recops import continual, pipeline, schema
 from recops.errors import ValidationFailed
 from tests.dags.tiny import tiny_settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# Three trainings and three feature refreshes: minutes on an idle machine, far more on a busy one.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def _log_feedback(settings, events: pd.DataFrame) -> None:  # noqa: ANN001
@@ -76,7 +77,7 @@ def test_retrain_dag_promotes_a_better_challenger(world: dict) -> None:
     rows_before = len(Lake(settings.paths.lake).read(schema.INTERACTIONS))
     result = airflow_runner.dags_test(settings, "recops_retrain",
                                       {"finetune_epochs": 6, "replay_fraction": 0.5},
-                                      timeout=1500)
+                                      timeout=3000)
     assert result.ok, f"{result.failed_tasks}: {result.error} (log {result.log_path})"
     rdir = settings.paths.runs / result.run_id
     ours = pipeline._read_json(rdir / "metrics.json")["overall"]
