@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -165,8 +166,8 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
                 break
             # Ray waits a fixed 30 s for its raylet; on a saturated machine that can pass
             # before any round ran. Nothing was trained or spent: try once more.
-            if on_round is None and attempt == 1:
-                print(f"Ray failed to start (see {log}); retrying once", flush=True)
+            if attempt == 1:
+                logging.getLogger(__name__).warning("Ray failed to start (see %s); retrying", log)
     finally:
         # Whatever ran was spent, even if the run then failed.
         privacy = _account(settings, run_dir, ledger, population, run_id)
