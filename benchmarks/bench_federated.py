@@ -16,6 +16,7 @@ training time; the rest is Flower/Ray messaging, (de)serialisation and the globa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import threading
@@ -52,10 +53,8 @@ class PeakRSS:
         while not self._stop.is_set():
             total = 0
             for p in [self._me, *self._me.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.Error):  # exited between listing and reading
                     total += p.memory_info().rss
-                except psutil.Error:
-                    pass
             self.peak = max(self.peak, total)
             self._stop.wait(0.5)
 
@@ -132,7 +131,8 @@ def main() -> None:
     from recops.sequences import SequenceData
 
     epochs = args.epochs or (3 if args.quick else 20)
-    scaling = [int(x) for x in (args.clients or ("10,20" if args.quick else "10,50,100")).split(",")]
+    default_clients = "10,20" if args.quick else "10,50,100"
+    scaling = [int(x) for x in (args.clients or default_clients).split(",")]
     skip = set(filter(None, args.skip.split(",")))
     base = QUICK_MODEL if args.quick else MODEL
     tables, dataset = load(args.quick)

@@ -47,7 +47,7 @@ def _partition(context: Context) -> tuple[int, int]:
 
 
 def _model(settings: Any, run_dir: Path, n_items: int) -> Any:
-    """The shared architecture, with the run's frozen buffers (text vectors) from the initial state."""
+    """The shared architecture with the run's frozen buffers (text vectors) from initial state."""
     import numpy as np
     import torch
 
@@ -106,7 +106,8 @@ def train(msg: Message, context: Context) -> Message:
         metrics.update({"dp-noise": float(pt.noise_multiplier),
                         "dp-rate": float(pt.sample_rate), "dp-steps": int(pt.steps_taken),
                         "dp-delta": float(pt.delta), "dp-clip": float(pt.max_grad_norm),
-                        "dp-epochs": int(fed.local_epochs), "dp-ghost": int(pt.criterion is not None)})
+                        "dp-epochs": int(fed.local_epochs),
+                        "dp-ghost": int(pt.criterion is not None)})
         model = pt.base_model
     else:
         loss = fit_epochs(model, loader, epochs=fed.local_epochs, lr=settings.train.lr,

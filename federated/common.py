@@ -1,4 +1,4 @@
-"""What the ServerApp and ClientApp share: the run folder, the run config, and the weights that travel."""
+"""What the ServerApp and ClientApp share: run folder, run config, the weights that travel."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Self-signed TLS material for a loopback SuperLink (a CA and a server certificate for 127.0.0.1)."""
+"""Self-signed TLS material for a loopback SuperLink: a CA and a 127.0.0.1 server certificate."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run the Flower app with `flwr run`: on a simulation SuperLink, or on SuperLink + SuperNodes (TLS)."""
+"""Run the Flower app with `flwr run`: on a simulation SuperLink or SuperLink + SuperNodes (TLS)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ CONNECTION = "recops"
 
 
 def flwr_home(settings: Settings, run_dir: Path) -> Path:
-    """One FLWR_HOME per run under the settings' home: its config.toml names this run's SuperLink."""
+    """One FLWR_HOME per run under the home: its config.toml names this run's SuperLink."""
     return settings.paths.flwr_home / Path(run_dir).name
 
 

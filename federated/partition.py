@@ -1,4 +1,4 @@
-"""Split users across federated clients (IID or Dirichlet over taste clusters) and write per-client files."""
+"""Split users across clients (IID or Dirichlet over taste clusters); write per-client files."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -55,7 +56,7 @@ class ProcessGroup:
 
     def start(self, name: str, argv: Sequence[str]) -> tuple[subprocess.Popen, Path]:
         log = self.log_dir / f"{name}.log"
-        fh = self._stack.enter_context(open(log, "ab"))
+        fh = self._stack.enter_context(open(log, "ab"))  # noqa: SIM115 - closed by the stack
         cmd = [str(BIN / argv[0]) if (BIN / argv[0]).exists() else argv[0], *argv[1:]]
         proc = subprocess.Popen(cmd, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -64,7 +65,7 @@ class ProcessGroup:
         return proc, log
 
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM each process group we started (SuperLink shuts its children down), then SIGKILL."""
+        """SIGTERM each process group we started (SuperLink stops its children), then SIGKILL."""
         for _name, proc in reversed(self.procs):
             if proc.poll() is None:
                 _signal_group(proc.pid, signal.SIGTERM)
@@ -89,10 +90,8 @@ class ProcessGroup:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def watch(proc: subprocess.Popen, *, poll: Callable[[], None] | None, timeout: float,

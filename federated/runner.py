@@ -1,4 +1,4 @@
-"""Federated training as the pipeline calls it: partition, run the Flower app, account, checkpoint."""
+"""Federated training as the pipeline calls it: partition, run Flower, account, checkpoint."""
 
 from __future__ import annotations
 
@@ -181,25 +181,29 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
     summary = json.loads(summary_path.read_text())
     rounds = summary["rounds"]
     ev = evaluate_model(model, data, "valid")
-    fed_meta = {"engine": engine, **summary["strategy"], "partition": settings.federated.partition,
-                "rounds": settings.federated.rounds, "local_epochs": settings.federated.local_epochs,
+    fed = settings.federated
+    fed_meta = {"engine": engine, **summary["strategy"], "partition": fed.partition,
+                "rounds": fed.rounds, "local_epochs": fed.local_epochs,
                 "completed_rounds": summary["completed_rounds"],
                 "wall_seconds": time.perf_counter() - started,
                 "partition_sizes": [c["n_users"] for c in manifest["clients"]]}
     train_settings = {**settings.train.model_dump(), "seed": settings.seed,
                       "federated": settings.federated.model_dump(),
-                      "privacy": settings.privacy.model_dump() if settings.privacy.enabled else None}
+                      "privacy": (settings.privacy.model_dump() if settings.privacy.enabled
+                                  else None)}
     history = [{"epoch": r["round"], "loss": r["train_loss"],
                 **{k[len("global_"):]: v for k, v in r.items() if k.startswith("global_")}}
                for r in rounds]
-    ckpt = make_checkpoint(model, data.index.item_ids, model_settings=settings.model.model_dump(),
+    ckpt = make_checkpoint(model, data.index.item_ids,
+                           model_settings=settings.model.model_dump(),
                            train_settings=train_settings, valid_metrics=ev.overall,
                            valid_per_segment=ev.per_segment, history=history, privacy=privacy,
                            run_id=run_id, training_mode="federated", federated=fed_meta,
                            n_users=data.n_users, n_eval_users=int(len(data.eval_users)))
     save_checkpoint(ckpt, run_dir / "checkpoint.pt")
     _write_json(run_dir / "history.json", history)
-    _write_json(run_dir / "metrics.json", {"valid": ev.overall, "valid_per_segment": ev.per_segment})
+    _write_json(run_dir / "metrics.json",
+                {"valid": ev.overall, "valid_per_segment": ev.per_segment})
     _write_json(run_dir / "privacy.json", privacy)
     return TrainResult(model, ckpt, history, ev.overall, privacy)
 

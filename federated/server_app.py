@@ -37,7 +37,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 class RoundRecorder:
-    """Collects per-round train replies (through the strategy's aggregation hooks) and writes rows."""
+    """Collects per-round replies (through the strategy's aggregation hooks); writes rows."""
 
     def __init__(self, path: Path, info: dict, settings: Any, num_clients: int) -> None:
         self.path, self.info, self.settings = path, info, settings
@@ -65,7 +65,7 @@ class RoundRecorder:
                     epochs=int(m["dp-epochs"]),
                     mechanism="dp-sgd-ghost" if int(m.get("dp-ghost", 0)) else "dp-sgd")
         total = sum(weights) or 1.0
-        loss = sum(l * w for l, w in zip(losses, weights, strict=True)) / total
+        loss = sum(x * w for x, w in zip(losses, weights, strict=True)) / total
         self.pending.update(participants=len(contents), train_loss=loss,
                             client_train_seconds=max(seconds) if seconds else 0.0)
         return MetricRecord({"train-loss": loss, "participants": len(contents)})

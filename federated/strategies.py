@@ -1,4 +1,4 @@
-"""Build the Flower server strategy (FedAvg/FedProx/FedAdam, optional client-level DP wrapper) from settings."""
+"""The Flower strategy from settings: FedAvg/FedProx/FedAdam, optional client-level DP wrapper."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""`recops federated simulate|deploy`: train the recommender with Flower, watch the rounds, plot them."""
+"""`recops federated simulate|deploy`: train with Flower, watch the rounds, plot them."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer

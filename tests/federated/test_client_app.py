@@ -1,4 +1,4 @@
-"""The ClientApp called in-process with real Flower messages: local training, clipping, DP, failures."""
+"""The ClientApp called in-process with real Flower messages: training, clipping, DP, failures."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import torch
 from federated.common import arrays_from_model, run_config_from_settings
 from federated.partition import client_file
 from federated.runner import prepare_run
-from recops.errors import DataError
 
 
 def _message(arrays, kind: str, **config):
@@ -55,7 +54,7 @@ def test_train_moves_the_weights_and_reports_its_examples(prepared) -> None:
     assert not reply.has_error()
     out = reply.content["arrays"]
     assert list(out.keys()) == list(start.keys())  # only trainable parameters travel
-    assert "text" not in out.keys()
+    assert "text" not in out
     assert _update_norm(start, out) > 0
     m = reply.content["metrics"]
     assert m["num-examples"] == load_partition(run_dir, 0, 3).n_users

@@ -1,4 +1,4 @@
-"""Real Flower runs: simulation through the CLI with failing clients; deployment over TLS with DP."""
+"""Real Flower runs: CLI simulation with failing clients; TLS deployment with DP accounting."""
 
 from __future__ import annotations
 

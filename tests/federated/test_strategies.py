@@ -1,4 +1,4 @@
-"""Strategy choice, client sampling and client-level DP wrappers from settings; bad settings fail early."""
+"""Strategy, client sampling and client-level DP wrappers from settings; bad settings fail early."""
 
 from __future__ import annotations
 
