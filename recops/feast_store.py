@@ -105,8 +105,13 @@ def apply(settings: Settings, *, run_id: str | None = None) -> dict[str, Any]:
                            "`recops features build` again")
     cmd = [_feast_cli(), "-c", str(REPO), "-f", str(yaml_file(settings)), "apply"]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=child_env(settings), capture_output=True, text=True,
-                          timeout=600, check=False)
+    try:
+        proc = subprocess.run(cmd, env=child_env(settings), capture_output=True, text=True,
+                              timeout=600, check=False)
+    except subprocess.TimeoutExpired as exc:
+        _audit(settings, "features.apply", run_id, result="failed", details={"error": "timeout"})
+        raise FeatureError(f"`feast apply` for project '{settings.stores.feast_project}' did "
+                           "not finish in 600 s (is the registry reachable?)") from exc
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
