@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 SIZES = {  # name: (federated rounds, ledger entries, user segments, audit records)
     "small": (5, 3, 4, 100),
     "medium": (50, 30, 8, 2_000),
-    "large": (200, 200, 16, 20_000),
+    "large": (200, 200, 16, 10_000),
 }
 
 

@@ -218,7 +218,7 @@ def show(settings: Settings, user_id: int) -> SubjectView:
     for m in registry.list_models(settings):
         meta = m.metadata
         if meta.get("run_id") in run_ids or meta.get("data_version") in versions:
-            run_ids.add(meta.get("run_id"))
+            run_ids.add(str(meta.get("run_id")))
             view.models.append({"tag": m.tag, "run_id": meta.get("run_id"),
                                 "data_version": meta.get("data_version"),
                                 "champion": m.champion,
@@ -283,7 +283,8 @@ def erase(settings: Settings, user_id: int, *, reason: str = "data subject erasu
     lake = Lake(settings.paths.lake)
     subject = subject_hash(user_id)
     erasure_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-    superseded, removed = [], 0
+    superseded: list[dict[str, Any]] = []
+    removed = 0
     for table in USER_TABLES:
         for b in lake.batches(table):
             n = _user_rows(b.path, user_id)
@@ -305,7 +306,7 @@ def erase(settings: Settings, user_id: int, *, reason: str = "data subject erasu
             if _user_rows(f, user_id):
                 f.unlink()
                 rewritten.append(str(f))
-    old_ids = {s["old"] for s in superseded}
+    old_ids: set[str] = {str(s["old"]) for s in superseded}
     # Earlier erasures of this subject count too, so a rerun after a crash still marks.
     for r in AuditLog(settings.paths.audit_log).records():
         if r["stage"] == "erase" and r.get("details", {}).get("subject") == subject:
