@@ -125,6 +125,24 @@ def push_to_visible(store, users: np.ndarray, reps: int, rng) -> tuple[tuple[flo
     return _pct(times), float(np.mean(reads))
 
 
+def print_latency(latency: dict[str, dict]) -> None:
+    lat = Table(title="online read latency through Feast's Python API (ms), "
+                      "ratio to the raw redis-py read of the same key")
+    for col in ("store", "1 user p50", "1 user p99", "100 users p50", "100 users p99"):
+        lat.add_column(col, justify="right")
+    floor = latency.get("redis-py")
+    for name, d in latency.items():
+        cells = []
+        for batch in (1, 100):
+            key = f"{'raw' if name == 'redis-py' else 'feast'} {batch}"
+            for i in (0, 1):
+                v = d[key][i]
+                ratio = f" ({v / floor[f'raw {batch}'][i]:.1f}x)" if floor else ""
+                cells.append(f"{v:.2f}{ratio}")
+        lat.add_row(name, *cells)
+    console.print(lat)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="100k interactions, 10k/100k labels")
@@ -183,6 +201,7 @@ def main() -> None:
                 feast_store.teardown(settings)
             else:
                 offline_settings = settings
+        print_latency(latency)  # before the slowest part, so a cut-short run still shows it
         # Last, as it is the slowest: the offline store is the same file store for both.
         ev = tables.interactions
         for n in () if args.skip_historical else label_sizes:
@@ -200,21 +219,6 @@ def main() -> None:
     for r in rows:
         table.add_row(*r)
     console.print(table)
-    lat = Table(title="online read latency through Feast's Python API (ms), "
-                      "ratio to the raw redis-py read of the same key")
-    for col in ("store", "1 user p50", "1 user p99", "100 users p50", "100 users p99"):
-        lat.add_column(col, justify="right")
-    floor = latency.get("redis-py")
-    for name, d in latency.items():
-        cells = []
-        for batch in (1, 100):
-            key = f"{'raw' if name == 'redis-py' else 'feast'} {batch}"
-            for i in (0, 1):
-                v = d[key][i]
-                ratio = f" ({v / floor[f'raw {batch}'][i]:.1f}x)" if floor else ""
-                cells.append(f"{v:.2f}{ratio}")
-        lat.add_row(name, *cells)
-    console.print(lat)
 
 
 if __name__ == "__main__":
