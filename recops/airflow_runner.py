@@ -99,8 +99,10 @@ def _run(cmd: list[str], env: Mapping[str, str], log_path: Path,
     lines: list[str] = []
     started = time.monotonic()
     with open(log_path, "w", encoding="utf-8") as log:
+        # Its own process group: LocalExecutor workers must go down with it on a timeout.
         proc = subprocess.Popen(cmd, env=dict(env), cwd=str(CHECKOUT), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                start_new_session=True)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -112,13 +114,25 @@ def _run(cmd: list[str], env: Mapping[str, str], log_path: Path,
                     raise subprocess.TimeoutExpired(cmd, timeout)
             rc = proc.wait()
         except BaseException:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _stop_group(proc)
             raise
     return rc, lines
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM the group we started (the airflow process and its workers), then SIGKILL."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def prepare(settings: Settings, on_line: Callable[[str], None] | None = None) -> Path:
