@@ -98,10 +98,15 @@ class Lake:
                 pos = next((i for i, b in enumerate(out) if b.batch_id == entry["old"]), None)
                 if pos is not None:
                     new = entry.get("new")
-                    out[pos:pos + 1] = [BatchManifest(**new)] if new else []
+                    out[pos:pos + 1] = [self._here(table, new)] if new else []
             else:
-                out.append(BatchManifest(**entry))
+                out.append(self._here(table, entry))
         return out
+
+    def _here(self, table: str, entry: dict) -> BatchManifest:
+        """A manifest whose path points into this lake, so a moved or copied home still reads."""
+        name = Path(entry["path"]).name
+        return BatchManifest(**{**entry, "path": str(self._table_dir(table) / "batches" / name)})
 
     def supersede(self, table: str, batch_id: str, df: pd.DataFrame, source: str,
                   reason: str) -> BatchManifest | None:

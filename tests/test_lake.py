@@ -96,3 +96,21 @@ def test_unknown_table_and_bad_frame(lake: Lake, tables) -> None:
     with pytest.raises(DataError, match="missing required column"):
         lake.append(schema.ITEMS, tables.interactions, source="x")
     assert lake.batches(schema.ITEMS) == []  # nothing half-written
+
+
+def test_a_moved_lake_reads_from_its_new_place(tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from recops.lake import Lake
+
+    old = Lake(tmp_path / "old")
+    df = pd.DataFrame({"user_id": [1, 2], "item_id": [3, 4], "rating": [4.0, 5.0],
+                       "event_type": ["rating", "rating"],
+                       "event_timestamp": pd.to_datetime([1, 2], unit="s", utc=True)})
+    old.append("interactions", df, "t")
+    shutil.move(tmp_path / "old", tmp_path / "new")
+    moved = Lake(tmp_path / "new")
+    assert moved.batches("interactions")[0].path.startswith(str(tmp_path / "new"))
+    assert moved.read("interactions")["item_id"].tolist() == [3, 4]
