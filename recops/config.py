@@ -90,8 +90,10 @@ class ModelSettings(_Section):
 class TrainSettings(_Section):
     mode: Literal["centralised", "federated"] = "centralised"
     epochs: int = Field(20, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    # Measured on ml-latest-small (610 users): batch 128 / lr 1e-3 gives ~5 steps an epoch and
+    # stays at popularity's NDCG@10 (0.019); batch 32 / lr 2e-3 reaches 0.035 in 20 epochs.
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(3, ge=1)
     eval_every: int = Field(1, ge=1)
