@@ -1,3 +1,3 @@
-"""recops: the core (config, schema, data, lake, models, training, evaluation, privacy, registry, gate, audit)."""
+"""recops core: config, schema, data, lake, models, training, privacy, registry, gate, audit."""
 
 __version__ = "0.1.0"

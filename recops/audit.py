@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from recops.errors import AuditError
+from recops.fsutil import write_atomic
 from recops.hashing import sha256_json
 
 GENESIS = "0" * 64
@@ -59,15 +60,6 @@ def _line_error(path: Path, n: int, what: str) -> AuditError:
     err = AuditError(f"{path}:{n}: {what}")
     err.line = n  # type: ignore[attr-defined]  # verify names the record from it
     return err
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class AuditLog:
@@ -142,7 +134,7 @@ class AuditLog:
                 os.fsync(f.fileno())
                 # After the record is durable: a crash in between leaves the head one behind,
                 # which verify accepts (the record at the head's seq still matches).
-                _write_atomic(self.head_path, json.dumps(
+                write_atomic(self.head_path, json.dumps(
                     {"seq": record["seq"], "hash": record["hash"], "time": record["time"]}))
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)

@@ -319,13 +319,14 @@ def load_settings(
     config_file: Path | str | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Read settings once: overrides > RECOPS_* env > YAML (config_file or RECOPS_CONFIG) > defaults."""
+    """Read settings once: overrides > RECOPS_* env > YAML (file or RECOPS_CONFIG) > defaults."""
     env = os.environ
     yaml_path = Path(config_file) if config_file else (
         Path(env["RECOPS_CONFIG"]) if env.get("RECOPS_CONFIG") else None)
     if yaml_path is not None:
         if not yaml_path.is_file():
-            raise ConfigError(f"config file {yaml_path} does not exist (from --config or RECOPS_CONFIG)")
+            raise ConfigError(f"config file {yaml_path} does not exist "
+                              "(from --config or RECOPS_CONFIG)")
         try:
             parsed = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -16,12 +16,10 @@ The privacy ledger is shared by every run and cycle, so DP spends add up across 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from recops import schema
 from recops.audit import AuditLog
 from recops.config import Settings
 from recops.errors import DataError, TrainingError, ValidationFailed
+from recops.fsutil import file_lock, write_atomic
 from recops.hashing import sha256_file
 
 # Share of the users *not* active in the new window replayed into fine-tuning.
@@ -61,26 +60,12 @@ def read_state(settings: Settings) -> dict[str, Any]:
                         "it to re-read all feedback") from exc
 
 
-@contextmanager
 def _locked(settings: Settings):  # noqa: ANN202
-    lock = state_path(settings).with_suffix(".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return file_lock(state_path(settings).with_suffix(".lock"))
 
 
 def _write_state(settings: Settings, state: dict[str, Any]) -> None:
-    path = state_path(settings)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(state, indent=2))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(state_path(settings), json.dumps(state, indent=2))
 
 
 def _advance(settings: Settings, run_id: str, from_offset: int, to_offset: int) -> None:

@@ -25,7 +25,7 @@ def sha256_json(obj: Any) -> str:
 
 
 def sha256_frame(df: pd.DataFrame) -> str:
-    """Order-sensitive hash of a frame's columns, dtypes and values (independent of file encoding)."""
+    """Order-sensitive hash of a frame's columns, dtypes and values (not of its file encoding)."""
     h = hashlib.sha256()
     h.update(json.dumps([(c, str(t)) for c, t in df.dtypes.items()]).encode())
     h.update(pd.util.hash_pandas_object(df, index=False).values.tobytes())

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from recops import schema
 from recops.errors import DataError
+from recops.fsutil import write_atomic
 from recops.hashing import sha256_frame, sha256_json
 
 SUPERSEDE = "supersede"
@@ -62,15 +63,6 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
             raise DataError(f"{table}: column '{col}' cannot be read as {dtype}: {exc}") from exc
     ordered = list(dtypes) + [c for c in out.columns if c not in dtypes]
     return out[ordered].reset_index(drop=True)
-
-
-def _fsync_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Lake:
@@ -134,7 +126,7 @@ class Lake:
             new = BatchManifest(table=table, batch_id=new_id, rows=len(df),
                                 content_hash=content_hash, source=source,
                                 created_at=datetime.now(UTC).isoformat(), path=str(path))
-            _fsync_write(path.with_suffix(".json"), json.dumps(asdict(new), indent=2))
+            write_atomic(path.with_suffix(".json"), json.dumps(asdict(new), indent=2))
         entry = {"op": SUPERSEDE, "table": table, "old": batch_id,
                  "new": asdict(new) if new else None, "reason": reason,
                  "time": datetime.now(UTC).isoformat()}
@@ -165,7 +157,7 @@ class Lake:
             table=table, batch_id=batch_id, rows=len(df), content_hash=content_hash,
             source=source, created_at=datetime.now(UTC).isoformat(), path=str(path),
         )
-        _fsync_write(path.with_suffix(".json"), json.dumps(asdict(manifest), indent=2))
+        write_atomic(path.with_suffix(".json"), json.dumps(asdict(manifest), indent=2))
         with open(self._table_dir(table) / "log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(asdict(manifest)) + "\n")
             f.flush()
@@ -187,7 +179,8 @@ class Lake:
     def dataset_version(self) -> str:
         versions = {t: self.version(t) for t in schema.TABLES}
         if versions[schema.INTERACTIONS] is None:
-            raise DataError(f"the lake at {self.root} holds no interactions yet: run `recops ingest`")
+            raise DataError(f"the lake at {self.root} holds no interactions yet: "
+                            "run `recops ingest`")
         return sha256_json(versions)[:16]
 
     def read(self, table: str, batch_ids: list[str] | None = None) -> pd.DataFrame:

@@ -9,12 +9,9 @@ under a lock; it keeps the stack of earlier champions so ``rollback`` can restor
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +22,7 @@ import pandas as pd
 from recops import schema
 from recops.audit import AuditLog
 from recops.errors import RegistryError
+from recops.fsutil import file_lock, write_atomic
 
 if TYPE_CHECKING:
     from recops.config import Settings
@@ -284,31 +282,13 @@ def champion_tag(settings: Settings) -> str | None:
     return rec["tag"] if rec else None
 
 
-@contextmanager
-def _locked(settings: Settings) -> Iterator[None]:
-    lock = settings.paths.bentoml_home / "champion.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _locked(settings: Settings):  # noqa: ANN202
+    return file_lock(settings.paths.bentoml_home / "champion.lock")
 
 
 def _write_pointer(settings: Settings, record: dict[str, Any]) -> None:
-    path = _pointer(settings)
-    tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(record, indent=2))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # readers see the old or the new pointer, never half of one
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    # Readers see the old or the new pointer, never half of one.
+    write_atomic(_pointer(settings), json.dumps(record, indent=2), sync_dir=True)
 
 
 def promote(settings: Settings, tag: str, *, reason: str = "manual",

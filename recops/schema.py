@@ -45,7 +45,8 @@ ITEMS_SCHEMA = pa.schema(
         pa.field(ITEM_ID, pa.int64(), nullable=False),
         pa.field(TITLE, pa.string(), nullable=False),
         pa.field(GENRES, pa.string(), nullable=False),
-        pa.field(TEXT, pa.string(), nullable=False),  # title + genres + tags: input of the text encoder
+        # title + genres + tags: the text encoder's input
+        pa.field(TEXT, pa.string(), nullable=False),
     ]
 )
 

@@ -1,4 +1,4 @@
-"""The canonical tables a data source yields, and the staging area they wait in before validation."""
+"""The canonical tables a data source yields, and the staging area where they await validation."""
 
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ def read_staged(staging_root: Path, staged_id: str) -> Tables:
     d = Path(staging_root) / staged_id
     manifest = d / "manifest.json"
     if not manifest.exists():
-        raise DataError(f"no staged batch '{staged_id}' under {staging_root}: run `recops ingest` first")
+        raise DataError(f"no staged batch '{staged_id}' under {staging_root}: "
+                        "run `recops ingest` first")
     meta = json.loads(manifest.read_text())
     frames = {n: pd.read_parquet(d / f"{n}.parquet") for n in schema.TABLES}
     return Tables(frames[schema.INTERACTIONS], frames[schema.ITEMS], frames[schema.USERS],
