@@ -108,7 +108,8 @@ def test_k8s_manifests_match_the_kubernetes_api_models(rendered: list[dict]) -> 
                    ("Deployment", "flower-superlink"), ("Deployment", "redis"),
                    ("Role", "airflow-pod-launcher")]:
         assert needed in kinds, f"missing {needed}"
-    pod_template = next(d for d in rendered if d["metadata"]["name"].startswith("airflow-pod-template"))
+    pod_template = next(d for d in rendered
+                        if d["metadata"]["name"].startswith("airflow-pod-template"))
     check_manifest(yaml.safe_load(pod_template["data"]["pod_template.yaml"]))
 
 
