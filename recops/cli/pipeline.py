@@ -62,7 +62,7 @@ def print_where(settings: Any, summary: dict[str, Any], extra: dict[str, str] | 
         "compliance report": summary.get("report") or "not built (recops.report unavailable)",
         "data validation (Data Docs)": summary.get("validation_report") or str(settings.paths.gx),
         "audit log": f"{settings.paths.audit_log}  (verify: recops audit verify)",
-        "serve it": f"recops serve --home {settings.paths.home}",
+        "serve it": f"recops --home {settings.paths.home} serve",
         **(extra or {}),
     }
     for k, v in rows.items():
