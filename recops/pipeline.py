@@ -279,24 +279,10 @@ def fit(settings: Settings, labelled: Any, items: Any, interactions: Any | None 
 
 
 def model_on_data(ckpt: dict[str, Any], data: Any) -> tuple[Any, Any]:
-    """The checkpoint's model and ``data`` expressed in the model's item index.
+    """The checkpoint's model and ``data`` in the model's item index (see ``model_for_data``)."""
+    from recops.evaluation import model_for_data
 
-    A model that does not know some of the data's items (a champion older than the catalogue)
-    is grown to them first, as a warm start would, so it can be ranked on the same items.
-    """
-    import numpy as np
-
-    from recops.models import extend_checkpoint, load_checkpoint
-    from recops.sequences import ItemIndex
-
-    ids = np.asarray(ckpt["item_ids"], dtype=np.int64)
-    if len(ids) == data.n_items and np.array_equal(ids, data.index.item_ids):
-        return load_checkpoint(ckpt), data
-    merged = ItemIndex(ids).extend(data.index.item_ids)
-    new_ids = merged.item_ids[len(ids):].tolist()
-    if new_ids:
-        ckpt = extend_checkpoint(ckpt, new_ids, None, seed=0)
-    return load_checkpoint(ckpt), data.reindexed(merged)
+    return model_for_data(ckpt, data)
 
 
 def run_data(settings: Settings, rdir: Path, labels_file: str = "labels.parquet") -> Any:
