@@ -301,19 +301,11 @@ def run_cycle(settings: Settings, run_id: str | None = None, *, min_events: int 
               on_stage: Callable[[str, dict[str, Any], float], None] | None = None
               ) -> dict[str, Any]:
     """One retraining cycle in this process; ``{"skipped": reason}`` when there is no feedback."""
-    from recops.pipeline import new_run_id
+    from recops.pipeline import StageTimer, new_run_id
 
     run_id = run_id or "retrain-" + new_run_id()
-    timings: dict[str, float] = {}
-
-    def step(name: str, fn: Callable[..., dict[str, Any]], *args: Any,
-             **kw: Any) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        out = fn(settings, run_id, *args, **kw)
-        timings[name] = round(time.perf_counter() - t0, 2)
-        if on_stage:
-            on_stage(name, out, timings[name])
-        return out
+    step = StageTimer(settings, run_id, on_stage)
+    timings = step.timings
 
     col = step("collect", collect, min_events=min_events)
     if "skip" in col:

@@ -441,21 +441,31 @@ def report(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
 # Without Airflow
 
 
+class StageTimer:
+    """Calls stages with the shared settings and run id, timing each and reporting it."""
+
+    def __init__(self, settings: Settings, run_id: str,
+                 on_stage: Callable[[str, dict[str, Any], float], None] | None = None) -> None:
+        self.settings, self.run_id, self.on_stage = settings, run_id, on_stage
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable[..., dict[str, Any]], *args: Any,
+                 **kw: Any) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        out = fn(self.settings, self.run_id, *args, **kw)
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        if self.on_stage:
+            self.on_stage(name, out, self.timings[name])
+        return out
+
+
 def run_pipeline(settings: Settings, run_id: str | None = None, progress: bool = True,
                  on_stage: Callable[[str, dict[str, Any], float], None] | None = None
                  ) -> dict[str, Any]:
     """Run every stage in order in this process; returns the summary (ids, paths, metrics)."""
     run_id = run_id or new_run_id()
-    timings: dict[str, float] = {}
-
-    def step(name: str, fn: Callable[..., dict[str, Any]], *args: Any,
-             **kw: Any) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        out = fn(settings, run_id, *args, **kw)
-        timings[name] = round(time.perf_counter() - t0, 2)
-        if on_stage:
-            on_stage(name, out, timings[name])
-        return out
+    step = StageTimer(settings, run_id, on_stage)
+    timings = step.timings
 
     staged = step("ingest", ingest)
     accepted = step("validate", validate, staged["staged_id"])
