@@ -1,9 +1,11 @@
 """Feature store figures: online read latency (SQLite vs Redis vs raw redis-py), push-to-visible,
-materialisation throughput, historical retrieval time.
+materialisation throughput, historical retrieval time, DuckDB vs Feast's file (dask) offline store.
 
     .venv/bin/python benchmarks/bench_features.py [--quick] [--skip-historical] [--seed N]
 
-Full: 1M synthetic interactions, historical retrieval of 100k and 1M labels. --quick: 100k
+Full: 1M synthetic interactions, historical retrieval of 100k and 1M labels through the DuckDB
+offline store (the default), and of --file-labels labels through both offline stores on the
+same sources (the file store needs minutes per 10k labels, so not 1M). --quick: 100k
 interactions, 10k and 100k labels. Needs Redis at 127.0.0.1:6379 (else SQLite only).
 Everything lives in a temporary home; the Redis keys of its projects are removed at the end.
 """
@@ -42,12 +44,13 @@ def _redis_up() -> bool:
         return False
 
 
-def _settings(home: Path, online: str):
+def _settings(home: Path, online: str, offline: str = "duckdb"):
     from recops.config import load_settings
 
     for key in [k for k in os.environ if k.startswith("RECOPS_")]:
         del os.environ[key]
     return load_settings(overrides={"home": str(home), "stores.online": online,
+                                    "stores.offline": offline,
                                     "stores.feast_project": f"bench_{uuid.uuid4().hex[:8]}"})
 
 
@@ -149,7 +152,11 @@ def main() -> None:
     ap.add_argument("--skip-historical", action="store_true")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--reps", type=int, default=300, help="online reads per measurement")
+    ap.add_argument("--file-labels", type=int, default=10_000,
+                    help="labels for the DuckDB vs file offline store comparison (0: skip)")
     args = ap.parse_args()
+
+    import feast.infra.offline_stores.duckdb  # noqa: F401  (import once, outside the timings)
 
     from recops import feast_store
     from recops.data.synthetic import generate
@@ -183,6 +190,8 @@ def main() -> None:
             _, t_apply = _time(feast_store.apply, settings)
             rows.append((online, "feast apply (CLI subprocess)", f"{t_apply:.1f} s"))
             _, t_mat = _time(feast_store.materialize, settings)
+            if online == "sqlite":
+                t_mat_sqlite = t_mat
             rows.append((online, "materialise, first (4 views)",
                          f"{t_mat:.1f} s = {n_inter / t_mat:,.0f} interactions/s "
                          f"({user_rows:,} user rows scanned)"))
@@ -202,16 +211,42 @@ def main() -> None:
             else:
                 offline_settings = settings
         print_latency(latency)  # before the slowest part, so a cut-short run still shows it
-        # Last, as it is the slowest: the offline store is the same file store for both.
+        # Last, as it is the slowest. The DuckDB offline store (default) at every size.
         ev = tables.interactions
-        for n in () if args.skip_historical else label_sizes:
+
+        def labels_of(n: int) -> pd.DataFrame:
             pick = rng.integers(0, len(ev), n)
-            labels = ev.iloc[pick][["user_id", "item_id", "event_timestamp"]]
-            got, t_hist = _time(feast_store.historical_sequences, offline_settings,
-                                labels.reset_index(drop=True))
-            assert len(got) == n
-            rows.append(("file offline", f"historical retrieval, {n:,} labels",
-                         f"{t_hist:.1f} s = {n / t_hist:,.0f} labels/s"))
+            return ev.iloc[pick][["user_id", "item_id", "event_timestamp"]].reset_index(drop=True)
+
+        def retrieve(settings, labels: pd.DataFrame, store_name: str) -> float:
+            got, t_hist = _time(feast_store.historical_sequences, settings, labels)
+            assert len(got) == len(labels)
+            rows.append((store_name, f"historical retrieval, {len(labels):,} labels",
+                         f"{t_hist:.1f} s = {len(labels) / t_hist:,.0f} labels/s"))
+            return t_hist
+
+        for n in () if args.skip_historical else label_sizes:
+            retrieve(offline_settings, labels_of(n), "duckdb offline")
+        if args.file_labels and not args.skip_historical:
+            # The same sources through Feast's file (dask) offline store, for the ratio.
+            fs = _settings(Path(tmp) / "file", "sqlite", "file")
+            src = fs.paths.features / "sources"
+            src.mkdir(parents=True)
+            for p in (offline_settings.paths.features / "sources").iterdir():
+                (src / p.name).write_bytes(p.read_bytes())
+            manifest_path = src / "manifest.json"
+            manifest_path.write_text(manifest_path.read_text().replace(
+                str(offline_settings.paths.features), str(fs.paths.features)))
+            feast_store.apply(fs)
+            _, t_mat_file = _time(feast_store.materialize, fs)
+            rows.append(("file offline", "materialise, first (4 views, SQLite)",
+                         f"{t_mat_file:.1f} s = {n_inter / t_mat_file:,.0f} interactions/s "
+                         f"({t_mat_file / t_mat_sqlite:.1f}x DuckDB's)"))
+            labels = labels_of(args.file_labels)
+            t_duck = retrieve(offline_settings, labels, "duckdb offline")
+            t_file = retrieve(fs, labels, "file offline")
+            rows.append(("file / duckdb", f"historical retrieval, {len(labels):,} labels",
+                         f"{t_file / t_duck:.1f}x"))
 
     table = Table(title=f"features: {n_inter:,} interactions, {n_users:,} users")
     for col in ("store", "figure", "value"):

@@ -57,6 +57,10 @@ class StoreSettings(_Section):
     online: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "127.0.0.1:6379"
     registry: Literal["file", "postgres"] = "file"
+    # Feast's offline store over the same Parquet sources, both embedded (no server): "duckdb"
+    # (point-in-time joins in DuckDB) or "file" (Feast's dask store: 10-20x slower on our
+    # list-valued sequence columns, measured in benchmarks/bench_features.py; docs/features.md).
+    offline: Literal["duckdb", "file"] = "duckdb"
     # e.g. postgresql+psycopg://user@127.0.0.1:5432/recops ; never committed, read from env/YAML.
     postgres_dsn: SecretStr | None = None
     airflow_db: Literal["sqlite", "postgres"] = "sqlite"
@@ -385,6 +389,7 @@ def feast_env(settings: Settings) -> dict[str, str]:
         "RECOPS_FEAST_PROJECT": settings.stores.feast_project,
         "RECOPS_FEAST_DATA": str(p.features),
         "RECOPS_FEAST_ONLINE": settings.stores.online,
+        "RECOPS_FEAST_OFFLINE": settings.stores.offline,
         "RECOPS_FEAST_REDIS": settings.stores.redis_url,
         "RECOPS_SEQ_LEN": str(settings.model.max_len),
     }

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +55,10 @@ def yaml_file(settings: Settings) -> Path:
 def get_store(settings: Settings) -> FeatureStore:
     """A FeatureStore over feature_repo/ with this settings' project, paths and stores."""
     os.environ.update(feast_env(settings))  # read by Feast's yaml loader (${ENV} expansion)
+    # ibis 12 (under Feast's DuckDB offline store) calls a DuckDB 2 method that warns on every
+    # query; the call works, and the warning is for ibis's maintainers, not our users.
+    warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated",
+                            category=DeprecationWarning)
     settings.paths.features.mkdir(parents=True, exist_ok=True)
     from feast import FeatureStore
 

@@ -72,16 +72,20 @@ class Applied:
     store: object
 
 
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
+@pytest.fixture(scope="module", params=[("sqlite", "duckdb"), ("redis", "duckdb"),
+                                        ("sqlite", "file")], ids="-".join)
 def applied(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """Sources built, `feast apply` run for real, materialised once: one per store and module."""
+    """Sources built, `feast apply` run for real, materialised once: per (online, offline) store
+    pair and module. Both online stores run with the default offline store, and the other
+    offline store with the default online store."""
     from recops import feast_store
     from recops.featurize import build_sources
 
-    if request.param == "redis":
+    online, offline = request.param
+    if online == "redis":
         require_service("Redis", "127.0.0.1", 6379)
-    settings = fresh_settings(tmp_path_factory.mktemp(f"feast_{request.param}"),
-                              **{"stores.online": request.param})
+    settings = fresh_settings(tmp_path_factory.mktemp(f"feast_{online}_{offline}"),
+                              **{"stores.online": online, "stores.offline": offline})
     events = make_events()
     build_sources(settings, fill_lake(settings, events), text_vectors=False)
     feast_store.apply(settings)
