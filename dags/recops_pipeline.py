@@ -44,6 +44,15 @@ DATASETS = ["ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "synthetic"]
                                             "refuses a model that passes it)."),
         "epochs": Param(None, type=["null", "integer"], minimum=1,
                         description="Training epochs (empty: as configured)."),
+        "federated_engine": Param(None, type=["null", "string"],
+                                  enum=[None, "simulation", "deployment"],
+                                  description="Federated mode only: a Flower simulation, or a "
+                                              "SuperLink + one SuperNode process per client "
+                                              "over TLS (empty: as configured)."),
+        "clients": Param(None, type=["null", "integer"], minimum=2,
+                         description="Federated mode only: number of clients."),
+        "rounds": Param(None, type=["null", "integer"], minimum=1,
+                        description="Federated mode only: number of rounds."),
     },
 )
 def recops_pipeline() -> None:

@@ -110,14 +110,15 @@ class _RoundWatcher:
 
 
 def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
-                    init: dict | None = None, engine: Engine = "simulation",
+                    init: dict | None = None, engine: Engine | None = None,
                     on_round: RoundCallback | None = None, run_id: str | None = None,
                     timeout: float = 3600.0, round_timeout: float = 600.0,
                     local_batch_size: int = 0, ledger: Any | None = None) -> Any:
     """Train the recommender with Flower; same result type as ``recops.training.train_model``.
 
-    ``engine`` "simulation" runs ``num_clients`` virtual clients on one machine; "deployment"
-    starts a SuperLink and ``num_clients`` SuperNodes as processes on loopback with TLS.
+    ``engine`` (default ``settings.federated.engine``) "simulation" runs ``num_clients`` virtual
+    clients on one machine; "deployment" starts a SuperLink and ``num_clients`` SuperNodes as
+    processes on loopback with TLS.
     Writes ``run_dir/federated_rounds.json`` (one row per round) and the usual run files;
     appends each DP spend to the privacy ledger. ``local_batch_size`` 0 = steps-matched
     (``federated.common.local_batch_size``).
@@ -127,6 +128,7 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
     from recops.privacy import PrivacyLedger, default_population
     from recops.training import TrainResult
 
+    engine = engine or settings.federated.engine
     if engine not in ENGINES:
         raise ConfigError(f"federated engine must be one of {ENGINES}, got {engine!r}")
     check_settings(settings)

@@ -117,6 +117,9 @@ class PrivacySettings(_Section):
 
 
 class FederatedSettings(_Section):
+    # "simulation": virtual clients in one Flower simulation; "deployment": a SuperLink and one
+    # SuperNode process per client on loopback, over TLS (what the pipeline DAG runs too).
+    engine: Literal["simulation", "deployment"] = "simulation"
     num_clients: int = Field(10, ge=2)
     rounds: int = Field(5, ge=1)
     local_epochs: int = Field(1, ge=1)

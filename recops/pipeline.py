@@ -41,6 +41,9 @@ PARAM_SETTINGS = {
     "budget_epsilon": "privacy.budget_epsilon",
     "target_epsilon": "privacy.target_epsilon",
     "epochs": "train.epochs",
+    "federated_engine": "federated.engine",
+    "clients": "federated.num_clients",
+    "rounds": "federated.rounds",
 }
 
 
@@ -226,7 +229,7 @@ def train(settings: Settings, run_id: str, dataset_version: str, *,
            inputs={"dataset_version": dataset_version, "labels_sha256": labels_hash},
            outputs={"checkpoint_sha256": sha256_file(rdir / "checkpoint.pt")},
            details={k: info.get(k) for k in ("mode", "kind", "epochs_run", "train_seconds",
-                                             "privacy", "warm_start")})
+                                             "privacy", "warm_start", "federated")})
     return {"run_dir": str(rdir), "reused": False}
 
 
@@ -271,6 +274,7 @@ def fit(settings: Settings, labelled: Any, items: Any, interactions: Any | None 
         federated = _jsonable(ckpt.get("federated")) or {
             "rounds": fed.rounds, "strategy": fed.strategy, "partition": fed.partition}
         federated.setdefault("num_clients", fed.num_clients)
+        federated["engine"] = fed.engine
         federated.setdefault("client_dp", fed.client_dp)
     return {"mode": settings.train.mode, "kind": ckpt.get("kind"), "privacy": privacy,
             "federated": federated, "epochs_run": len(result.history),

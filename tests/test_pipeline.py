@@ -33,8 +33,11 @@ def test_new_run_ids_are_unique_and_sort_by_time() -> None:
 
 def test_params_override_settings_and_bad_params_name_themselves(home: Path) -> None:
     s = pipeline.settings_from_params({"mode": "federated", "dp": True, "epochs": 3,
-                                       "dataset": None})
+                                       "dataset": None, "federated_engine": "deployment",
+                                       "clients": 3, "rounds": 2})
     assert (s.train.mode, s.privacy.enabled, s.train.epochs) == ("federated", True, 3)
+    assert (s.federated.engine, s.federated.num_clients, s.federated.rounds) == (
+        "deployment", 3, 2)
     assert s.data.dataset == "ml-latest-small"  # None = as configured
     with pytest.raises(ConfigError, match="unknown pipeline param.*'colour'"):
         pipeline.settings_from_params({"colour": "red"})
@@ -42,6 +45,8 @@ def test_params_override_settings_and_bad_params_name_themselves(home: Path) -> 
         pipeline.settings_from_params({"mode": "sideways"})
     with pytest.raises(ConfigError, match="train.epochs"):
         pipeline.settings_from_params({"epochs": 0})
+    with pytest.raises(ConfigError, match="federated.engine"):
+        pipeline.settings_from_params({"federated_engine": "cloud"})
 
 
 def test_stages_refuse_a_missing_run_directory(settings, tmp_path: Path) -> None:

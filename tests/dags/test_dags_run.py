@@ -141,7 +141,15 @@ def test_pipeline_dag_on_postgres_with_the_local_executor(
     settings = tiny_settings(tmp_path / "home", **{"stores.airflow_db": "postgres",
                                                    "stores.postgres_dsn": fresh_database})
     assert airflow_runner.sql_alchemy_conn(settings).endswith(fresh_database.rsplit("/", 1)[1])
-    result = airflow_runner.dags_test(settings, "recops_pipeline", use_executor=True,
+    # The train task runs Flower in deployment mode: a SuperLink and 2 SuperNodes over TLS.
+    params = {"mode": "federated", "federated_engine": "deployment", "clients": 2, "rounds": 2}
+    result = airflow_runner.dags_test(settings, "recops_pipeline", params, use_executor=True,
                                       timeout=3300)
-    _assert_registered_with_audit(settings, result)
+    summary = _assert_registered_with_audit(settings, result)
     assert not (settings.paths.airflow_home / "airflow.db").exists()
+    train = json.loads((Path(summary["run_dir"]) / "train.json").read_text())
+    assert train["mode"] == "federated"
+    assert (train["federated"]["engine"], train["federated"]["num_clients"]) == ("deployment", 2)
+    rounds = json.loads((Path(summary["run_dir"]) / "federated_rounds.json").read_text())
+    assert [r["participants"] for r in rounds] == [2, 2]
+    assert len(list((Path(summary["run_dir"]) / "federated").glob("supernode-*.log"))) == 2
