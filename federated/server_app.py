@@ -67,7 +67,8 @@ class RoundRecorder:
         total = sum(weights) or 1.0
         loss = sum(x * w for x, w in zip(losses, weights, strict=True)) / total
         self.pending.update(participants=len(contents), train_loss=loss,
-                            client_train_seconds=max(seconds) if seconds else 0.0)
+                            client_train_seconds=max(seconds) if seconds else 0.0,
+                            client_train_seconds_sum=sum(seconds))
         return MetricRecord({"train-loss": loss, "participants": len(contents)})
 
     def eval_aggr(self, contents: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -98,6 +99,7 @@ class RoundRecorder:
                "sampled": self.info["clients_per_round"] if server_round else 0,
                "train_loss": self.pending.get("train_loss"),
                "client_train_seconds": self.pending.get("client_train_seconds"),
+               "client_train_seconds_sum": self.pending.get("client_train_seconds_sum"),
                "client_eval": self.pending.get("client_eval"),
                **{f"global_{k}": v for k, v in global_metrics.items()},
                "wall_seconds": time.perf_counter() - self.started}

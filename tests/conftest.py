@@ -30,6 +30,32 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+            *args: str) -> tuple[int, str, str]:
+    """Run `recops <args>` in-process through recops.cli.main (the console script's entry):
+    (exit code, stdout, stderr)."""
+    import sys
+
+    from recops.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["recops", *args])
+    monkeypatch.setenv("COLUMNS", "250")  # rich wraps at the terminal width
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_cli_text(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                 *args: str) -> tuple[int, str]:
+    """:func:`run_cli` with stdout and stderr as one text."""
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    return code, out + err
+
+
 def require_service(name: str, host: str, port: int) -> None:
     """Skip with a reason when a service is down, except in CI where it must be there."""
     if _reachable(host, port):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from recops.hashing import sha256_file
 from tests.compliance.conftest import chromium_render, figure_data, small_tables, tiny_checkpoint
+from tests.conftest import run_cli_text
 
 RUN = "run-fed-dp"
 EARLIER = "run-earlier"
@@ -221,38 +221,24 @@ def test_report_renders_in_headless_chromium_without_console_errors(settings, fe
     assert "Compliance report" in dom
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    from recops.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["recops", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out + cap.err
-
-
 def test_cli_report_audit_verify_and_show(monkeypatch, capsys, settings, fed_model,
                                           tmp_path: Path) -> None:
     out = tmp_path / "r.html"
-    code, text = run_cli(monkeypatch, capsys, "report", fed_model["tag"], "--out", str(out))
+    code, text = run_cli_text(monkeypatch, capsys, "report", fed_model["tag"], "--out", str(out))
     assert code == 0 and out.is_file() and str(out) in text
-    code, text = run_cli(monkeypatch, capsys, "report", "nope")
+    code, text = run_cli_text(monkeypatch, capsys, "report", "nope")
     assert code == 2 and "error:" in text and "Traceback" not in text
-    code, text = run_cli(monkeypatch, capsys, "audit", "verify")
+    code, text = run_cli_text(monkeypatch, capsys, "audit", "verify")
     assert code == 0 and "intact" in text
-    code, text = run_cli(monkeypatch, capsys, "audit", "show", "--stage", "report", "--json")
+    code, text = run_cli_text(monkeypatch, capsys, "audit", "show", "--stage", "report", "--json")
     assert code == 0 and json.loads(text.splitlines()[-1])["stage"] == "report"
-    code, text = run_cli(monkeypatch, capsys, "audit", "show", "--last", "0")
+    code, text = run_cli_text(monkeypatch, capsys, "audit", "show", "--last", "0")
     assert code == 2  # click's range check
     log = settings.paths.audit_log
     lines = log.read_text().splitlines()
     del lines[1]
     log.write_text("\n".join(lines) + "\n")
-    code, text = run_cli(monkeypatch, capsys, "audit", "verify")
+    code, text = run_cli_text(monkeypatch, capsys, "audit", "verify")
     assert code == 1 and "broken at seq 1" in text
 
 

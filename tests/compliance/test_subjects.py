@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 from recops import schema
 from tests.compliance.conftest import small_tables, tiny_checkpoint
+from tests.conftest import run_cli_text
 
 USER = 7
 RUN = "run-1"
@@ -203,31 +203,17 @@ def test_interrupted_erasure_leaves_an_orphan_that_the_rerun_deletes(settings, w
     assert str(b.path) in res.files_rewritten and not Path(b.path).exists()
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    from recops.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["recops", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out + cap.err
-
-
 def test_cli_subject_show_and_erase(monkeypatch, capsys, settings, world) -> None:
-    code, text = run_cli(monkeypatch, capsys, "--home", str(settings.paths.home),
-                         "subject", "show", str(USER), "--json")
+    code, text = run_cli_text(monkeypatch, capsys, "--home", str(settings.paths.home),
+                              "subject", "show", str(USER), "--json")
     assert code == 0 and json.loads(text)["events"] == world["rows"]
     for bad in ("abc", "-3", "1.5"):
-        code, text = run_cli(monkeypatch, capsys, "--home", str(settings.paths.home),
-                             "subject", "erase", "--yes", "--", bad)
+        code, text = run_cli_text(monkeypatch, capsys, "--home", str(settings.paths.home),
+                                  "subject", "erase", "--yes", "--", bad)
         assert code == 2 and "user id" in text and "Traceback" not in text
-    code, text = run_cli(monkeypatch, capsys, "--home", str(settings.paths.home),
-                         "subject", "erase", str(USER), "--yes", "--reason", "ticket 42")
+    code, text = run_cli_text(monkeypatch, capsys, "--home", str(settings.paths.home),
+                              "subject", "erase", str(USER), "--yes", "--reason", "ticket 42")
     assert code == 0 and "row(s) removed" in text and world["tag"] in text
-    code, text = run_cli(monkeypatch, capsys, "--home", str(settings.paths.home),
-                         "subject", "show", str(USER))
+    code, text = run_cli_text(monkeypatch, capsys, "--home", str(settings.paths.home),
+                              "subject", "show", str(USER))
     assert code == 0 and "0 event(s) in the lake" in text and "1 erasure(s)" in text

@@ -15,25 +15,11 @@ from recops.audit import AuditLog, verify
 from recops.config import load_settings
 from recops.data.tables import read_staged
 from recops.lake import Lake
+from tests.conftest import run_cli
 from tests.data.conftest import write_ml100k
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-            *args: str) -> tuple[int, str, str]:
-    """Run `recops <args>` in-process through recops.cli.main (the console script)."""
-    from recops.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["recops", *args])
-    monkeypatch.setenv("COLUMNS", "200")  # rich wraps at the terminal width
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
-
-def _run(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    from recops.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["recops", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    captured = capsys.readouterr()
-    return int(exc.value.code or 0), captured.err + captured.out
+from tests.conftest import run_cli_text
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -28,7 +18,7 @@ def _run(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     (["--data", "nowhere"], "--data must be 'lake' or 'dataset'"),
 ])
 def test_bad_flags_give_one_line_and_exit_2(monkeypatch, capsys, home, flags, words) -> None:
-    code, text = _run(monkeypatch, capsys, "federated", "simulate", *flags)
+    code, text = run_cli_text(monkeypatch, capsys, "federated", "simulate", *flags)
     assert code == 2
     assert words in text
     assert "Traceback" not in text
@@ -36,6 +26,6 @@ def test_bad_flags_give_one_line_and_exit_2(monkeypatch, capsys, home, flags, wo
 
 
 def test_simulate_on_an_empty_lake_says_what_to_do(monkeypatch, capsys, home) -> None:
-    code, text = _run(monkeypatch, capsys, "federated", "deploy", "--clients", "2")
+    code, text = run_cli_text(monkeypatch, capsys, "federated", "deploy", "--clients", "2")
     assert code == 2
     assert "holds no interactions" in text and "recops ingest" in text

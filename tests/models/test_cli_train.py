@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pandas as pd
 import pytest
@@ -12,21 +11,8 @@ from recops import schema
 from recops.audit import AuditLog
 from recops.config import load_settings
 from recops.lake import Lake
+from tests.conftest import run_cli
 from tests.models.conftest import cyclic_interactions
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from recops.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["recops", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,24 +9,11 @@ import pytest
 from recops import schema
 from recops.data.tables import Tables, stage
 from recops.lake import Lake
+from tests.conftest import run_cli
 from tests.validation.frames import SOURCE, make_interactions, make_items, make_users
 
 pytestmark = pytest.mark.integration
 
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-            *args: str) -> tuple[int, str, str]:
-    from recops.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["recops", *args])
-    monkeypatch.setenv("COLUMNS", "250")  # rich wraps at the terminal width
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_validate_file_then_land(monkeypatch, capsys, lake: Lake, tmp_path: Path) -> None:
