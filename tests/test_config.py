@@ -72,6 +72,8 @@ BAD_YAML = {
     "literal": ({"train": {"mode": "distributed"}}, "train.mode"),
     "cross-field": ({"model": {"d_model": 30, "n_heads": 4}}, "model.n_heads"),
     "postgres without dsn": ({"stores": {"registry": "postgres"}}, "stores.postgres_dsn"),
+    "offline store": ({"stores": {"offline": "parquet"}}, "stores.offline"),
+    "federated engine": ({"federated": {"engine": "cloud"}}, "federated.engine"),
 }
 
 
@@ -89,6 +91,7 @@ def test_bad_yaml_values_name_the_setting_and_file(tmp_path: Path, case: str) ->
     ("RECOPS_PRIVACY__TARGET_EPSILON", "-1", "privacy.target_epsilon"),
     ("RECOPS_DATA__DOWNLOAD", "perhaps", "data.download"),
     ("RECOPS_SERVING__PORT", "70000", "serving.port"),
+    ("RECOPS_STORES__OFFLINE", "bigquery", "stores.offline"),
 ])
 def test_bad_env_values_name_the_setting_and_variable(monkeypatch, var, value, setting) -> None:
     monkeypatch.setenv(var, value)

@@ -1,4 +1,5 @@
-"""Feast for real, the same tests over the SQLite and the Redis online store."""
+"""Feast for real, the same tests over the SQLite and the Redis online store, and over the
+DuckDB and the file offline store."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def _labels(events: pd.DataFrame) -> pd.DataFrame:
     labels.loc[::4, "event_timestamp"] += pd.Timedelta(minutes=30)
     labels["split"] = "test"
     return labels
+
+
+def test_feast_runs_the_stores_the_settings_name(applied):
+    config = applied.store.config
+    stores = applied.settings.stores
+    assert (config.online_store.type, config.offline_store.type) == (stores.online, stores.offline)
 
 
 def test_historical_rows_are_point_in_time_correct(applied):
