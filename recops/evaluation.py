@@ -36,7 +36,6 @@ def _mask(scores: torch.Tensor, seen: list[np.ndarray], targets: torch.Tensor) -
     scores[:, 0] = NEG_INF
 
 
-@torch.no_grad()
 def rank_targets(model: Recommender, data: SequenceData, split: Literal["valid", "test"] = "valid",
                  k: int = 10, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Each evaluated user's target rank (1-based) and top-k item indices, seen items masked."""
@@ -51,6 +50,18 @@ def rank_targets(model: Recommender, data: SequenceData, split: Literal["valid",
     if model.n_items != data.n_items:
         raise DataError(f"model scores {model.n_items} items but the data has {data.n_items}; "
                         "evaluate a model on data with the same item index")
+    return rank_sequences(model, inputs, targets, seen, k, batch_size)
+
+
+@torch.no_grad()
+def rank_sequences(model: Recommender, inputs: list[np.ndarray], targets: np.ndarray,
+                   seen: list[np.ndarray], k: int = 10, batch_size: int = 256
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Rank of each target (1-based) after its input sequence, and the top-k item indices.
+
+    Inputs, targets and seen items are in the model's item index; the seen items of a row are
+    masked (its own target excepted), and so is the padding index 0.
+    """
     was_training = model.training
     model.eval()
     ranks, tops = [], []

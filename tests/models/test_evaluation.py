@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recops.errors import DataError
-from recops.evaluation import evaluate_model, rank_targets
+from recops.evaluation import evaluate_model, rank_sequences, rank_targets
 from recops.models import Pop
 from recops.sequences import SequenceData
 
@@ -46,6 +46,18 @@ def test_seen_items_are_masked_before_ranking(data: SequenceData) -> None:
     vranks, _ = rank_targets(model, data, "valid", k=3)
     # user 1, valid item 4: 1-3 masked -> rank 1; user 2, valid item 1: 2 masked -> rank 1.
     assert vranks.tolist() == [1, 1]
+
+
+def test_any_sequence_can_be_ranked_with_its_own_seen_items() -> None:
+    model = _pop([0, 80, 70, 60, 50, 40, 30, 20, 10])
+    inputs = [np.array([1, 2]), np.array([], dtype=np.int64), np.array([3])]
+    targets = np.array([3, 1, 3])
+    seen = [np.array([1, 2]), np.array([], dtype=np.int64), np.array([3, 1])]
+    ranks, top = rank_sequences(model, inputs, targets, seen, k=2)
+    # row 0: 1, 2 masked -> 3 first; row 1: nothing seen -> 1 first; row 2: the target 3 was
+    # seen but stays rankable (a re-consumed item), 1 is masked -> 2 ahead of it.
+    assert ranks.tolist() == [1, 1, 2]
+    assert top.tolist() == [[3, 4], [1, 2], [2, 3]]
 
 
 def test_metrics_overall_and_per_segment(data: SequenceData) -> None:
