@@ -93,6 +93,7 @@ def score_events(ckpt: dict[str, Any], data: Any, targets: tuple[list, Any, list
     import numpy as np
 
     from recops.evaluation import rank_sequences
+    from recops.metrics import ndcg_gains
     from recops.pipeline import model_on_data
 
     model, d = model_on_data(ckpt, data)
@@ -100,18 +101,17 @@ def score_events(ckpt: dict[str, Any], data: Any, targets: tuple[list, Any, list
     inputs, target_ids, earlier = targets
     ranks, _ = rank_sequences(model, [idx(x) for x in inputs], idx(target_ids),
                               [idx(x) for x in earlier], k=10)
-    ranks = np.asarray(ranks, dtype=np.float64)
-    return np.where(ranks <= 10, 1.0 / np.log2(ranks + 1.0), 0.0), (ranks <= 10).astype(float)
+    return ndcg_gains(ranks, 10), (np.asarray(ranks) <= 10).astype(float)
 
 
 def paired(a: Any, b: Any) -> str:
-    """Mean of a - b over the same events, ± 1.96 standard errors."""
-    import numpy as np
+    """Mean of a - b over the same events, ± its 95% interval."""
+    from recops.metrics import paired_difference
 
-    d = np.asarray(a) - np.asarray(b)
-    if len(d) < 2:
+    if len(a) < 2:
         return "-"
-    return f"{d.mean():+.4f} ± {1.96 * d.std(ddof=1) / np.sqrt(len(d)):.4f}"
+    mean, half = paired_difference(a, b)
+    return f"{mean:+.4f} ± {half:.4f}"
 
 
 def main() -> None:

@@ -34,13 +34,25 @@ def hit_rate(ranks: np.ndarray, k: int) -> float:
     return float((ranks <= k).mean()) if ranks.size else 0.0
 
 
-def ndcg(ranks: np.ndarray, k: int) -> float:
-    """NDCG@k with one relevant item per user: 1/log2(rank+1) when rank <= k, else 0."""
+def ndcg_gains(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Each user's NDCG@k with one relevant item: 1/log2(rank+1) when rank <= k, else 0."""
     ranks = np.asarray(ranks, dtype=np.float64)
-    if not ranks.size:
-        return 0.0
-    gains = np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
-    return float(gains.mean())
+    return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
+def ndcg(ranks: np.ndarray, k: int) -> float:
+    """NDCG@k over users (the mean of :func:`ndcg_gains`)."""
+    gains = ndcg_gains(ranks, k)
+    return float(gains.mean()) if gains.size else 0.0
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean of ``a - b`` over the same users or events, and the half-width of its 95% interval
+    (1.96 standard errors): how far apart two models are, measured on the same targets."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if d.size < 2:
+        raise ValueError(f"a paired difference needs at least 2 pairs, got {d.size}")
+    return float(d.mean()), float(1.96 * d.std(ddof=1) / np.sqrt(d.size))
 
 
 def mrr(ranks: np.ndarray) -> float:

@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from recops.metrics import coverage, hit_rate, mrr, ndcg, ranks_from_scores, summarize, topk_items
+from recops.metrics import (
+    coverage,
+    hit_rate,
+    mrr,
+    ndcg,
+    ndcg_gains,
+    paired_difference,
+    ranks_from_scores,
+    summarize,
+    topk_items,
+)
 
 
 def test_ranks_count_better_items_and_break_ties_by_index() -> None:
@@ -38,3 +48,15 @@ def test_bad_shapes_and_empty_inputs() -> None:
     with pytest.raises(ValueError, match="targets"):
         ranks_from_scores(torch.zeros(2, 5), torch.tensor([1]))
     assert hit_rate(np.array([]), 10) == 0.0 and ndcg(np.array([]), 10) == 0.0
+
+
+def test_per_user_gains_and_their_paired_difference() -> None:
+    ranks = np.array([1, 3, 11, 2])
+    gains = ndcg_gains(ranks, 10)
+    assert gains.tolist() == pytest.approx([1.0, 0.5, 0.0, 1 / math.log2(3)])
+    assert gains.mean() == pytest.approx(ndcg(ranks, 10))
+    mean, half = paired_difference(np.array([1.0, 0.5, 0.0, 0.2]), np.array([0.0, 0.5, 0.0, 0.2]))
+    assert mean == pytest.approx(0.25)
+    assert half == pytest.approx(1.96 * np.std([1.0, 0, 0, 0], ddof=1) / 2)
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        paired_difference(np.array([1.0]), np.array([0.0]))
