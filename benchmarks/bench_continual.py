@@ -92,11 +92,9 @@ def score_events(ckpt: dict[str, Any], data: Any, targets: tuple[list, Any, list
     """Per-event NDCG@10 and hit@10 of the checkpoint's model on ``period_targets`` rows."""
     import numpy as np
 
-    from recops.evaluation import rank_sequences
+    from recops.evaluation import model_for_data, rank_sequences
     from recops.metrics import ndcg_gains
-    from recops.pipeline import model_on_data
-
-    model, d = model_on_data(ckpt, data)
+    model, d = model_for_data(ckpt, data)
     idx = d.index.to_index
     inputs, target_ids, earlier = targets
     ranks, _ = rank_sequences(model, [idx(x) for x in inputs], idx(target_ids),

@@ -246,6 +246,7 @@ def train(settings: Settings, run_id: str, dataset_version: str, *,
 def evaluate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
     """Challenger and champion on the newest period's test labels (same users, same items)."""
     from recops import pipeline, registry
+    from recops.evaluation import model_for_data
     from recops.models import read_checkpoint
 
     rdir = Path(run_dir)
@@ -256,10 +257,10 @@ def evaluate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
     info = pipeline._read_json(rdir / "train.json")
     eval_users = json.loads((rdir / "eval_users.json").read_text())
     data = pipeline.run_data(settings, rdir).subset(eval_users)
-    model, mdata = pipeline.model_on_data(read_checkpoint(rdir / "checkpoint.pt"), data)
+    model, mdata = model_for_data(read_checkpoint(rdir / "checkpoint.pt"), data)
     ours = pipeline.metrics_of(model, mdata)
     champion = registry.load(settings, info["warm_start_from"])
-    cmodel, cdata = pipeline.model_on_data(champion.checkpoint, data)
+    cmodel, cdata = model_for_data(champion.checkpoint, data)
     theirs = pipeline.metrics_of(cmodel, cdata)
     pipeline._write_json(rdir / "champion_metrics.json", {**theirs, "tag": champion.tag,
                                                           "split": "test", "period": "newest"})

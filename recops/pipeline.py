@@ -282,13 +282,6 @@ def fit(settings: Settings, labelled: Any, items: Any, interactions: Any | None 
             "n_users": int(data.n_users), "n_items": int(data.n_items)}
 
 
-def model_on_data(ckpt: dict[str, Any], data: Any) -> tuple[Any, Any]:
-    """The checkpoint's model and ``data`` in the model's item index (see ``model_for_data``)."""
-    from recops.evaluation import model_for_data
-
-    return model_for_data(ckpt, data)
-
-
 def run_data(settings: Settings, rdir: Path, labels_file: str = "labels.parquet") -> Any:
     """The SequenceData of a run, rebuilt from its labelled frame and the lake it trained on."""
     import pandas as pd
@@ -315,6 +308,7 @@ def metrics_of(model: Any, data: Any) -> dict[str, Any]:
 
 def evaluate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
     """Full-ranking metrics on the test split, overall and per segment -> ``metrics.json``."""
+    from recops.evaluation import model_for_data
     from recops.models import read_checkpoint
 
     rdir = Path(run_dir)
@@ -322,7 +316,7 @@ def evaluate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
     mpath = rdir / "metrics.json"
     if _done(mpath, {"checkpoint_sha256": ckpt_hash}):
         return {"metrics": _read_json(mpath)["overall"], "path": str(mpath)}
-    model, data = model_on_data(read_checkpoint(rdir / "checkpoint.pt"), run_data(settings, rdir))
+    model, data = model_for_data(read_checkpoint(rdir / "checkpoint.pt"), run_data(settings, rdir))
     out = {"split": "test", "k": 10, **metrics_of(model, data), "checkpoint_sha256": ckpt_hash}
     _write_json(mpath, out)
     _audit(settings, "evaluate", run_id, inputs={"checkpoint_sha256": ckpt_hash},
