@@ -167,16 +167,15 @@ def main() -> None:
         seen = upto(ev, end)
         targets = period_targets(ev, start, end, settings.model.max_len)
         row = [f"{start.date()}..{end.date()}", f"{len(targets[1]):,}"]
+        all_data = data_of(seen, items, settings.model.max_len)
         if len(targets[1]):
-            data = data_of(seen, items, settings.model.max_len)
             for k in ("static", "full", "warm"):
-                gains, hits = score_events(models[k], data, targets)
+                gains, hits = score_events(models[k], all_data, targets)
                 per_event[k].append(gains)
                 row.append(f"{gains.mean():.4f} ({hits.mean():.3f})")
         else:
             row += ["-", "-", "-"]
         # Update with the period just scored (what a retrain cycle at `end` does).
-        all_data = data_of(seen, items, settings.model.max_len)
         models["full"], cost_full = fit(settings, all_data)
         in_period = seen[seen[schema.EVENT_TIMESTAMP] >= start][schema.USER_ID].unique()
         active = set(int(u) for u in in_period)
