@@ -229,14 +229,8 @@ def main() -> None:
             retrieve(offline_settings, labels_of(n), "duckdb offline")
         if args.file_labels and not args.skip_historical:
             # The same sources through Feast's file (dask) offline store, for the ratio.
-            fs = _settings(Path(tmp) / "file", "sqlite", "file")
-            src = fs.paths.features / "sources"
-            src.mkdir(parents=True)
-            for p in (offline_settings.paths.features / "sources").iterdir():
-                (src / p.name).write_bytes(p.read_bytes())
-            manifest_path = src / "manifest.json"
-            manifest_path.write_text(manifest_path.read_text().replace(
-                str(offline_settings.paths.features), str(fs.paths.features)))
+            # Same home, so the same source files; a project of its own in the same registry.
+            fs = _settings(offline_settings.paths.home, "sqlite", "file")
             feast_store.apply(fs)
             _, t_mat_file = _time(feast_store.materialize, fs)
             rows.append(("file offline", "materialise, first (4 views, SQLite)",
