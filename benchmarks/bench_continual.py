@@ -58,7 +58,7 @@ def upto(ev: Any, t: Any) -> Any:
 
 
 def data_of(ev: Any, items: Any, max_len: int) -> Any:
-    from recops.sequences import SequenceData
+    from recops.training.sequences import SequenceData
 
     return SequenceData.from_interactions(ev, items, max_len)
 
@@ -92,8 +92,8 @@ def score_events(ckpt: dict[str, Any], data: Any, targets: tuple[list, Any, list
     """Per-event NDCG@10 and hit@10 of the checkpoint's model on ``period_targets`` rows."""
     import numpy as np
 
-    from recops.evaluation import model_for_data, rank_sequences
-    from recops.metrics import ndcg_gains
+    from recops.training.evaluation import model_for_data, rank_sequences
+    from recops.training.metrics import ndcg_gains
     model, d = model_for_data(ckpt, data)
     idx = d.index.to_index
     inputs, target_ids, earlier = targets
@@ -104,7 +104,7 @@ def score_events(ckpt: dict[str, Any], data: Any, targets: tuple[list, Any, list
 
 def paired(a: Any, b: Any) -> str:
     """Mean of a - b over the same events, ± its 95% interval."""
-    from recops.metrics import paired_difference
+    from recops.training.metrics import paired_difference
 
     if len(a) < 2:
         return "-"
@@ -128,7 +128,7 @@ def main() -> None:
     from recops import schema
     from recops.config import load_settings
     from recops.data.movielens import read_movielens
-    from recops.training import train_model
+    from recops.training.trainer import train_model
 
     if not (ML_SMALL / "ratings.csv").exists():
         raise SystemExit(f"{ML_SMALL} not found")

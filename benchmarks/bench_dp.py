@@ -6,9 +6,9 @@ clipping, and ε against NDCG@10 on ml-latest-small.
 
 Throughput rows each run in a fresh subprocess (so ru_maxrss is that mode's peak alone) on
 synthetic full-length sequences shaped like the dataset (n_items, max_len), one sample = one
-user. The ε-vs-NDCG rows train with ``recops.training.train_model`` (DP through
-``recops.privacy.make_private``) and report full-ranking test NDCG@10 under the leave-last-out
-protocol (docs: recops/evaluation.py).
+user. The ε-vs-NDCG rows train with ``recops.training.trainer.train_model`` (DP through
+``recops.training.privacy.make_private``) and report full-ranking test NDCG@10 under the
+leave-last-out protocol (docs: recops/training/evaluation.py).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
 
     from recops.config import load_settings
-    from recops.models.base import sequence_ce
-    from recops.models.sasrec import SASRec
-    from recops.privacy import make_private
+    from recops.training.models.base import sequence_ce
+    from recops.training.models.sasrec import SASRec
+    from recops.training.privacy import make_private
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -117,10 +117,10 @@ def throughput(args: argparse.Namespace) -> list[dict]:
 def epsilon_vs_ndcg(args: argparse.Namespace) -> list[dict]:
     from recops.config import load_settings
     from recops.data.loaders import load_dataset
-    from recops.evaluation import evaluate_model
-    from recops.privacy import PrivacyLedger
-    from recops.sequences import SequenceData
-    from recops.training import train_model
+    from recops.training.evaluation import evaluate_model
+    from recops.training.privacy import PrivacyLedger
+    from recops.training.sequences import SequenceData
+    from recops.training.trainer import train_model
 
     rows = []
     with tempfile.TemporaryDirectory() as home:

@@ -61,7 +61,7 @@ def _time(fn, *args, **kw):
 
 
 def online_latency(store, users: np.ndarray, reps: int, rng) -> dict[str, tuple[float, float]]:
-    from recops.feast_store import USER_FEATURE_REFS
+    from recops.features.feast_store import USER_FEATURE_REFS
 
     out = {}
     for batch in (1, 100):
@@ -108,7 +108,7 @@ def raw_redis_latency(project: str, users: np.ndarray, reps: int, rng) -> dict:
 
 
 def push_to_visible(store, users: np.ndarray, reps: int, rng) -> tuple[tuple[float, float], float]:
-    from recops.feast_store import online_features, push_event
+    from recops.features.feast_store import online_features, push_event
 
     times, reads = [], []
     base = pd.Timestamp.now(tz="UTC")
@@ -158,9 +158,9 @@ def main() -> None:
 
     import feast.infra.offline_stores.duckdb  # noqa: F401  (import once, outside the timings)
 
-    from recops import feast_store
     from recops.data.synthetic import generate
-    from recops.featurize import build_sources
+    from recops.features import feast_store
+    from recops.features.featurize import build_sources
     from recops.lake import Lake
 
     n_inter, n_users, n_items = (100_000, 1_000, 2_000) if args.quick else (1_000_000, 10_000,

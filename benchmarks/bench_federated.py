@@ -92,8 +92,8 @@ def settings_for(home: Path, dataset: str, base: dict, **extra: Any) -> Any:
 
 def per_user_ndcg(model: Any, data: Any, k: int = 10) -> Any:
     """Each test user's NDCG@k."""
-    from recops.evaluation import rank_targets
-    from recops.metrics import ndcg_gains
+    from recops.training.evaluation import rank_targets
+    from recops.training.metrics import ndcg_gains
 
     return ndcg_gains(rank_targets(model, data, "test", k)[0], k)
 
@@ -104,14 +104,14 @@ def paired_gap(row: Any, base: Any) -> str:
     With 610 test users the per-user NDCG is mostly 0, so one model's mean has a standard
     error of about 0.006: a gap inside the interval is not evidence of a difference.
     """
-    from recops.metrics import paired_difference
+    from recops.training.metrics import paired_difference
 
     mean, half = paired_difference(row, base)
     return f"{mean:+.4f} ± {half:.4f}"
 
 
 def quality_row(name: str, settings: Any, data: Any, run_dir: Path) -> dict[str, Any]:
-    from recops.evaluation import evaluate_model
+    from recops.training.evaluation import evaluate_model
 
     t0 = time.perf_counter()
     if settings.train.mode == "federated":
@@ -119,7 +119,7 @@ def quality_row(name: str, settings: Any, data: Any, run_dir: Path) -> dict[str,
 
         res = train_federated(settings, data, run_dir=run_dir)
     else:
-        from recops.training import train_model
+        from recops.training.trainer import train_model
 
         res = train_model(settings, data, progress=False, run_dir=run_dir)
     wall = time.perf_counter() - t0
@@ -151,7 +151,7 @@ def main() -> None:
     args = ap.parse_args()
     import json
 
-    from recops.sequences import SequenceData
+    from recops.training.sequences import SequenceData
 
     epochs = args.epochs or (3 if args.quick else 15)
     default_clients = "10,20" if args.quick else "10,50,100"

@@ -67,8 +67,8 @@ def load(name: str, quick: bool) -> tuple[Any, str]:
 def run_row(name: str, overrides: dict[str, Any], data: Any, dataset: str, home: Path,
             extra: dict[str, Any], threads: int) -> dict[str, Any]:
     from recops.config import load_settings
-    from recops.evaluation import evaluate_model
-    from recops.training import train_model
+    from recops.training.evaluation import evaluate_model
+    from recops.training.trainer import train_model
 
     o = {**overrides}
     if o.get("privacy.enabled"):
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from recops.sequences import SequenceData
+    from recops.training.sequences import SequenceData
 
     extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     if args.quick:

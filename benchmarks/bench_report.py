@@ -38,12 +38,12 @@ def build_records(settings: Any, rounds_n: int, ledger_n: int, segments: int,
                   audit_n: int) -> str:
     """A registered federated DP model with ``rounds_n`` rounds and ``ledger_n`` ledger spends."""
     from federated.accounting import client_level_spend
-    from recops import registry
-    from recops.audit import AuditLog
-    from recops.gate import decide
+    from recops.compliance.audit import AuditLog
     from recops.lake import Lake
-    from recops.models import create_model, make_checkpoint
-    from recops.privacy import PrivacyLedger, epsilon_for
+    from recops.release import registry
+    from recops.release.gate import decide
+    from recops.training.models import create_model, make_checkpoint
+    from recops.training.privacy import PrivacyLedger, epsilon_for
 
     rng = np.random.default_rng(0)
     n_users, n_items, n_events = 200, 100, 5_000
@@ -129,9 +129,9 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from recops.audit import AuditLog, verify
+    from recops.compliance.audit import AuditLog, verify
+    from recops.compliance.report import build_report, gather, render_html, screenshot
     from recops.config import load_settings
-    from recops.report import build_report, gather, render_html, screenshot
 
     repeats = 2 if args.quick else args.repeats
     table = Table(title=f"compliance report build (median / max of {repeats})")

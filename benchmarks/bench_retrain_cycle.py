@@ -40,10 +40,11 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from recops import airflow_runner, pipeline, schema
+    from recops import schema
     from recops.config import load_settings
     from recops.data.tables import Tables, stage
     from recops.feedback import FeedbackLog
+    from recops.orchestration import airflow_runner, pipeline
 
     for key in [k for k in os.environ if k.startswith("RECOPS_")]:
         del os.environ[key]

@@ -152,15 +152,16 @@ class Server:
 # --- world ------------------------------------------------------------------------------------
 
 def build_world(home: Path, quick: bool) -> dict[str, Any]:
-    from recops import registry, schema
+    from recops import schema
     from recops.config import load_settings
     from recops.data.synthetic import generate
-    from recops.evaluation import evaluate_model
-    from recops.featurize import build_sources
+    from recops.features.featurize import build_sources
     from recops.lake import Lake
-    from recops.sequences import SequenceData
-    from recops.splits import labelled_frame
-    from recops.training import train_model
+    from recops.release import registry
+    from recops.training.evaluation import evaluate_model
+    from recops.training.sequences import SequenceData
+    from recops.training.splits import labelled_frame
+    from recops.training.trainer import train_model
 
     sizes = (300, 1000, 30_000) if quick else (1000, 2000, 100_000)
     settings = load_settings(overrides={"home": home, "train.epochs": 2 if quick else 5,
@@ -193,8 +194,8 @@ def quantization(world: dict[str, Any], reps: int) -> list[list[Any]]:
     """Forward+top-k latency and test NDCG@10 of the float and the int8 model."""
     import torch
 
-    from recops.evaluation import evaluate_model
-    from recops.models import load_checkpoint
+    from recops.training.evaluation import evaluate_model
+    from recops.training.models import load_checkpoint
     from serving.engine import quantize_dynamic
 
     torch.set_num_threads(1)
@@ -218,7 +219,7 @@ def floor(settings: Any, users: list[int], reps: int) -> dict[str, float]:
     """The service's own work in-process: Feast online read, model forward, top-k, reasons."""
     import torch
 
-    from recops import registry
+    from recops.release import registry
     from serving.engine import Engine
     from serving.online import OnlineFeatures
 
@@ -265,8 +266,8 @@ def feedback_to_visible(url: str, items: list[int], trials: int) -> list[float]:
 
 def bench_store(world: dict[str, Any], store: str, args: argparse.Namespace,
                 logdir: Path) -> dict[str, Any]:
-    from recops import feast_store
     from recops.config import load_settings
+    from recops.features import feast_store
     from recops.feedback import FeedbackLog
 
     ov = {"home": world["settings"].home, "stores.online": store,

@@ -30,9 +30,9 @@ FEEDBACK = Asset(name="recops_feedback", uri="recops://feedback/events", group="
 def recops_feedback_watch() -> None:
     @task(outlets=[FEEDBACK])
     def check_feedback() -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("check_feedback", module="recops.continual", param_args=("min_events",))
+        return run_stage("check_feedback", module="continual", param_args=("min_events",))
 
     check_feedback()
 

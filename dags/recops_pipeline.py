@@ -6,10 +6,10 @@ features (Feast apply + materialise) → train (centralised PyTorch or Flower fe
 Opacus DP) → evaluate (full ranking, per segment) → gate (challenger vs champion, privacy
 budget) → register (BentoML model store; promoted when the gate passes) → report.
 
-Each task calls one function of `recops.pipeline` and passes ids and paths only. Settings come
-from `RECOPS_CONFIG` / `RECOPS_HOME` in the worker's environment; the Params below override them
-for one run (leave a Param empty for "as configured"). User mistakes (bad data, bad settings)
-fail the task at once; other failures are retried.
+Each task calls one function of `recops.orchestration.pipeline` and passes ids and paths only.
+Settings come from `RECOPS_CONFIG` / `RECOPS_HOME` in the worker's environment; the Params below
+override them for one run (leave a Param empty for "as configured"). User mistakes (bad data, bad
+settings) fail the task at once; other failures are retried.
 """
 
 from __future__ import annotations
@@ -58,49 +58,49 @@ DATASETS = ["ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "synthetic"]
 def recops_pipeline() -> None:
     @task
     def ingest() -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
         return run_stage("ingest")
 
     @task
     def validate(staged: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
         return run_stage("validate", staged["staged_id"])
 
     @task
     def features(accepted: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
         return run_stage("features", accepted["dataset_version"])
 
     @task(execution_timeout=timedelta(hours=6))
     def train(accepted: dict, _features: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
         return run_stage("train", accepted["dataset_version"])
 
     @task
     def evaluate(trained: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
         return run_stage("evaluate", trained["run_dir"])
 
     @task
     def gate(trained: dict, _evaluated: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
         return run_stage("gate", trained["run_dir"])
 
     @task
     def register(trained: dict, _gated: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
         return run_stage("register", trained["run_dir"])
 
     @task
     def report(trained: dict, _registered: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
         return run_stage("report", trained["run_dir"])
 

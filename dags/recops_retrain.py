@@ -47,57 +47,57 @@ CYCLE = ("replay_fraction", "finetune_epochs")
 def recops_retrain() -> None:
     @task
     def collect() -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("collect", module="recops.continual", param_args=CYCLE)
+        return run_stage("collect", module="continual", param_args=CYCLE)
 
     @task
     def validate(col: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("validate", col["batch"], module="recops.continual",
+        return run_stage("validate", col["batch"], module="continual",
                          param_args=CYCLE)
 
     @task
     def features(accepted: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("features", accepted["dataset_version"], module="recops.continual",
+        return run_stage("features", accepted["dataset_version"], module="continual",
                          param_args=CYCLE)
 
     @task(execution_timeout=timedelta(hours=6))
     def train(accepted: dict, _features: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("train", accepted["dataset_version"], module="recops.continual",
+        return run_stage("train", accepted["dataset_version"], module="continual",
                          param_args=CYCLE)
 
     @task
     def evaluate(trained: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("evaluate", trained["run_dir"], module="recops.continual",
+        return run_stage("evaluate", trained["run_dir"], module="continual",
                          param_args=CYCLE)
 
     @task
     def gate(trained: dict, _evaluated: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("gate", trained["run_dir"], module="recops.continual",
+        return run_stage("gate", trained["run_dir"], module="continual",
                          param_args=CYCLE)
 
     @task
     def register(trained: dict, _gated: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("register", trained["run_dir"], module="recops.continual",
+        return run_stage("register", trained["run_dir"], module="continual",
                          param_args=CYCLE)
 
     @task
     def report(trained: dict, _registered: dict) -> dict:
-        from recops.airflow_runner import run_stage
+        from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("report", trained["run_dir"], module="recops.continual",
+        return run_stage("report", trained["run_dir"], module="continual",
                          param_args=CYCLE)
 
     accepted = validate(collect())

@@ -3,7 +3,7 @@
 from feast import FeatureService
 from views import item_content, item_stats, user_recent, user_stats
 
-from recops import featurize as f
+from recops.features import featurize as f
 
 recommender_v1 = FeatureService(
     name=f.RECOMMENDER_SERVICE,

@@ -1,10 +1,10 @@
-"""Data sources: Parquet files written by recops.featurize.build_sources, and the push source."""
+"""Data sources: Parquet files written by features.featurize.build_sources, and the push source."""
 
 from _env import SOURCES
 from feast import FileSource, PushSource
 
-from recops import featurize as f
 from recops import schema
+from recops.features import featurize as f
 
 # One file holds the per-(user, event time) rows of both user views, so a single push of one
 # row updates the recent sequence and the statistics together.

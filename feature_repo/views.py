@@ -8,8 +8,8 @@ from feast import FeatureView, Field
 from feast.types import Array, Float32, Int64, String
 from sources import item_content_source, item_stats_source, user_events_push
 
-from recops import featurize as f
 from recops import schema
+from recops.features import featurize as f
 
 # ttl 0 = a value stays valid until the next one: a sequence does not expire with time, and
 # MovieLens is years old (a finite ttl would make historical retrieval return nothing).

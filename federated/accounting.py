@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from recops.errors import ConfigError
-from recops.privacy import PrivacySpend, epsilon_for
+from recops.training.privacy import PrivacySpend, epsilon_for
 
 
 def client_level_delta(num_clients: int, delta: float | None = None) -> float:

@@ -51,7 +51,7 @@ def _model(settings: Any, run_dir: Path, n_items: int) -> Any:
     import numpy as np
     import torch
 
-    from recops.training import build_model
+    from recops.training.trainer import build_model
 
     init = torch.load(run_dir / FED_DIR / INITIAL_STATE, weights_only=True)
     text = None
@@ -67,7 +67,7 @@ def train(msg: Message, context: Context) -> Message:
     """Local epochs from the global weights; reply with the new weights and what DP spent."""
     import torch
 
-    from recops.training import fit_epochs, make_train_loader
+    from recops.training.trainer import fit_epochs, make_train_loader
 
     run_dir, settings = settings_for_run(context.run_config)
     pid, n_parts = _partition(context)
@@ -92,7 +92,7 @@ def train(msg: Message, context: Context) -> Message:
     metrics: dict[str, Any] = {NUM_EXAMPLES: int(data.n_users), DP_WEIGHT: 1.0,
                                "partition-id": pid, "batch-size": settings.train.batch_size}
     if settings.privacy.enabled:
-        from recops.privacy import make_private
+        from recops.training.privacy import make_private
 
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.train.lr,
                                      weight_decay=settings.train.weight_decay)
@@ -124,7 +124,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """NDCG@10 etc. of the global weights on this client's own validation users."""
     import torch
 
-    from recops.evaluation import evaluate_model
+    from recops.training.evaluation import evaluate_model
 
     run_dir, settings = settings_for_run(context.run_config)
     pid, n_parts = _partition(context)

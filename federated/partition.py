@@ -12,7 +12,7 @@ import numpy as np
 
 from recops.errors import ConfigError, DataError
 from recops.schema import GENRE_SEPARATOR, GENRES
-from recops.sequences import SequenceData
+from recops.training.sequences import SequenceData
 
 Scheme = Literal["iid", "dirichlet"]
 PARTITION_DIR = "partitions"

@@ -26,7 +26,7 @@ from federated.partition import partition_users, taste_clusters, write_partition
 from federated.strategies import build_strategy, plan_rounds
 from recops.config import Settings
 from recops.errors import ConfigError, TrainingError
-from recops.sequences import SequenceData
+from recops.training.sequences import SequenceData
 
 Engine = Literal["simulation", "deployment"]
 ENGINES = ("simulation", "deployment")
@@ -44,7 +44,7 @@ def check_settings(settings: Settings, num_clients: int | None = None) -> None:
 
 def projected_spends(settings: Settings) -> dict[str, float]:
     """ε each enabled DP mechanism will have spent after all rounds (for the budget check)."""
-    from recops.privacy import epsilon_for
+    from recops.training.privacy import epsilon_for
 
     fed, out = settings.federated, {}
     if fed.client_dp != "off":
@@ -68,7 +68,7 @@ def prepare_run(settings: Settings, data: SequenceData, run_dir: Path,
     """
     import torch
 
-    from recops.training import _items_text, _warm_start, build_model, seed_everything
+    from recops.training.trainer import _items_text, _warm_start, build_model, seed_everything
 
     run_dir = Path(run_dir)
     fed_dir = run_dir / FED_DIR
@@ -114,7 +114,7 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
                     on_round: RoundCallback | None = None, run_id: str | None = None,
                     timeout: float = 3600.0, round_timeout: float = 600.0,
                     local_batch_size: int = 0, ledger: Any | None = None) -> Any:
-    """Train the recommender with Flower; same result type as ``recops.training.train_model``.
+    """Train the recommender with Flower; same result type as ``trainer.train_model``.
 
     ``engine`` (default ``settings.federated.engine``) "simulation" runs ``num_clients`` virtual
     clients on one machine; "deployment" starts a SuperLink and ``num_clients`` SuperNodes as
@@ -123,10 +123,10 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
     appends each DP spend to the privacy ledger. ``local_batch_size`` 0 = steps-matched
     (``federated.common.local_batch_size``).
     """
-    from recops.evaluation import evaluate_model
-    from recops.models import make_checkpoint, save_checkpoint
-    from recops.privacy import PrivacyLedger, default_population
-    from recops.training import TrainResult
+    from recops.training.evaluation import evaluate_model
+    from recops.training.models import make_checkpoint, save_checkpoint
+    from recops.training.privacy import PrivacyLedger, default_population
+    from recops.training.trainer import TrainResult
 
     engine = engine or settings.federated.engine
     if engine not in ENGINES:

@@ -83,7 +83,7 @@ class RoundRecorder:
         return MetricRecord(out)
 
     def epsilon_so_far(self, rounds_done: int) -> dict:
-        from recops.privacy import epsilon_for
+        from recops.training.privacy import epsilon_for
 
         eps: dict[str, float | None] = {"client_level": None, "sample_level": None}
         if self.client_delta is not None and rounds_done:
@@ -133,8 +133,8 @@ def main(grid: Grid, context: Context) -> None:
     """Start the strategy from the runner's initial weights; save the final weights and rounds."""
     import torch
 
-    from recops.evaluation import evaluate_model
-    from recops.training import build_model
+    from recops.training.evaluation import evaluate_model
+    from recops.training.trainer import build_model
 
     run_dir, settings = settings_for_run(context.run_config)
     fed_dir = run_dir / FED_DIR

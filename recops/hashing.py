@@ -1,4 +1,4 @@
-"""Content hashes: data versions and audit records are named by what they contain."""
+"""Content hashes and the code version: what names a data version, an audit record, a model."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from recops.config import CHECKOUT
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -30,3 +32,18 @@ def sha256_frame(df: pd.DataFrame) -> str:
     h.update(json.dumps([(c, str(t)) for c, t in df.dtypes.items()]).encode())
     h.update(pd.util.hash_pandas_object(df, index=False).values.tobytes())
     return h.hexdigest()
+
+
+def code_version() -> str:
+    """The checkout's git commit (``+dirty`` with uncommitted changes), else 'unknown'."""
+    import subprocess
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=CHECKOUT, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=CHECKOUT, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha + ("+dirty" if dirty else "")) if sha else "unknown"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from recops import schema
-from recops.registry import RegisteredModel
+from recops.release.registry import RegisteredModel
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Engine:
 
     def __init__(self, registered: RegisteredModel, *, quantize: bool = False,
                  threads: int | None = None) -> None:
-        from recops.models import load_checkpoint
+        from recops.training.models import load_checkpoint
 
         if threads:
             torch.set_num_threads(threads)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from recops import featurize as f
 from recops import schema
+from recops.features import featurize as f
 
 if TYPE_CHECKING:
     from recops.config import Settings
@@ -19,7 +19,7 @@ class OnlineFeatures:
     read-append-write of the sequence never loses an event to a concurrent one."""
 
     def __init__(self, settings: Settings) -> None:
-        from recops import feast_store
+        from recops.features import feast_store
 
         self._fs = feast_store
         self.store = feast_store.get_store(settings)

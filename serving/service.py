@@ -94,7 +94,7 @@ class Recommender:
 
     # --- model lifecycle ------------------------------------------------------------------------
     def _load(self, tag: str):  # noqa: ANN202 - serving.engine.Engine
-        from recops import registry
+        from recops.release import registry
         from serving.engine import Engine
 
         engine = Engine(registry.load(self.settings, tag), quantize=self.settings.serving.quantize)
@@ -111,8 +111,8 @@ class Recommender:
         return st.st_mtime_ns, st.st_ino
 
     def _watch(self) -> None:
-        from recops import registry
         from recops.errors import RecopsError
+        from recops.release import registry
 
         while not self._stop.wait(POLL_SECONDS):
             stamp = self._pointer_stamp()

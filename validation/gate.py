@@ -17,7 +17,7 @@ import pandas as pd
 from pyarrow import ArrowException
 
 from recops import schema
-from recops.audit import AuditLog
+from recops.compliance.audit import AuditLog
 from recops.config import Settings
 from recops.errors import DataError, ValidationFailed
 from recops.lake import Lake

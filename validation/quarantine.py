@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recops.audit import AuditLog
+from recops.compliance.audit import AuditLog
 from recops.config import Settings
 from recops.errors import DataError
 

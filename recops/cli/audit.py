@@ -42,7 +42,7 @@ MirrorTable = Annotated[str, typer.Option("--table", help="Mirror table name.")]
 def verify_cmd(ctx: typer.Context, postgres: Postgres = False,
                table: MirrorTable = "recops_audit") -> None:
     """Walk the chain: exit 0 when intact, 1 naming the first edited/removed/reordered record."""
-    from recops.audit import AuditLog, verify, verify_against_postgres
+    from recops.compliance.audit import AuditLog, verify, verify_against_postgres
 
     settings = ctx.obj.settings()
     log = AuditLog(settings.paths.audit_log)
@@ -62,7 +62,7 @@ def verify_cmd(ctx: typer.Context, postgres: Postgres = False,
 @audit_app.command("mirror")
 def mirror_cmd(ctx: typer.Context, table: MirrorTable = "recops_audit") -> None:
     """Copy new records to the PostgreSQL mirror (refused if the chain or mirror disagree)."""
-    from recops.audit import AuditLog, mirror_to_postgres
+    from recops.compliance.audit import AuditLog, mirror_to_postgres
 
     settings = ctx.obj.settings()
     added = mirror_to_postgres(AuditLog(settings.paths.audit_log), _dsn(settings), table)
@@ -81,7 +81,7 @@ def show_cmd(
     = False,
 ) -> None:
     """The audit records, filtered, as a table (or JSON)."""
-    from recops.audit import AuditLog
+    from recops.compliance.audit import AuditLog
 
     settings = ctx.obj.settings()
     records = AuditLog(settings.paths.audit_log).records()
@@ -116,7 +116,7 @@ def report_cmd(
     = False,
 ) -> None:
     """Build the compliance report of a model as a self-contained HTML page."""
-    from recops.report import build_report
+    from recops.compliance.report import build_report
 
     settings = ctx.obj.settings()
     with out.status("gathering records and drawing figures"):
@@ -133,7 +133,7 @@ def subject_show_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full view as JSON.")] = False,
 ) -> None:
     """Which datasets, runs, model versions and privacy spends involved USER_ID (access request)."""
-    from recops.subjects import parse_user_id, show
+    from recops.compliance.subjects import parse_user_id, show
 
     uid = parse_user_id(user_id)
     settings = ctx.obj.settings()
@@ -170,7 +170,7 @@ def subject_erase_cmd(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove USER_ID's events from the lake (as superseding batches) and mark models to retrain."""
-    from recops.subjects import erase, parse_user_id
+    from recops.compliance.subjects import erase, parse_user_id
 
     uid = parse_user_id(user_id)
     settings = ctx.obj.settings()

@@ -45,7 +45,7 @@ def ingest(
         dir_okay=False)] = None,
 ) -> None:
     """Load a dataset (or a file of new events), stage it for validation, print what was staged."""
-    from recops.audit import AuditLog
+    from recops.compliance.audit import AuditLog
     from recops.data import movielens
     from recops.data.loaders import incremental_tables, load_dataset
     from recops.data.tables import stage

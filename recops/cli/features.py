@@ -33,7 +33,7 @@ def build(
                                        "(needs the sentence encoder).")] = True,
 ) -> None:
     """Compute the feature tables from the lake and write the Parquet sources Feast reads."""
-    from recops.featurize import build_sources
+    from recops.features.featurize import build_sources
     from recops.lake import Lake
 
     settings = ctx.obj.settings(**{"model.max_len": max_len})
@@ -54,7 +54,7 @@ def build(
 def apply_cmd(ctx: typer.Context, online: Online = None, project: Project = None,
               run_id: Annotated[str | None, typer.Option("--run-id")] = None) -> None:
     """Register entities, views and feature services (runs the real `feast apply`)."""
-    from recops.feast_store import apply
+    from recops.features.feast_store import apply
 
     settings = _settings(ctx, online, project)
     with out.status(f"feast apply (project {settings.stores.feast_project})"):
@@ -77,7 +77,7 @@ def materialize_cmd(
     run_id: Annotated[str | None, typer.Option("--run-id")] = None,
 ) -> None:
     """Load new feature rows into the online store, from each view's watermark (idempotent)."""
-    from recops.feast_store import materialize
+    from recops.features.feast_store import materialize
 
     settings = _settings(ctx, online, project)
     with out.status("materialising"):
@@ -102,7 +102,7 @@ def show(
     """Print a user's features as the online store holds them (what serving reads)."""
     import pandas as pd
 
-    from recops.feast_store import online_features
+    from recops.features.feast_store import online_features
 
     settings = _settings(ctx, online, project)
     row = online_features(settings, [user_id]).iloc[0]

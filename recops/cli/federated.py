@@ -56,7 +56,7 @@ def _settings(ctx: typer.Context, **flags: Any) -> Any:
 
 def _data(settings: Any, source: str) -> Any:
     from recops.errors import ConfigError
-    from recops.sequences import SequenceData
+    from recops.training.sequences import SequenceData
 
     if source == "lake":
         from recops.cli.train import _lake_tables
@@ -77,7 +77,7 @@ def _run(settings: Any, source: str, run_id: str | None, engine: str) -> None:
 
     from federated.report import plot_rounds, read_rounds, rounds_table
     from federated.runner import train_federated
-    from recops.audit import AuditLog
+    from recops.compliance.audit import AuditLog
 
     run_id = run_id or "fed-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_dir = settings.paths.runs / run_id

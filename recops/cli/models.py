@@ -25,7 +25,7 @@ def _fmt(value: Any) -> str:
 @models_app.command("list")
 def list_cmd(ctx: typer.Context) -> None:
     """Registered models, newest first; the champion is starred."""
-    from recops.registry import list_models
+    from recops.release.registry import list_models
 
     settings = ctx.obj.settings()
     rows = list_models(settings)
@@ -48,7 +48,7 @@ def list_cmd(ctx: typer.Context) -> None:
 @models_app.command("show")
 def show_cmd(ctx: typer.Context, tag: Tag) -> None:
     """Everything recorded about one model: metrics per segment, privacy, data and code versions."""
-    from recops import registry
+    from recops.release import registry
 
     settings = ctx.obj.settings()
     full = registry.resolve(settings, tag)
@@ -75,9 +75,9 @@ def promote_cmd(ctx: typer.Context, tag: Tag,
                 force: Annotated[bool, typer.Option("--force", help="Skip the gate (recorded as "
                                                     "a manual promotion).")] = False) -> None:
     """Make a model the champion: through the gate, unless --force."""
-    from recops import registry
     from recops.errors import GateRejected
-    from recops.gate import run_gate
+    from recops.release import registry
+    from recops.release.gate import run_gate
 
     settings = ctx.obj.settings()
     if force:
@@ -93,7 +93,7 @@ def promote_cmd(ctx: typer.Context, tag: Tag,
 @models_app.command("rollback")
 def rollback_cmd(ctx: typer.Context) -> None:
     """Restore the previous champion."""
-    from recops.registry import rollback
+    from recops.release.registry import rollback
 
     out.print(f"champion is now {rollback(ctx.obj.settings())}")
 
@@ -120,9 +120,9 @@ def register(app: typer.Typer) -> None:
                                               "passes (default) or only report.")] = True,
     ) -> None:
         """Check a model against the champion (validation, NDCG@10, privacy, segments)."""
-        from recops import registry
         from recops.errors import GateRejected
-        from recops.gate import run_gate
+        from recops.release import registry
+        from recops.release.gate import run_gate
 
         settings = ctx.obj.settings()
         decision = run_gate(settings, tag, promote=promote)

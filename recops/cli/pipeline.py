@@ -38,7 +38,7 @@ def _fmt(v: Any) -> str:
 
 def print_metrics(summary: dict[str, Any], title: str) -> None:
     """Overall and per-segment metrics of a run as one table."""
-    from recops.pipeline import METRIC_KEYS
+    from recops.orchestration.pipeline import METRIC_KEYS
 
     table = Table(title=title)
     table.add_column("users")
@@ -59,7 +59,7 @@ def print_where(settings: Any, summary: dict[str, Any], extra: dict[str, str] | 
     rows = {
         "run directory": summary.get("run_dir"),
         "model": f"{summary.get('tag')} ({'promoted to champion' if summary.get('promoted') else 'not promoted: champion kept'})",  # noqa: E501
-        "compliance report": summary.get("report") or "not built (recops.report unavailable)",
+        "compliance report": summary.get("report") or "not built",
         "data validation (Data Docs)": summary.get("validation_report") or str(settings.paths.gx),
         "audit log": f"{settings.paths.audit_log}  (verify: recops audit verify)",
         "serve it": f"recops --home {settings.paths.home} serve",
@@ -92,9 +92,9 @@ def run(
     """The main job: run the recops_pipeline DAG for real (`airflow dags test`), print results."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from recops import airflow_runner
     from recops.errors import RecopsError
-    from recops.pipeline import STAGES, summary_of_run
+    from recops.orchestration import airflow_runner
+    from recops.orchestration.pipeline import STAGES, summary_of_run
 
     settings = ctx.obj.settings(**_overrides(dataset, mode, dp, epochs, budget))
     conf = {k: v for k, v in {"dataset": dataset, "mode": mode, "dp": dp, "epochs": epochs,
@@ -140,7 +140,7 @@ def pipeline(
     budget: Budget = None,
 ) -> None:
     """Run the same pipeline stages in this process, without Airflow."""
-    from recops import pipeline as pl
+    from recops.orchestration import pipeline as pl
 
     settings = ctx.obj.settings(**_overrides(dataset, mode, dp, epochs, budget))
     timing = Table(title="stages")
@@ -176,13 +176,13 @@ def retrain(
                        help="Run the recops_retrain DAG through `airflow dags test`.")] = False,
 ) -> None:
     """One continual-learning cycle: feedback since the last cycle -> warm-started challenger."""
-    from recops import continual
     from recops.errors import RecopsError
+    from recops.orchestration import continual
 
     settings = ctx.obj.settings(**_overrides(None, mode, dp, None, budget))
     if airflow:
-        from recops import airflow_runner
-        from recops.pipeline import summary_of_run
+        from recops.orchestration import airflow_runner
+        from recops.orchestration.pipeline import summary_of_run
 
         conf = {k: v for k, v in {"mode": mode, "dp": dp, "budget_epsilon": budget,
                                   "replay_fraction": replay, "finetune_epochs": epochs}.items()

@@ -34,8 +34,8 @@ def register(app: typer.Typer) -> None:
                                              "changes (development).")] = False,
     ) -> None:
         """Serve the champion over HTTP (/recommend, /feedback, /similar, /healthz, /metrics)."""
-        from recops import registry
         from recops.config import CHECKOUT, child_env
+        from recops.release import registry
 
         settings = ctx.obj.settings(**{"serving.port": port, "serving.host": host})
         champ = registry.resolve(settings, registry.CHAMPION)  # clear error when there is none
@@ -56,10 +56,10 @@ def register(app: typer.Typer) -> None:
                                          "champion).")] = "champion",
     ) -> None:
         """Build a Bento (service code + the model) with `bentoml build`, offline."""
-        from recops import registry
-        from recops.audit import AuditLog
+        from recops.compliance.audit import AuditLog
         from recops.config import CHECKOUT, child_env
         from recops.errors import RegistryError
+        from recops.release import registry
 
         settings = ctx.obj.settings()
         model = registry.resolve(settings, tag)

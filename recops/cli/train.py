@@ -66,13 +66,13 @@ def train(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Train a recommender on the lake (chronological leave-last-out), print validation metrics."""
-    from recops.audit import AuditLog
+    from recops.compliance.audit import AuditLog
     from recops.errors import ConfigError
     from recops.lake import Lake
-    from recops.models import read_checkpoint
-    from recops.sequences import SequenceData
-    from recops.splits import labelled_frame
-    from recops.training import train_model
+    from recops.training.models import read_checkpoint
+    from recops.training.sequences import SequenceData
+    from recops.training.splits import labelled_frame
+    from recops.training.trainer import train_model
 
     settings = ctx.obj.settings(**{
         "model.kind": kind, "train.epochs": epochs, "model.max_len": max_len,
@@ -121,10 +121,10 @@ def evaluate(
     import pandas as pd
 
     from recops.errors import DataError
-    from recops.evaluation import evaluate_model, model_for_data
-    from recops.models import read_checkpoint
-    from recops.sequences import SequenceData
-    from recops.splits import labelled_frame
+    from recops.training.evaluation import evaluate_model, model_for_data
+    from recops.training.models import read_checkpoint
+    from recops.training.sequences import SequenceData
+    from recops.training.splits import labelled_frame
 
     settings = ctx.obj.settings()
     if split not in ("valid", "test"):

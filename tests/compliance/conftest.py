@@ -38,7 +38,7 @@ def small_tables(n_users: int = 30, n_items: int = 40, n_events: int = 900,
 def tiny_checkpoint(item_ids: list[int], seed: int = 0) -> dict[str, Any]:
     import torch
 
-    from recops.models import create_model, make_checkpoint
+    from recops.training.models import create_model, make_checkpoint
 
     torch.manual_seed(seed)
     args = {"max_len": 10, "d_model": 8, "n_layers": 1, "n_heads": 1, "dropout": 0.0}
@@ -55,7 +55,7 @@ def figure_data(html: str) -> dict[str, dict[str, list]]:
 
 def chromium_render(html_path: Path) -> tuple[list[str], str]:
     """Load the page in headless Chromium; returns (console messages, the DOM after scripts)."""
-    from recops.report import CHROMIUM_FLAGS, chromium
+    from recops.compliance.report import CHROMIUM_FLAGS, chromium
 
     exe = chromium()
     if exe is None:

@@ -53,10 +53,10 @@ def settings(fed_model: dict[str, Any], home: Path):  # noqa: ANN201 - the copie
 def _build(settings) -> dict[str, Any]:  # noqa: ANN001
     """A registered federated model with client-level DP, its run files and two ledger spends."""
     from federated.accounting import client_level_spend
-    from recops import registry
-    from recops.gate import decide
     from recops.lake import Lake
-    from recops.privacy import PrivacyLedger, epsilon_for
+    from recops.release import registry
+    from recops.release.gate import decide
+    from recops.training.privacy import PrivacyLedger, epsilon_for
 
     tables = small_tables()
     lake = Lake(settings.paths.lake)
@@ -119,9 +119,9 @@ def _build(settings) -> dict[str, Any]:  # noqa: ANN001
 
 
 def test_report_figures_and_numbers_come_from_the_records(settings, fed_model) -> None:
-    from recops.audit import AuditLog
-    from recops.privacy import PrivacyLedger
-    from recops.report import build_report
+    from recops.compliance.audit import AuditLog
+    from recops.compliance.report import build_report
+    from recops.training.privacy import PrivacyLedger
 
     path = build_report(settings, fed_model["tag"])
     assert path.parent == settings.paths.reports and path.suffix == ".html"
@@ -172,15 +172,15 @@ def test_report_figures_and_numbers_come_from_the_records(settings, fed_model) -
 
 
 def test_report_of_champion_and_of_run_id_are_the_same_model(settings, fed_model) -> None:
-    from recops.report import gather
+    from recops.compliance.report import gather
 
     assert gather(settings).tag == fed_model["tag"]
     assert gather(settings, run_id=RUN).tag == fed_model["tag"]
 
 
 def test_report_shows_a_broken_audit_chain(settings, fed_model) -> None:
-    from recops.audit import AuditLog
-    from recops.report import build_report
+    from recops.compliance.audit import AuditLog
+    from recops.compliance.report import build_report
 
     log = AuditLog(settings.paths.audit_log)
     lines = log.path.read_text().splitlines()
@@ -193,8 +193,8 @@ def test_report_shows_a_broken_audit_chain(settings, fed_model) -> None:
 
 
 def test_report_refuses_unknown_models_and_runs(settings, fed_model) -> None:
+    from recops.compliance.report import build_report
     from recops.errors import RegistryError
-    from recops.report import build_report
 
     with pytest.raises(RegistryError, match="not in the store"):
         build_report(settings, "recops-recommender:doesnotexist")
@@ -203,8 +203,8 @@ def test_report_refuses_unknown_models_and_runs(settings, fed_model) -> None:
 
 
 def test_unreadable_run_record_is_an_error_naming_the_file(settings, fed_model) -> None:
+    from recops.compliance.report import build_report
     from recops.errors import DataError
-    from recops.report import build_report
 
     (fed_model["rdir"] / "gate.json").write_text("{half")
     with pytest.raises(DataError, match="gate.json"):
@@ -212,7 +212,7 @@ def test_unreadable_run_record_is_an_error_naming_the_file(settings, fed_model) 
 
 
 def test_report_renders_in_headless_chromium_without_console_errors(settings, fed_model) -> None:
-    from recops.report import build_report
+    from recops.compliance.report import build_report
 
     path = build_report(settings, fed_model["tag"])
     console, dom = chromium_render(path)
@@ -243,8 +243,8 @@ def test_cli_report_audit_verify_and_show(monkeypatch, capsys, settings, fed_mod
 
 
 def test_pdf_is_printed_by_chromium_and_recorded(settings, fed_model) -> None:
-    from recops.audit import AuditLog
-    from recops.report import build_report, chromium
+    from recops.compliance.audit import AuditLog
+    from recops.compliance.report import build_report, chromium
 
     if chromium() is None:
         chromium_render(Path("/nonexistent"))  # skips (fails in CI) with the reason

@@ -26,7 +26,7 @@ FEDERATED = {"train.mode": "federated", "federated.num_clients": 2, "federated.r
 
 
 def _stages(settings, run_id: str) -> dict[str, Any]:  # noqa: ANN001
-    from recops import pipeline
+    from recops.orchestration import pipeline
 
     staged = pipeline.ingest(settings, run_id)
     accepted = pipeline.validate(settings, run_id, staged["staged_id"])
@@ -41,14 +41,14 @@ def _stages(settings, run_id: str) -> dict[str, Any]:  # noqa: ANN001
 def _pit(settings, labels):  # noqa: ANN001, ANN202 - Feast's point-in-time answer, in pandas
     from recops import schema
     from recops.lake import Lake
-    from recops.splits import history_before
+    from recops.training.splits import history_before
 
     inter = Lake(settings.paths.lake).read(schema.INTERACTIONS)
     return history_before(inter, labels, settings.model.max_len)
 
 
 def _run(home: Path, run_id: str, **extra: Any) -> tuple[Any, dict[str, Any]]:
-    from recops import feast_store
+    from recops.features import feast_store
 
     with pytest.MonkeyPatch.context() as mp:
         for key in [k for k in os.environ if k.startswith("RECOPS_")]:
@@ -77,7 +77,7 @@ def runs(central: dict[str, Any], home_dir: Path) -> dict[str, Any]:
 
 
 def test_pipeline_report_stage_writes_the_centralised_report(central) -> None:
-    from recops.audit import AuditLog
+    from recops.compliance.audit import AuditLog
 
     runs = central
     a = runs["central"]
@@ -102,7 +102,7 @@ def test_pipeline_report_stage_writes_the_centralised_report(central) -> None:
 
 
 def test_federated_dp_report_matches_rounds_and_ledger(runs) -> None:
-    from recops.privacy import PrivacyLedger, default_population
+    from recops.training.privacy import PrivacyLedger, default_population
 
     b, s = runs["federated"], runs["fed_settings"]
     html = Path(b["report"]["report"]).read_text()

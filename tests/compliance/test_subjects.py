@@ -36,8 +36,8 @@ def _lake(settings) -> tuple[str, dict[str, pd.DataFrame]]:  # noqa: ANN001
 
 
 def _build(settings) -> dict[str, Any]:  # noqa: ANN001
-    from recops import registry
-    from recops.privacy import PrivacyLedger, PrivacySpend
+    from recops.release import registry
+    from recops.training.privacy import PrivacyLedger, PrivacySpend
 
     version, t = _lake(settings)
     inter = t["interactions"]
@@ -90,7 +90,7 @@ def world(world_home: dict[str, Any], settings) -> dict[str, Any]:  # noqa: ANN0
 
 
 def test_show_lists_batches_runs_models_and_spends(settings, world) -> None:
-    from recops.subjects import show
+    from recops.compliance.subjects import show
 
     view = show(settings, USER)
     assert view.events == world["rows"] > 0
@@ -104,7 +104,7 @@ def test_show_lists_batches_runs_models_and_spends(settings, world) -> None:
 
 
 def test_unknown_user_has_nothing(settings, world) -> None:
-    from recops.subjects import show
+    from recops.compliance.subjects import show
 
     view = show(settings, 99999)
     assert (view.events, view.batches, view.models, view.privacy_spends) == (0, [], [], [])
@@ -112,8 +112,8 @@ def test_unknown_user_has_nothing(settings, world) -> None:
 
 def test_versions_replay_matches_the_lake(settings, world) -> None:
     """The replayed history ends at the lake's own current version (same definition)."""
+    from recops.compliance.subjects import versions_containing
     from recops.lake import Lake
-    from recops.subjects import versions_containing
 
     lake = Lake(settings.paths.lake)
     every = {b.batch_id for t in schema.TABLES for b in lake.batches(t)}
@@ -121,10 +121,10 @@ def test_versions_replay_matches_the_lake(settings, world) -> None:
 
 
 def test_erase_removes_rows_keeps_order_and_marks_models(settings, world) -> None:
-    from recops.audit import AuditLog, verify
+    from recops.compliance.audit import AuditLog, verify
+    from recops.compliance.report import gather
+    from recops.compliance.subjects import erase, retrain_required, show, subject_hash
     from recops.lake import Lake
-    from recops.report import gather
-    from recops.subjects import erase, retrain_required, show, subject_hash
 
     lake = Lake(settings.paths.lake)
     before = {t: lake.batches(t) for t in schema.TABLES}
@@ -174,8 +174,8 @@ def test_erase_removes_rows_keeps_order_and_marks_models(settings, world) -> Non
 
 
 def test_erasing_a_users_only_batch_removes_it(settings, world) -> None:
+    from recops.compliance.subjects import erase
     from recops.lake import Lake
-    from recops.subjects import erase
 
     lake = Lake(settings.paths.lake)
     solo = pd.DataFrame({"user_id": [555, 555], "item_id": [1, 2], "rating": [4.0, 3.0],
@@ -189,8 +189,8 @@ def test_erasing_a_users_only_batch_removes_it(settings, world) -> None:
 
 
 def test_interrupted_erasure_leaves_an_orphan_that_the_rerun_deletes(settings, world) -> None:
+    from recops.compliance.subjects import erase
     from recops.lake import Lake
-    from recops.subjects import erase
 
     lake = Lake(settings.paths.lake)
     b = lake.batches(schema.INTERACTIONS)[0]

@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 EXPECTED = {"recops_pipeline", "recops_retrain", "recops_feedback_watch"}
 # What a DAG file must not pull in at parse time (the scheduler parses every file often).
-HEAVY = ("torch", "feast", "bentoml", "flwr", "great_expectations", "opacus", "recops.pipeline",
-         "recops.continual", "validation", "federated", "serving")
+HEAVY = ("torch", "feast", "bentoml", "flwr", "great_expectations", "opacus",
+         "recops.orchestration.pipeline", "recops.orchestration.continual", "validation",
+         "federated", "serving")
 
 PROBE = textwrap.dedent("""
     import json, sys
@@ -83,13 +84,13 @@ def test_every_task_is_retried(bag: dict) -> None:
 
 
 def test_pipeline_dag_runs_every_stage_with_its_params(bag: dict) -> None:
-    from recops.pipeline import PARAM_SETTINGS, STAGES
+    from recops.orchestration.pipeline import PARAM_SETTINGS, STAGES
 
     dag = bag["dags"]["recops_pipeline"]
     assert set(dag["tasks"]) == set(STAGES)
     assert set(dag["params"]) <= set(PARAM_SETTINGS)
     assert {"dataset", "mode", "dp", "budget_epsilon"} <= set(dag["params"])
-    from recops.continual import STAGES as CYCLE
+    from recops.orchestration.continual import STAGES as CYCLE
 
     assert set(bag["dags"]["recops_retrain"]["tasks"]) == set(CYCLE)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from recops import airflow_runner, pipeline
+from recops.orchestration import airflow_runner, pipeline
 from tests.dags.tiny import tiny_settings, write_bad_movielens
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,8 +36,8 @@ def sqlite_run(tmp_path_factory: pytest.TempPathFactory, clean_env: None) -> dic
 
 
 def _assert_registered_with_audit(settings, result) -> dict:  # noqa: ANN001
-    from recops import registry
-    from recops.audit import AuditLog, verify
+    from recops.compliance.audit import AuditLog, verify
+    from recops.release import registry
 
     assert result.ok, f"{result.failed_tasks}: {result.error} (log {result.log_path})"
     summary = pipeline.summary_of_run(settings, result.run_id)
@@ -100,8 +100,8 @@ def test_api_server_lists_the_dags_and_the_run(sqlite_run: dict) -> None:
 
 def test_rejected_batch_fails_validate_and_training_never_runs(
         tmp_path: Path, clean_env: None) -> None:
-    from recops import registry
-    from recops.audit import AuditLog
+    from recops.compliance.audit import AuditLog
+    from recops.release import registry
 
     bad = write_bad_movielens(tmp_path / "data")
     settings = tiny_settings(tmp_path / "home", **{"data.dataset": "ml-latest-small",

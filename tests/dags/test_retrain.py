@@ -9,8 +9,9 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from recops import continual, pipeline, schema
+from recops import schema
 from recops.errors import ValidationFailed
+from recops.orchestration import continual, pipeline
 from tests.dags.tiny import tiny_settings
 
 # Three trainings and three feature refreshes: minutes on an idle machine, far more on a busy one.
@@ -67,10 +68,11 @@ def test_no_feedback_means_no_cycle(world: dict) -> None:
 
 
 def test_retrain_dag_promotes_a_better_challenger(world: dict) -> None:
-    from recops import airflow_runner, registry
-    from recops.audit import AuditLog
+    from recops.compliance.audit import AuditLog
     from recops.feedback import FeedbackLog
     from recops.lake import Lake
+    from recops.orchestration import airflow_runner
+    from recops.release import registry
 
     settings = tiny_settings(world["home"], **{"train.lr": 5e-3})
     _log_feedback(settings, world["batch1"])
@@ -99,7 +101,7 @@ def test_retrain_dag_promotes_a_better_challenger(world: dict) -> None:
 
 
 def test_a_worse_challenger_leaves_the_champion_serving(world: dict) -> None:
-    from recops import registry
+    from recops.release import registry
 
     if "champion2" not in world:
         pytest.skip("needs the promoted champion of the previous test")

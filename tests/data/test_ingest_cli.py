@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from recops import schema
-from recops.audit import AuditLog, verify
+from recops.compliance.audit import AuditLog, verify
 from recops.config import load_settings
 from recops.data.tables import read_staged
 from recops.lake import Lake

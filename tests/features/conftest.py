@@ -78,8 +78,8 @@ def applied(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """Sources built, `feast apply` run for real, materialised once: per (online, offline) store
     pair and module. Both online stores run with the default offline store, and the other
     offline store with the default online store."""
-    from recops import feast_store
-    from recops.featurize import build_sources
+    from recops.features import feast_store
+    from recops.features.featurize import build_sources
 
     online, offline = request.param
     if online == "redis":

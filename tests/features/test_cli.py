@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from recops import featurize as f
 from recops.cli import app
 from recops.errors import FeatureError
+from recops.features import featurize as f
 from tests.features.conftest import fill_lake, fresh_settings, make_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

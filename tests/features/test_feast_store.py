@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from recops import feast_store
-from recops import featurize as f
 from recops.errors import FeatureError
+from recops.features import feast_store
+from recops.features import featurize as f
 from tests.features.conftest import MAX_LEN, NEW_USER, PUSH_USERS
 
 pytestmark = pytest.mark.integration

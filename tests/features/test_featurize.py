@@ -1,4 +1,4 @@
-"""The feature definitions in recops.featurize, checked against brute force (no Feast here)."""
+"""The feature definitions in features.featurize, checked against brute force (no Feast here)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recops import featurize as f
 from recops.errors import FeatureError
-from recops.feast_store import updated_user_row
+from recops.features import featurize as f
+from recops.features.feast_store import updated_user_row
 from tests.features.conftest import MAX_LEN, fill_lake, fresh_settings, make_events
 
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from recops import feast_store
-from recops import featurize as f
+from recops.features import feast_store
+from recops.features import featurize as f
 from tests.features.conftest import MAX_LEN, fill_lake, fresh_settings, make_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -19,7 +19,7 @@ def tiny_overrides(**extra: object) -> dict:
 @pytest.fixture(scope="session")
 def tiny_data():
     from recops.data.synthetic import generate
-    from recops.sequences import SequenceData
+    from recops.training.sequences import SequenceData
 
     t = generate(n_users=200, n_items=100, n_interactions=6000, n_clusters=4, days=10, seed=1)
     return SequenceData.from_interactions(t.interactions, t.items, 20)

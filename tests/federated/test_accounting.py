@@ -6,7 +6,7 @@ import pytest
 
 from federated.accounting import SampleLevelTracker, client_level_delta, client_level_spend
 from recops.errors import ConfigError
-from recops.privacy import epsilon_for
+from recops.training.privacy import epsilon_for
 
 
 def test_client_level_epsilon_grows_with_rounds_and_is_recomputable() -> None:

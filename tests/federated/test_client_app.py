@@ -87,7 +87,7 @@ def test_evaluate_scores_the_clients_own_validation_users(prepared) -> None:
 
 def test_sample_level_dp_reports_what_it_spent(prepared) -> None:
     from federated.client_app import app
-    from recops.privacy import epsilon_for
+    from recops.training.privacy import epsilon_for
 
     s, run_dir, model = prepared(**{"privacy.enabled": True, "privacy.clipping": "flat"})
     reply = app(_message(arrays_from_model(model), "train"), _context(s, run_dir, 0, 3))

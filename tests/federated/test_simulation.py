@@ -44,7 +44,7 @@ def test_simulation_of_10_clients_improves_and_survives_failing_clients(
     import federated.runner as runner
     from federated.partition import PARTITION_DIR, client_file
     from recops.cli import app
-    from recops.models import load_checkpoint, read_checkpoint
+    from recops.training.models import load_checkpoint, read_checkpoint
 
     real_write = runner.write_partitions
 
@@ -83,7 +83,7 @@ def test_simulation_of_10_clients_improves_and_survives_failing_clients(
 def test_deployment_with_tls_and_dp_accounts_every_spend(make_settings, tiny_data,
                                                          tmp_path) -> None:
     from federated.runner import train_federated
-    from recops.privacy import PrivacyLedger, epsilon_for
+    from recops.training.privacy import PrivacyLedger, epsilon_for
 
     s = make_settings(**{"federated.num_clients": 2, "federated.rounds": 1,
                          "federated.client_dp": "fixed", "federated.client_noise_multiplier": 1.0,

@@ -51,8 +51,8 @@ def make_checkpoint(item_ids: list[int], seed: int, kind: str = "sasrec",
                     max_len: int = 20) -> dict[str, Any]:
     import torch
 
-    from recops.models import create_model
-    from recops.models import make_checkpoint as mk
+    from recops.training.models import create_model
+    from recops.training.models import make_checkpoint as mk
 
     torch.manual_seed(seed)
     args = {"max_len": max_len, "d_model": 16, "n_layers": 1, "n_heads": 1, "dropout": 0.0}
@@ -81,10 +81,12 @@ class World:
 def build_world(home: Path, online: str = "sqlite", redis_url: str | None = None,
                 **overrides: Any) -> World:
     """Lake -> Feast sources -> apply -> materialise; two registered models, the first champion."""
-    from recops import feast_store, registry, schema
+    from recops import schema
     from recops.config import load_settings
-    from recops.featurize import build_sources
+    from recops.features import feast_store
+    from recops.features.featurize import build_sources
     from recops.lake import Lake
+    from recops.release import registry
 
     ov = {"home": home, "model.max_len": 20, "stores.online": online,
           "stores.feast_project": "t" + uuid.uuid4().hex[:10], **overrides}

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from recops import registry
+from recops.release import registry
 from tests.serving.conftest import REPO, make_checkpoint, meta
-from tests.serving.test_registry import INTER, ITEMS
+from tests.release.test_registry import INTER, ITEMS
 
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str]:

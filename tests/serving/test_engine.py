@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recops import registry
+from recops.release import registry
 from serving.engine import Engine
 from tests.serving.conftest import make_checkpoint, meta
 

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from recops import registry
 from recops.feedback import FeedbackLog
+from recops.release import registry
 from tests.serving.conftest import start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

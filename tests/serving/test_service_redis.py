@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def redis_server(world, tmp_path_factory):
     """The session's world (lake, sources, models) served from its own Redis-backed project."""
     require_service("Redis", "127.0.0.1", 6379)
-    from recops import feast_store
     from recops.config import load_settings
+    from recops.features import feast_store
 
     settings = load_settings(overrides={
         "home": world.settings.home, "model.max_len": 20, "stores.online": "redis",

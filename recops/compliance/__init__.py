@@ -1,0 +1,1 @@
+"""Compliance: the audit log, the compliance report and data-subject requests."""

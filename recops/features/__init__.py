@@ -1,0 +1,1 @@
+"""Features: the Parquet sources Feast reads, the Feast store itself, item text vectors."""

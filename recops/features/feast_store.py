@@ -1,0 +1,451 @@
+"""Feast as the one source of features: apply, materialise, historical and online reads, pushes.
+
+This module is a boundary: :func:`get_store` puts the ``${ENV}`` values of
+:func:`recops.config.feast_env` into this process's environment, because Feast expands them
+when it reads ``feature_repo/feature_store*.yaml``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from recops import schema
+from recops.config import CHECKOUT, child_env, feast_env
+from recops.errors import FeatureError
+from recops.features import featurize as f
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from recops.config import Settings
+
+REPO = CHECKOUT / "feature_repo"
+ONE_US = pd.Timedelta(microseconds=1)
+USER_FEATURES = (*f.USER_SEQUENCE_FEATURES, *f.USER_STAT_FEATURES)
+_VIEW_OF = {**{c: f.USER_RECENT_VIEW for c in f.USER_SEQUENCE_FEATURES},
+            **{c: f.USER_STATS_VIEW for c in f.USER_STAT_FEATURES}}
+USER_FEATURE_REFS = [f"{_VIEW_OF[c]}:{c}" for c in USER_FEATURES]
+
+
+def yaml_file(settings: Settings) -> Path:
+    """The feature_store yaml for the configured stores (Feast cannot switch a type by env)."""
+    name = {
+        ("sqlite", "file"): "feature_store.yaml",
+        ("redis", "file"): "feature_store.redis.yaml",
+        ("sqlite", "postgres"): "feature_store.postgres.yaml",
+        ("redis", "postgres"): "feature_store.production.yaml",
+    }[(settings.stores.online, settings.stores.registry)]
+    return REPO / name
+
+
+def get_store(settings: Settings) -> FeatureStore:
+    """A FeatureStore over feature_repo/ with this settings' project, paths and stores."""
+    os.environ.update(feast_env(settings))  # read by Feast's yaml loader (${ENV} expansion)
+    # ibis 12 (under Feast's DuckDB offline store) calls a DuckDB 2 method that warns on every
+    # query; the call works, and the warning is for ibis's maintainers, not our users.
+    warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated",
+                            category=DeprecationWarning)
+    settings.paths.features.mkdir(parents=True, exist_ok=True)
+    from feast import FeatureStore
+
+    try:
+        return FeatureStore(repo_path=str(REPO), fs_yaml_file=yaml_file(settings))
+    except Exception as exc:  # Feast raises many types for a bad yaml or unreachable registry
+        raise FeatureError(f"cannot open the feature store ({yaml_file(settings).name}, project "
+                           f"'{settings.stores.feast_project}'): {exc}") from exc
+
+
+def _resolve(target: Settings | FeatureStore) -> tuple[FeatureStore, int]:
+    """(store, max_len) from settings or an already open store (max_len from the view's tags)."""
+    from feast import FeatureStore
+
+    if isinstance(target, FeatureStore):
+        try:
+            view = target.get_feature_view(f.USER_RECENT_VIEW)
+        except Exception as exc:
+            raise FeatureError(f"feature view '{f.USER_RECENT_VIEW}' is not in project "
+                               f"'{target.project}': run `recops features apply`") from exc
+        return target, int(view.tags.get("max_len", 50))
+    return get_store(target), target.model.max_len
+
+
+def _audit(settings: Settings, stage: str, run_id: str | None, **kw: Any) -> None:
+    from recops.compliance.audit import AuditLog
+
+    AuditLog(settings.paths.audit_log).append(stage, run_id=run_id,
+                                              config=settings.public_dict(), **kw)
+
+
+def _feast_cli() -> str:
+    exe = Path(sys.executable).with_name("feast")
+    found = str(exe) if exe.exists() else shutil.which("feast")
+    if not found:
+        raise FeatureError("the `feast` command is not installed next to this Python")
+    return found
+
+
+def apply(settings: Settings, *, run_id: str | None = None) -> dict[str, Any]:
+    """Run the real `feast apply` on feature_repo/ for this settings' stores and project.
+
+    Materialisation watermarks live in the registry and survive a later apply.
+    """
+    manifest = f.read_manifest(settings)  # FeatureError when the sources were never built
+    if manifest["max_len"] != settings.model.max_len:
+        raise FeatureError(f"the feature sources were built with max_len={manifest['max_len']} "
+                           f"but model.max_len={settings.model.max_len}: run "
+                           "`recops features build` again")
+    cmd = [_feast_cli(), "-c", str(REPO), "-f", str(yaml_file(settings)), "apply"]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, env=child_env(settings), capture_output=True, text=True,
+                              timeout=600, check=False)
+    except subprocess.TimeoutExpired as exc:
+        _audit(settings, "features.apply", run_id, result="failed", details={"error": "timeout"})
+        raise FeatureError(f"`feast apply` for project '{settings.stores.feast_project}' did "
+                           "not finish in 600 s (is the registry reachable?)") from exc
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        _audit(settings, "features.apply", run_id, result="failed", details={"error": tail})
+        raise FeatureError(f"`feast apply` failed for project '{settings.stores.feast_project}' "
+                           f"({yaml_file(settings).name}): {tail}")
+    result = {"project": settings.stores.feast_project, "yaml": yaml_file(settings).name,
+              "seconds": round(seconds, 2), "dataset_version": manifest["dataset_version"],
+              "output": proc.stdout.strip().splitlines()[-10:]}
+    _audit(settings, "features.apply", run_id, inputs={"dataset_version":
+           manifest["dataset_version"]}, outputs={"project": result["project"]},
+           details={"yaml": result["yaml"]})
+    return result
+
+
+def watermarks(store: FeatureStore) -> dict[str, datetime | None]:
+    """Per feature view, the end of the last materialised interval (kept in the registry)."""
+    return {v.name: v.most_recent_end_time for v in store.list_feature_views()}
+
+
+def materialize(settings: Settings, end: datetime | None = None, *, full: bool = False,
+                run_id: str | None = None) -> dict[str, Any]:
+    """Load new feature rows into the online store, incrementally from each view's watermark.
+
+    A view never materialised (or all views with ``full``) starts at the sources' oldest event,
+    since MovieLens is years old and Feast's default start is ``now - ttl``; the others go through
+    ``materialize_incremental``. Twice with the same ``end`` changes nothing. A run that stops
+    half-way resumes: each view's watermark is written when it completes.
+    """
+    manifest = f.read_manifest(settings)
+    store = get_store(settings)
+    end = pd.Timestamp(end or datetime.now(UTC))
+    end = (end.tz_localize(UTC) if end.tzinfo is None else end.tz_convert(UTC)).to_pydatetime()
+    start = (pd.Timestamp(manifest["min_source_timestamp"]) - pd.Timedelta(seconds=1))
+    try:
+        marks = watermarks(store)
+    except Exception as exc:
+        raise FeatureError(f"cannot read the registry of project '{store.project}': {exc}") from exc
+    if not marks:
+        raise FeatureError(f"project '{store.project}' has no feature views: run "
+                           "`recops features apply` first")
+    views: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    sink = io.StringIO()  # Feast prints coloured progress lines; keep them out of our output
+    with contextlib.redirect_stdout(sink):
+        for name, mark in sorted(marks.items()):
+            if mark is not None and not full and mark >= end:
+                views[name] = {"action": "up to date", "from": mark.isoformat(),
+                               "to": mark.isoformat()}
+                continue
+            try:
+                if mark is None or full:
+                    store.materialize(start_date=start.to_pydatetime(), end_date=end,
+                                      feature_views=[name])
+                    views[name] = {"action": "full", "from": start.isoformat()}
+                else:
+                    store.materialize_incremental(end_date=end, feature_views=[name])
+                    views[name] = {"action": "incremental", "from": mark.isoformat()}
+            except Exception as exc:
+                _audit(settings, "features.materialize", run_id, result="failed",
+                       details={"view": name, "error": str(exc)[:500]})
+                raise FeatureError(f"materialising feature view '{name}' of project "
+                                   f"'{store.project}' failed: {exc}") from exc
+            views[name]["to"] = end.isoformat()
+    result = {"project": store.project, "end": end.isoformat(), "views": views,
+              "seconds": round(time.perf_counter() - t0, 3),
+              "dataset_version": manifest["dataset_version"]}
+    _audit(settings, "features.materialize", run_id,
+           inputs={"dataset_version": manifest["dataset_version"]},
+           outputs={"end": result["end"], "views": {k: v["action"] for k, v in views.items()}})
+    return result
+
+
+def _check_labels(labels: pd.DataFrame) -> pd.DataFrame:
+    if not isinstance(labels, pd.DataFrame):
+        raise FeatureError(f"labels must be a pandas DataFrame, not {type(labels).__name__}")
+    missing = [c for c in (schema.USER_ID, schema.EVENT_TIMESTAMP) if c not in labels.columns]
+    if missing:
+        raise FeatureError(f"labels lack column(s) {missing}; have {list(labels.columns)}")
+    null_rows = labels.index[labels[[schema.USER_ID, schema.EVENT_TIMESTAMP]].isna().any(axis=1)]
+    if len(null_rows):
+        raise FeatureError(f"labels have null user_id or event_timestamp in {len(null_rows)} "
+                           f"row(s), e.g. index {null_rows[:5].tolist()}")
+    try:
+        users = labels[schema.USER_ID].astype(np.int64)
+    except (TypeError, ValueError) as exc:
+        raise FeatureError(f"labels.user_id must be integer ids: {exc}") from exc
+    try:
+        ts = pd.to_datetime(labels[schema.EVENT_TIMESTAMP], utc=True).astype("datetime64[us, UTC]")
+    except (TypeError, ValueError) as exc:
+        raise FeatureError(f"labels.event_timestamp cannot be read as timestamps: {exc}") from exc
+    return pd.DataFrame({schema.USER_ID: users.to_numpy(), schema.EVENT_TIMESTAMP: ts.to_numpy()})
+
+
+def _as_list(v: Any) -> list[int]:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return []
+    return [int(x) for x in v]
+
+
+def _retrieve(store: FeatureStore, keys: pd.DataFrame) -> pd.DataFrame:
+    """One get_historical_features call for distinct (user, label time) keys, in keys' order."""
+    entity_df = keys.assign(**{schema.EVENT_TIMESTAMP: keys[schema.EVENT_TIMESTAMP] - ONE_US,
+                               "_row": np.arange(len(keys))})
+    try:
+        service = store.get_feature_service(f.RECOMMENDER_SERVICE)
+        got = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    except Exception as exc:
+        raise FeatureError(f"historical retrieval of '{f.RECOMMENDER_SERVICE}' from project "
+                           f"'{store.project}' failed: {exc} (run `recops features apply`?)"
+                           ) from exc
+    # Feast 0.67's file store drops an entity row whose user has rows only after its time
+    # (no history yet) instead of returning nulls: the left merge below brings them back.
+    if len(got) > len(keys) or got["_row"].duplicated().any():
+        raise FeatureError(f"historical retrieval returned {len(got)} rows for {len(keys)} "
+                           "distinct (user_id, event_timestamp) pairs")
+    return keys.assign(_row=np.arange(len(keys))).merge(
+        got.drop(columns=[schema.USER_ID, schema.EVENT_TIMESTAMP]), on="_row", how="left"
+    ).drop(columns="_row")
+
+
+def historical_sequences(settings: Settings, labels: pd.DataFrame, *,
+                         chunk_rows: int = 100_000) -> pd.DataFrame:
+    """``labels`` plus the user's features just before each label, via Feast historical retrieval.
+
+    Queries ``recommender_v1`` at label time - 1 µs, so no event at or after the label's time
+    (same-second siblings included) reaches its row. Adds ``recent_items``/``recent_timestamps``
+    (lists, empty for no history) and the user statistics (null for no history), in row order.
+    Labels go to Feast in chunks of about ``chunk_rows`` whole users: the file offline store
+    joins every label with every source row of its user, so one huge call exhausts memory.
+    """
+    f.read_manifest(settings)
+    q = _check_labels(labels)
+    out = labels.copy()
+    if q.empty:
+        for c in USER_FEATURES:
+            out[c] = pd.Series([], dtype=object)
+        return out
+    store = get_store(settings)
+    # Feast's file offline store keeps one row per (entity, time): query each pair once.
+    keys = q.drop_duplicates().sort_values(schema.USER_ID, kind="stable").reset_index(drop=True)
+    users = keys[schema.USER_ID].to_numpy()
+    cuts = [0]
+    while cuts[-1] < len(keys):
+        nxt = min(cuts[-1] + chunk_rows, len(keys))
+        if nxt < len(keys):  # move the cut to the next user boundary
+            nxt = int(np.searchsorted(users, users[nxt - 1], side="right"))
+        cuts.append(nxt)
+    got = pd.concat([_retrieve(store, keys.iloc[a:b].reset_index(drop=True))
+                     for a, b in zip(cuts[:-1], cuts[1:], strict=True)], ignore_index=True)
+    got = q.merge(got, on=[schema.USER_ID, schema.EVENT_TIMESTAMP], how="left", validate="m:1")
+    for c in f.USER_SEQUENCE_FEATURES:
+        out[c] = [_as_list(v) for v in got[c]]
+    for c in f.USER_STAT_FEATURES:
+        dtype = "Float32" if c == f.MEAN_RATING else "Int64"
+        out[c] = pd.array(got[c].to_numpy(dtype=float, na_value=np.nan), dtype=dtype)
+    return out
+
+
+def _user_ids(user_ids: Iterable[Any]) -> list[int]:
+    ids = list(user_ids)
+    bad = [u for u in ids if isinstance(u, bool) or not isinstance(u, (int, np.integer))]
+    if bad:
+        raise FeatureError(f"user ids must be integers; got {bad[:5]!r}")
+    return [int(u) for u in ids]
+
+
+def online_features(target: Settings | FeatureStore, user_ids: Iterable[int]) -> pd.DataFrame:
+    """The users' current features from the online store, one row per id, in order.
+
+    An unknown user gets ``found=False``, an empty sequence and null statistics.
+    """
+    store, _ = _resolve(target)
+    ids = _user_ids(user_ids)
+    cols = [schema.USER_ID, *USER_FEATURES, "found"]
+    if not ids:
+        return pd.DataFrame({c: [] for c in cols})
+    try:
+        d = store.get_online_features(features=USER_FEATURE_REFS,
+                                      entity_rows=[{schema.USER_ID: u} for u in ids]).to_dict()
+    except Exception as exc:
+        raise FeatureError(f"online read from project '{store.project}' failed: {exc}") from exc
+    found = [any(d[c][i] is not None for c in USER_FEATURES) for i in range(len(ids))]
+    out = pd.DataFrame({schema.USER_ID: ids})
+    for c in f.USER_SEQUENCE_FEATURES:
+        out[c] = [_as_list(v) for v in d[c]]
+    for c in f.USER_STAT_FEATURES:
+        dtype = "Float32" if c == f.MEAN_RATING else "Int64"
+        out[c] = pd.array([np.nan if v is None else v for v in d[c]], dtype=dtype)
+    out["found"] = found
+    return out
+
+
+def online_sequences(target: Settings | FeatureStore, user_ids: Iterable[int]) -> list[list[int]]:
+    """Each user's recent item ids (most recent last; empty for an unknown user), in order."""
+    return online_features(target, user_ids)[f.RECENT_ITEMS].tolist()
+
+
+def _parse_event(event: Mapping[str, Any]) -> tuple[int, int, pd.Timestamp, float | None]:
+    if not isinstance(event, Mapping):
+        raise FeatureError(f"an event must be a mapping, not {type(event).__name__}")
+    missing = [c for c in (schema.USER_ID, schema.ITEM_ID, schema.EVENT_TIMESTAMP)
+               if event.get(c) is None]
+    if missing:
+        raise FeatureError(f"event lacks {missing}; got keys {sorted(event)}")
+    try:
+        uid, iid = _user_ids([event[schema.USER_ID], event[schema.ITEM_ID]])
+    except FeatureError as exc:
+        raise FeatureError(f"event user_id/item_id must be integers: got "
+                           f"{event[schema.USER_ID]!r}, {event[schema.ITEM_ID]!r}") from exc
+    raw_ts = event[schema.EVENT_TIMESTAMP]
+    try:
+        ts = (pd.Timestamp(raw_ts, unit="s", tz=UTC) if isinstance(raw_ts, (int, float))
+              else pd.Timestamp(raw_ts))
+    except (TypeError, ValueError) as exc:
+        raise FeatureError(f"event_timestamp {raw_ts!r} is not a timestamp: {exc}") from exc
+    if pd.isna(ts):
+        raise FeatureError(f"event_timestamp {raw_ts!r} is not a timestamp")
+    ts = (ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)).floor("us")
+    rating = event.get(schema.RATING)
+    if rating is not None:
+        try:
+            rating = float(rating)
+        except (TypeError, ValueError) as exc:
+            raise FeatureError(f"event rating {rating!r} is not a number") from exc
+        if np.isnan(rating):
+            rating = None
+    return uid, iid, ts, rating
+
+
+def _row_timestamp(resp: Any) -> pd.Timestamp | None:
+    """The newest event time (to the nanosecond) Feast holds for the user, or None."""
+    newest = None
+    for res in resp.proto.results:
+        for ts in res.event_timestamps:
+            if ts.seconds or ts.nanos:
+                t = pd.Timestamp(ts.seconds * 1_000_000_000 + ts.nanos, unit="ns", tz=UTC)
+                newest = t if newest is None or t > newest else newest
+    return newest
+
+
+def updated_user_row(current: Mapping[str, Any], item_id: int, ts: pd.Timestamp,
+                     rating: float | None, max_len: int) -> dict[str, Any]:
+    """The user's features after one more event: the batch definition applied to one event.
+
+    Exact for events that arrive in time order; an event older than the user's latest one is
+    inserted by (second, item id), and counts a new active day unless its day is in the window.
+    """
+    items = _as_list(current.get(f.RECENT_ITEMS))
+    times = _as_list(current.get(f.RECENT_TIMESTAMPS))
+    sec = int(ts.value // 1_000_000_000)
+    pos = len(items)
+    while pos > 0 and (times[pos - 1], items[pos - 1]) > (sec, item_id):
+        pos -= 1
+    items.insert(pos, item_id)
+    times.insert(pos, sec)
+    count = int(current.get(f.INTERACTION_COUNT) or 0)
+    r_count = int(current.get(f.RATING_COUNT) or 0)
+    mean = current.get(f.MEAN_RATING)
+    if rating is not None:
+        mean = ((float(mean) * r_count if r_count else 0.0) + rating) / (r_count + 1)
+        r_count += 1
+    last = current.get(f.LAST_EVENT_TS)
+    days = int(current.get(f.DAYS_ACTIVE) or 0)
+    day = sec // 86_400
+    # A new day unless another event in the window fell on it (exact for in-order events).
+    other_days = {t // 86_400 for t in times[:pos] + times[pos + 1:]}
+    if last is None or day > int(last) // 86_400 or day not in other_days:
+        days += 1
+    return {
+        f.RECENT_ITEMS: items[-max_len:], f.RECENT_TIMESTAMPS: times[-max_len:],
+        f.INTERACTION_COUNT: count + 1, f.RATING_COUNT: r_count,
+        f.MEAN_RATING: None if mean is None else float(np.float32(mean)),
+        f.DAYS_ACTIVE: days, f.LAST_EVENT_TS: max(sec, int(last)) if last is not None else sec,
+    }
+
+
+def push_event(target: Settings | FeatureStore, event: Mapping[str, Any]) -> dict[str, Any]:
+    """Fold one feedback event into the user's online features through the push source.
+
+    Reads the current online row, applies the event (:func:`updated_user_row`) and pushes the
+    new row, so the next online read reflects it. Returns the row pushed.
+    """
+    store, max_len = _resolve(target)
+    uid, iid, ts, rating = _parse_event(event)
+    try:
+        resp = store.get_online_features(features=USER_FEATURE_REFS,
+                                         entity_rows=[{schema.USER_ID: uid}])
+    except Exception as exc:
+        raise FeatureError(f"online read before push failed for user {uid}: {exc}") from exc
+    current = {k: v[0] for k, v in resp.to_dict().items()}
+    row = updated_user_row(current, iid, ts, rating, max_len)
+    # Redis keeps a value only if its time is newer than the stored one: stamp the row after
+    # whatever the store holds, or a late (out-of-order) event would be dropped silently.
+    held = _row_timestamp(resp)
+    stamp = ts if held is None or ts > held else (held + ONE_US).floor("us")
+    row = {schema.USER_ID: uid, schema.EVENT_TIMESTAMP: stamp, **row}
+    df = pd.DataFrame([row])
+    for c in (f.INTERACTION_COUNT, f.RATING_COUNT, f.DAYS_ACTIVE, f.LAST_EVENT_TS):
+        df[c] = df[c].astype("int64")
+    df[f.MEAN_RATING] = df[f.MEAN_RATING].astype("float32")
+    from feast.data_source import PushMode
+
+    try:
+        store.push(f.USER_PUSH_SOURCE, df, to=PushMode.ONLINE)
+    except Exception as exc:
+        raise FeatureError(f"push of user {uid}'s event to '{f.USER_PUSH_SOURCE}' failed: "
+                           f"{exc}") from exc
+    return row
+
+
+def online_item_features(target: Settings | FeatureStore, item_ids: Sequence[int]) -> pd.DataFrame:
+    """Item statistics and content (items_v1) from the online store, one row per id, in order."""
+    store, _ = _resolve(target)
+    ids = _user_ids(item_ids)
+    service = store.get_feature_service(f.ITEMS_SERVICE)
+    d = store.get_online_features(features=service,
+                                  entity_rows=[{schema.ITEM_ID: i} for i in ids]).to_dict()
+    return pd.DataFrame(d)
+
+
+def teardown(settings: Settings) -> None:
+    """Remove this project's online tables/keys and its registry entries, and nothing else.
+
+    Not ``FeatureStore.teardown()``: that deletes *every* project in the registry, which on a
+    shared PostgreSQL registry would wipe other deployments.
+    """
+    store = get_store(settings)
+    with contextlib.redirect_stdout(io.StringIO()):
+        views = store.list_feature_views()
+        store._get_provider().teardown_infra(store.project, views, store.list_entities())
+        store.registry.delete_project(store.project, commit=True)

@@ -1,0 +1,1 @@
+"""Orchestration: the pipeline and retraining stages, the one fit, and the Airflow runner."""

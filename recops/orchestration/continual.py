@@ -1,0 +1,329 @@
+"""Continual retraining: fold the feedback gathered since the last cycle into the champion.
+
+One cycle (the ``recops_retrain`` DAG, or :func:`run_cycle` without Airflow)::
+
+    collect   feedback events since the watermark -> <run>/feedback.parquet
+    validate  Great Expectations on the batch; accepted rows land in the lake (a rejected
+              batch is quarantined whole and the cycle stops); the watermark moves on
+    features  sources rebuilt from the lake, Feast apply + materialise (as the pipeline)
+    train     warm start from the champion on the new window (users active in the batch)
+              plus a replay sample of the other users, so older users are not forgotten
+    evaluate  challenger and champion on the same newest-period test set
+    gate / register / report   as in the pipeline (champion kept when the gate refuses)
+
+The privacy ledger is shared by every run and cycle, so DP spends add up across cycles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from recops import schema
+from recops.compliance.audit import AuditLog
+from recops.config import Settings
+from recops.errors import DataError, TrainingError, ValidationFailed
+from recops.fsutil import file_lock, write_atomic
+from recops.hashing import sha256_file
+
+# Share of the users *not* active in the new window replayed into fine-tuning.
+REPLAY_FRACTION = 0.3
+# The asset event that triggers a cycle fires when at least this many events are pending.
+MIN_NEW_EVENTS = 100
+# Fine-tuning from a good champion needs fewer epochs than training from scratch.
+FINETUNE_EPOCHS = 5
+
+STAGES = ("collect", "validate", "features", "train", "evaluate", "gate", "register", "report")
+
+
+# ---------------------------------------------------------------------------------------------
+# Watermark
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.paths.runs / "_continual" / "state.json"
+
+
+def read_state(settings: Settings) -> dict[str, Any]:
+    """``{"offset": feedback byte offset consumed so far, "cycles": n, "last_run": id}``."""
+    path = state_path(settings)
+    if not path.exists():
+        return {"offset": 0, "cycles": 0, "last_run": None}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"continual state {path} is unreadable ({exc}); restore it or remove "
+                        "it to re-read all feedback") from exc
+
+
+def _locked(settings: Settings):  # noqa: ANN202
+    return file_lock(state_path(settings).with_suffix(".lock"))
+
+
+def _write_state(settings: Settings, state: dict[str, Any]) -> None:
+    write_atomic(state_path(settings), json.dumps(state, indent=2))
+
+
+def _advance(settings: Settings, run_id: str, from_offset: int, to_offset: int) -> None:
+    """Move the watermark past a batch (landed or quarantined: either way nothing is lost)."""
+    with _locked(settings):
+        state = read_state(settings)
+        if state["offset"] == from_offset:  # a retried task must not skip a newer batch
+            state.update(offset=to_offset, cycles=state["cycles"] + 1, last_run=run_id)
+            _write_state(settings, state)
+
+
+def pending(settings: Settings) -> int:
+    """How many feedback events wait for the next cycle."""
+    from recops.feedback import FeedbackLog
+
+    df, _ = FeedbackLog(settings.paths.feedback).read(read_state(settings)["offset"])
+    return len(df)
+
+
+def _audit(settings: Settings, stage: str, run_id: str, **kw: Any) -> None:
+    AuditLog(settings.paths.audit_log).append(stage, run_id=run_id,
+                                              config=settings.public_dict(), **kw)
+
+
+def _rdir(settings: Settings, run_id: str) -> Path:
+    return settings.paths.runs / run_id
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+def check_feedback(settings: Settings, run_id: str, min_events: int = MIN_NEW_EVENTS
+                   ) -> dict[str, Any]:
+    """For the watcher DAG: the pending count, and ``skip`` when below ``min_events``."""
+    n = pending(settings)
+    out: dict[str, Any] = {"pending": n, "min_events": min_events}
+    if n < min_events:
+        out["skip"] = f"{n} new feedback event(s) < {min_events}: no retrain yet"
+    return out
+
+
+def collect(settings: Settings, run_id: str, min_events: int = 1) -> dict[str, Any]:
+    """Snapshot the feedback since the watermark into the run directory as interactions."""
+    from recops.feedback import FeedbackLog
+
+    rdir = _rdir(settings, run_id)
+    marker = rdir / "collect.json"
+    if marker.exists():  # a retry: the same batch, whatever arrived since
+        return json.loads(marker.read_text())
+    since = read_state(settings)["offset"]
+    df, until = FeedbackLog(settings.paths.feedback).read(since)
+    if len(df) < min_events:
+        return {"skip": f"{len(df)} new feedback event(s) since offset {since} < {min_events}",
+                "n_events": len(df)}
+    cols = [c for c in schema.PANDAS_DTYPES[schema.INTERACTIONS] if c in df.columns]
+    batch = df[cols]
+    rdir.mkdir(parents=True, exist_ok=True)
+    path = rdir / "feedback.parquet"
+    batch.to_parquet(path, index=False)
+    ts = batch[schema.EVENT_TIMESTAMP]
+    out = {"batch": str(path), "n_events": len(batch), "from_offset": since, "to_offset": until,
+           "users": int(batch[schema.USER_ID].nunique()),
+           "start": ts.min().isoformat(), "end": ts.max().isoformat()}
+    _write_json(marker, out)
+    _audit(settings, "feedback", run_id, inputs={"from_offset": since, "to_offset": until},
+           outputs={"batch_sha256": sha256_file(path)}, details={"events": len(batch)})
+    return out
+
+
+def validate(settings: Settings, run_id: str, batch: str) -> dict[str, Any]:
+    """Validate the feedback batch; land it in the lake, or quarantine it and stop the cycle."""
+    import pandas as pd
+
+    from recops.lake import Lake
+    from validation.gate import validate_feedback
+
+    rdir = _rdir(settings, run_id)
+    col = json.loads((rdir / "collect.json").read_text())
+    df = pd.read_parquet(batch)
+    checked = validate_feedback(settings, df, run_id=run_id)
+    if not checked.passed:
+        # The batch is quarantined whole (nothing lost): the next cycle starts after it.
+        _advance(settings, run_id, col["from_offset"], col["to_offset"])
+        raise ValidationFailed(
+            f"feedback batch (offsets {col['from_offset']}-{col['to_offset']}, "
+            f"{len(df)} events) failed validation: {'; '.join(checked.failed[:5])}; "
+            f"quarantined at {checked.quarantine_path}",
+            quarantine_path=str(checked.quarantine_path), failed=checked.failed)
+    lake = Lake(settings.paths.lake)
+    accepted = df
+    manifest = lake.append(schema.INTERACTIONS, accepted,
+                           source=f"feedback:{col['from_offset']}-{col['to_offset']}")
+    version = lake.dataset_version()
+    _advance(settings, run_id, col["from_offset"], col["to_offset"])
+    users = sorted(int(u) for u in accepted[schema.USER_ID].unique())
+    _write_json(rdir / "window.json", {"users": users, "start": col["start"], "end": col["end"],
+                                       "batch_id": manifest.batch_id})
+    report = str(checked.data_docs) if checked.data_docs else None
+    _write_json(rdir / "validation.json", {"dataset_version": version, "passed": True,
+                                           "report": report, "batch_id": manifest.batch_id})
+    return {"dataset_version": version, "rows": len(accepted), "passed": True, "report": report}
+
+
+def features(settings: Settings, run_id: str, dataset_version: str) -> dict[str, Any]:
+    """Rebuild the Feast sources from the lake and materialise the new rows (as the pipeline)."""
+    from recops.orchestration import pipeline
+
+    return pipeline.features(settings, run_id, dataset_version)
+
+
+def train(settings: Settings, run_id: str, dataset_version: str, *,
+          replay_fraction: float = REPLAY_FRACTION, finetune_epochs: int | None = None,
+          progress: bool = False) -> dict[str, Any]:
+    """Warm-start the champion on the new window's users plus a replay sample of the others."""
+    import numpy as np
+
+    from recops.lake import Lake
+    from recops.orchestration import pipeline
+    from recops.release import registry
+    from recops.training.splits import SPLIT, leave_last_out_labels
+
+    if not 0 <= replay_fraction <= 1:
+        raise TrainingError(f"replay_fraction must lie in [0, 1], got {replay_fraction}")
+    rdir = _rdir(settings, run_id)
+    settings = settings.model_copy(update={"train": settings.train.model_copy(
+        update={"epochs": finetune_epochs or min(settings.train.epochs, FINETUNE_EPOCHS)})})
+    key = {"dataset_version": dataset_version, "config_hash": pipeline._config_hash(settings),
+           "replay_fraction": replay_fraction}
+    if pipeline._done(rdir / "train.json", key) and (rdir / "checkpoint.pt").exists():
+        return {"run_dir": str(rdir), "reused": True}
+    champion = registry.load(settings, registry.CHAMPION)
+    lake = Lake(settings.paths.lake)
+    pipeline._check_version(lake, dataset_version)
+    interactions = lake.read(schema.INTERACTIONS)
+    items = lake.read_latest(schema.ITEMS)
+    users = lake.read_latest(schema.USERS)
+    window = json.loads((rdir / "window.json").read_text())
+    labels = leave_last_out_labels(interactions)
+    active = labels[schema.USER_ID].isin(window["users"])
+    others = np.unique(labels.loc[~active, schema.USER_ID].to_numpy())
+    rng = np.random.default_rng(settings.seed + len(window["users"]))
+    replay = rng.choice(others, size=int(round(replay_fraction * len(others))), replace=False) \
+        if len(others) else others
+    picked = labels[active | labels[schema.USER_ID].isin(replay)]
+    eval_users = sorted(int(u) for u in picked.loc[
+        picked[schema.USER_ID].isin(window["users"]) & (picked[SPLIT] == "test"),
+        schema.USER_ID].unique())
+    if not eval_users:
+        raise TrainingError("no user of the new window has the 3+ events leave-last-out needs: "
+                            "nothing to evaluate the newest period on; wait for more feedback")
+    labelled = pipeline.build_labelled(settings, interactions, users, labels=picked)
+    rdir.mkdir(parents=True, exist_ok=True)
+    labelled.to_parquet(rdir / "labels.parquet", index=False)
+    _write_json(rdir / "eval_users.json", eval_users)
+    t0 = time.perf_counter()
+    info = pipeline.fit(settings, labelled, items, interactions, run_id=run_id, rdir=rdir,
+                        init=champion.checkpoint, progress=progress)
+    info.update(train_seconds=round(time.perf_counter() - t0, 2), warm_start_from=champion.tag,
+                replay_users=len(replay), window_users=len(window["users"]),
+                eval_users=len(eval_users))
+    pipeline._write_json(rdir / "train.json", {**key, **info, "run_id": run_id})
+    pipeline._audit(settings, "train", run_id,
+                    inputs={"dataset_version": dataset_version, "init": champion.tag,
+                            "labels_sha256": sha256_file(rdir / "labels.parquet")},
+                    outputs={"checkpoint_sha256": sha256_file(rdir / "checkpoint.pt")},
+                    details={k: info.get(k) for k in ("mode", "kind", "epochs_run",
+                             "train_seconds", "privacy", "replay_users", "window_users")})
+    return {"run_dir": str(rdir), "reused": False}
+
+
+def evaluate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
+    """Challenger and champion on the newest period's test labels (same users, same items)."""
+    from recops.orchestration import pipeline
+    from recops.release import registry
+    from recops.training.evaluation import model_for_data
+    from recops.training.models import read_checkpoint
+
+    rdir = Path(run_dir)
+    ckpt_hash = sha256_file(rdir / "checkpoint.pt")
+    mpath = rdir / "metrics.json"
+    if pipeline._done(mpath, {"checkpoint_sha256": ckpt_hash}):
+        return {"metrics": pipeline._read_json(mpath)["overall"], "path": str(mpath)}
+    info = pipeline._read_json(rdir / "train.json")
+    eval_users = json.loads((rdir / "eval_users.json").read_text())
+    data = pipeline.run_data(settings, rdir).subset(eval_users)
+    model, mdata = model_for_data(read_checkpoint(rdir / "checkpoint.pt"), data)
+    ours = pipeline.metrics_of(model, mdata)
+    champion = registry.load(settings, info["warm_start_from"])
+    cmodel, cdata = model_for_data(champion.checkpoint, data)
+    theirs = pipeline.metrics_of(cmodel, cdata)
+    pipeline._write_json(rdir / "champion_metrics.json", {**theirs, "tag": champion.tag,
+                                                          "split": "test", "period": "newest"})
+    out = {"split": "test", "period": "newest", "k": 10, **ours, "checkpoint_sha256": ckpt_hash}
+    pipeline._write_json(mpath, out)
+    pipeline._audit(settings, "evaluate", run_id, inputs={"checkpoint_sha256": ckpt_hash,
+                                                          "champion": champion.tag},
+                    outputs={"metrics_sha256": sha256_file(mpath)},
+                    details={"challenger": ours["overall"], "champion": theirs["overall"],
+                             "n_users": ours["n_users"]})
+    return {"metrics": ours["overall"], "champion_metrics": theirs["overall"], "path": str(mpath)}
+
+
+def gate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
+    from recops.orchestration import pipeline
+
+    return pipeline.gate(settings, run_id, run_dir)
+
+
+def register(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
+    from recops.orchestration import pipeline
+
+    return pipeline.register(settings, run_id, run_dir)
+
+
+def report(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
+    from recops.orchestration import pipeline
+
+    return pipeline.report(settings, run_id, run_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Without Airflow
+
+
+def run_cycle(settings: Settings, run_id: str | None = None, *, min_events: int = 1,
+              replay_fraction: float = REPLAY_FRACTION, finetune_epochs: int | None = None,
+              progress: bool = False,
+              on_stage: Callable[[str, dict[str, Any], float], None] | None = None
+              ) -> dict[str, Any]:
+    """One retraining cycle in this process; ``{"skipped": reason}`` when there is no feedback."""
+    from recops.orchestration.pipeline import StageTimer, new_run_id
+
+    run_id = run_id or "retrain-" + new_run_id()
+    step = StageTimer(settings, run_id, on_stage)
+    timings = step.timings
+
+    col = step("collect", collect, min_events=min_events)
+    if "skip" in col:
+        return {"run_id": run_id, "skipped": col["skip"], "timings": timings}
+    accepted = step("validate", validate, col["batch"])
+    step("features", features, accepted["dataset_version"])
+    trained = step("train", train, accepted["dataset_version"], replay_fraction=replay_fraction,
+                   finetune_epochs=finetune_epochs, progress=progress)
+    rdir = trained["run_dir"]
+    ev = step("evaluate", evaluate, rdir)
+    gated = step("gate", gate, rdir)
+    reg = step("register", register, rdir)
+    rep = step("report", report, rdir)
+    return {"run_id": run_id, "run_dir": rdir, "n_events": col["n_events"],
+            "dataset_version": accepted["dataset_version"], "metrics": ev["metrics"],
+            "champion_metrics": ev["champion_metrics"], "gate_passed": gated["passed"],
+            "reasons": gated.get("reasons", []), "tag": reg["tag"], "promoted": reg["promoted"],
+            "report": rep.get("report"), "timings": timings}

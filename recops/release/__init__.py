@@ -1,0 +1,1 @@
+"""Release: the promotion gate and the model registry (BentoML model store)."""

@@ -1,0 +1,1 @@
+"""Training: models, sequences and splits, the training loop, evaluation, metrics, privacy."""

@@ -1,0 +1,378 @@
+"""Training: build a model from settings, fit it on user sequences, early-stop, checkpoint, resume.
+
+Plain PyTorch, shared by centralised training (:func:`train_model`), the Flower client
+(:func:`build_model`, :func:`make_train_loader`, :func:`fit_epochs`) and the CLI. One training
+sample is one user (their sequence before the validation label), which is also the privacy unit
+when ``settings.privacy.enabled`` (DP-SGD through :func:`recops.training.privacy.make_private`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from recops.errors import TrainingError
+from recops.training.evaluation import evaluate_model
+from recops.training.models import (
+    Recommender,
+    create_model,
+    extend_checkpoint,
+    load_checkpoint,
+    make_checkpoint,
+    save_checkpoint,
+)
+from recops.training.sequences import ItemIndex, SequenceData, left_pad
+
+if TYPE_CHECKING:
+    from recops.config import Settings
+    from recops.training.privacy import PrivacyLedger
+
+GATE_METRIC = "ndcg@10"
+
+
+@dataclass
+class TrainResult:
+    model: Recommender
+    checkpoint: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    valid_metrics: dict[str, float] = field(default_factory=dict)
+    privacy: dict[str, Any] | None = None
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; returns a torch generator for loaders."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def build_model(settings: Settings, n_items: int,
+                text_vectors: np.ndarray | None = None) -> Recommender:
+    """A fresh model of ``settings.model.kind``; text vectors ([n_items, dim], row i-1 = index i)
+    are used when ``settings.model.text_init`` (SASRec only)."""
+    m = settings.model
+    args: dict[str, Any] = {"max_len": m.max_len, "d_model": m.d_model}
+    if m.kind == "sasrec":
+        args.update(n_layers=m.n_layers, n_heads=m.n_heads, dropout=m.dropout)
+        if m.text_init:
+            if text_vectors is None:
+                raise TrainingError("model.text_init is on but no item text vectors were given "
+                                    "(features.text_encoder.item_text_vectors computes them)")
+            tv = np.asarray(text_vectors, dtype=np.float32)
+            if tv.ndim != 2 or tv.shape[0] != n_items:
+                raise TrainingError(f"text vectors must be [{n_items}, dim] (one row per item "
+                                    f"index), got shape {tv.shape}")
+            args.update(text_dim=tv.shape[1], text_vectors=torch.from_numpy(tv))
+    return create_model(m.kind, n_items, args)
+
+
+def training_pairs(seqs: Iterable[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded inputs and next-item targets [U, max_len] from sequences of >= 2 items."""
+    xs, ys = [], []
+    for s in seqs:
+        if len(s) >= 2:
+            xs.append(s[:-1])
+            ys.append(s[1:])
+    return left_pad(xs, max_len), left_pad(ys, max_len)
+
+
+def make_train_loader(data: SequenceData, settings: Settings, seed: int,
+                      max_len: int | None = None) -> DataLoader:
+    """One sample per user with >= 2 training items: (x, y) left-padded [max_len], shuffled."""
+    x, y = training_pairs(data.train_seqs, max_len or settings.model.max_len)
+    if not len(x):
+        raise TrainingError(f"no user has 2 or more training events ({data.n_users} users): "
+                            "nothing to learn a next item from")
+    return DataLoader(TensorDataset(x, y), batch_size=settings.train.batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def _core(model: nn.Module) -> Recommender:
+    return getattr(model, "_module", model)
+
+
+def fit_epochs(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float,
+               weight_decay: float = 0.0, proximal_mu: float = 0.0,
+               global_params: list[torch.Tensor] | None = None,
+               optimizer: torch.optim.Optimizer | None = None, private: Any | None = None,
+               on_batch: Callable[[float], None] | None = None) -> float:
+    """Train ``epochs`` passes over ``loader``; returns the mean per-user loss of the last epoch.
+
+    ``proximal_mu`` with ``global_params`` adds FedProx's (mu/2)·||w - w_global||².
+    ``private`` is a :class:`recops.training.privacy.PrivateTraining`: its model, optimizer and loss
+    are used and empty Poisson batches take a noise-only step.
+    """
+    core = _core(private.model if private is not None else model)
+    if core.kind == "pop":
+        core.fit_sequences(torch.cat([loader.dataset.tensors[0], loader.dataset.tensors[1][:, -1:]],
+                                     dim=1).numpy())
+        return 0.0
+    if private is not None:
+        model, optimizer, loader = private.model, private.optimizer, private.loader
+    elif optimizer is None:
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                     weight_decay=weight_decay)
+    if proximal_mu and global_params is None:
+        raise TrainingError("proximal_mu > 0 needs global_params (the server's weights)")
+    params = [p for p in core.parameters() if p.requires_grad]
+    model.train()
+    mean = 0.0
+    for _ in range(epochs):
+        total, n = 0.0, 0
+        for x, y in loader:
+            if len(x) == 0:  # Poisson sampling can draw nobody
+                if private is not None:
+                    private.empty_step()
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            if private is not None:
+                loss = private.loss(model(x), core._clip_len(y))
+                value = float(loss.item()) if hasattr(loss, "item") else float(loss)
+            else:
+                loss = core.training_loss(x, y).mean()
+                value = float(loss.item())
+            if proximal_mu:
+                prox = sum(((p - g.detach()) ** 2).sum() for p, g in zip(params, global_params,
+                                                                          strict=True))
+                loss = loss + proximal_mu / 2 * prox
+            loss.backward()
+            optimizer.step()
+            total += value * len(x)
+            n += len(x)
+            if on_batch is not None:
+                on_batch(value)
+        mean = total / max(n, 1)
+    return mean
+
+
+def _items_text(settings: Settings, data: SequenceData) -> np.ndarray:
+    from recops.features.text_encoder import item_text_vectors
+
+    return item_text_vectors(settings, data.items)
+
+
+def _warm_start(settings: Settings, data: SequenceData, init: dict[str, Any],
+                text_vectors: np.ndarray | None) -> tuple[Recommender, SequenceData]:
+    """The init checkpoint's model, grown to the data's new items, and the data in its index."""
+    if init.get("kind") != settings.model.kind:
+        raise TrainingError(f"warm start: the init checkpoint is a '{init.get('kind')}' model "
+                            f"but model.kind is '{settings.model.kind}'")
+    merged = ItemIndex(np.asarray(init["item_ids"], dtype=np.int64)).extend(data.index.item_ids)
+    new_ids = merged.item_ids[len(init["item_ids"]):].tolist()
+    new_text = None
+    if new_ids and init["model_settings"].get("text_dim"):
+        # text_vectors (when given) align to the data's own index; pick the new items' rows
+        tv = text_vectors if text_vectors is not None else _items_text(settings, data)
+        new_text = np.asarray(tv)[data.index.to_index(new_ids) - 1]
+    data = data.reindexed(merged)
+    model = load_checkpoint(extend_checkpoint(init, new_ids, new_text, seed=settings.seed),
+                            where="warm-start checkpoint")
+    return model, data
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
+
+
+def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] | None = None,
+                text_vectors: np.ndarray | None = None, progress: bool = True,
+                ledger: PrivacyLedger | None = None, run_dir: Path | None = None,
+                resume: bool = False, run_id: str | None = None) -> TrainResult:
+    """Train ``settings.model.kind`` on ``data`` with early stopping on valid NDCG@10.
+
+    ``init`` warm-starts from a checkpoint (its item index extended by new items); ``run_dir``
+    receives ``checkpoint.pt``, ``history.json``, ``train_metrics.json`` (validation metrics;
+    ``metrics.json`` is the evaluate stage's), ``privacy.json`` and the
+    resumable ``last.pt`` (``resume=True`` continues from it). With privacy on, the projected
+    spend is checked against the budget in ``ledger`` before training and the actual spend
+    appended after.
+    """
+    torch.set_num_threads(settings.train.num_threads)
+    seed_everything(settings.seed)
+    if data.n_users == 0:
+        raise TrainingError("no users to train on: the sequence data is empty")
+    if not len(data.eval_users):
+        raise TrainingError("no user has 3 or more events, so there is no validation split to "
+                            "early-stop on; add data")
+    if resume and run_dir is None:
+        raise TrainingError("resume=True needs run_dir (where last.pt was written)")
+    cfg = settings.train
+    if init is not None:
+        model, data = _warm_start(settings, data, init, text_vectors)
+        text_vectors = None
+    else:
+        if settings.model.kind == "sasrec" and settings.model.text_init and text_vectors is None:
+            text_vectors = _items_text(settings, data)
+        model = build_model(settings, data.n_items, text_vectors)
+    model.train()
+    history: list[dict[str, Any]] = []
+    privacy: dict[str, Any] | None = None
+    model_settings = settings.model.model_dump()
+    train_settings = {**cfg.model_dump(), "seed": settings.seed,
+                      "privacy": (settings.privacy.model_dump() if settings.privacy.enabled
+                                  else None)}
+
+    def checkpoint(m: Recommender, valid: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return make_checkpoint(m, data.index.item_ids, model_settings=model_settings,
+                               train_settings=train_settings, valid_metrics=valid,
+                               history=history, privacy=privacy, run_id=run_id,
+                               n_users=data.n_users, n_eval_users=int(len(data.eval_users)),
+                               **extra)
+
+    if model.kind == "pop":
+        if settings.privacy.enabled:
+            raise TrainingError("privacy.enabled with model.kind='pop': popularity counts are not "
+                                "trained with DP-SGD; use sasrec or mf")
+        # Count every training event (valid_seen holds evaluated users' whole train history,
+        # train_seqs only its last max_len items), plus the train-only users' sequences.
+        evaluated = set(data.eval_users.tolist())
+        model.fit_sequences([*data.valid_seen, *(s for u, s in zip(data.train_users,
+                             data.train_seqs, strict=True) if int(u) not in evaluated)])
+        ev = evaluate_model(model, data, "valid")
+        history.append({"epoch": 0, "loss": 0.0, **ev.overall})
+        result = TrainResult(model.eval(), checkpoint(model, ev.overall), history, ev.overall, None)
+        _save_run(run_dir, result, data)
+        return result
+
+    loader = make_train_loader(data, settings, settings.seed, max_len=model.max_len)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                 weight_decay=cfg.weight_decay)
+    private = None
+    n_samples = len(loader.dataset)  # type: ignore[arg-type]
+    if settings.privacy.enabled:
+        from recops.training.privacy import PrivacyLedger, make_private
+
+        if resume:
+            raise TrainingError("resume is not supported with privacy.enabled: the accountant's "
+                                "state is not checkpointed; start the run again")
+        private = make_private(model, optimizer, loader, settings, n_samples, cfg.epochs,
+                               noise_generator=torch.Generator().manual_seed(settings.seed + 1))
+        (ledger or PrivacyLedger(settings.paths.privacy_ledger)).check_budget(
+            settings, private.projected_epsilon(), private.population)
+
+    start_epoch, best, best_state, bad = 1, -1.0, None, 0
+    last_path = run_dir / "last.pt" if run_dir is not None else None
+    if resume:
+        if last_path is None or not last_path.is_file():
+            raise TrainingError(f"cannot resume: {last_path} does not exist")
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        start_epoch, best, best_state, bad = (state["epoch"] + 1, state["best"],
+                                              state["best_state"], state["bad"])
+        history = state["history"]
+        torch.set_rng_state(state["torch_rng"])
+        loader.generator.set_state(state["loader_rng"])  # type: ignore[union-attr]
+        if bad >= cfg.patience:
+            start_epoch = cfg.epochs + 1
+
+    with _progress(progress, cfg.epochs, len(private.loader if private else loader)) as bar:
+        bar.advance_to(start_epoch - 1)
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            loss = fit_epochs(model, loader, epochs=1, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                              optimizer=optimizer, private=private, on_batch=bar.batch)
+            row: dict[str, Any] = {"epoch": epoch, "loss": loss}
+            stop = False
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                ev = evaluate_model(model, data, "valid", segments=False)
+                row.update(ev.overall)
+                if ev.overall[GATE_METRIC] > best:
+                    best, bad = ev.overall[GATE_METRIC], 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad += 1
+                    stop = bad >= cfg.patience
+            history.append(row)
+            bar.epoch_done(epoch, row)
+            if last_path is not None:
+                last_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = last_path.with_suffix(".pt.tmp")
+                torch.save({"epoch": epoch, "model_state": model.state_dict(),
+                            "optimizer_state": optimizer.state_dict(), "best": best,
+                            "best_state": best_state, "bad": bad, "history": history,
+                            "torch_rng": torch.get_rng_state(),
+                            "loader_rng": loader.generator.get_state()},  # type: ignore[union-attr]
+                           tmp)
+                tmp.replace(last_path)
+            if stop:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    if private is not None:
+        spend = private.spend(run_id=run_id)
+        privacy = spend.to_dict()
+        (ledger or PrivacyLedger(settings.paths.privacy_ledger)).append(spend)
+    ev = evaluate_model(model, data, "valid")
+    ckpt = checkpoint(model, ev.overall, valid_per_segment=ev.per_segment)
+    result = TrainResult(model, ckpt, history, ev.overall, privacy)
+    _save_run(run_dir, result, data)
+    return result
+
+
+def _save_run(run_dir: Path | None, result: TrainResult, data: SequenceData) -> None:
+    if run_dir is None:
+        return
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(result.checkpoint, run_dir / "checkpoint.pt")
+    _write_json(run_dir / "history.json", result.history)
+    _write_json(run_dir / "train_metrics.json", {"valid": result.valid_metrics,
+                                           "valid_per_segment":
+                                           result.checkpoint.get("valid_per_segment", {})})
+    _write_json(run_dir / "privacy.json", result.privacy)
+
+
+class _progress:
+    """A rich progress bar over epochs and batches, or nothing."""
+
+    def __init__(self, enabled: bool, epochs: int, batches: int) -> None:
+        self.enabled, self.epochs, self.batches = enabled, epochs, max(batches, 1)
+        self._p: Any = None
+
+    def __enter__(self) -> _progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._p = Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(),
+                               MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+            self._p.start()
+            self._task = self._p.add_task("epoch 1", total=self.epochs * self.batches)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+    def advance_to(self, epochs_done: int) -> None:
+        if self._p is not None:
+            self._p.update(self._task, completed=epochs_done * self.batches)
+
+    def batch(self, loss: float) -> None:
+        if self._p is not None:
+            self._p.advance(self._task)
+
+    def epoch_done(self, epoch: int, row: dict[str, Any]) -> None:
+        if self._p is not None:
+            self._p.update(self._task, completed=epoch * self.batches,
+                           description=f"epoch {epoch} loss {row['loss']:.3f}"
+                           + (f" ndcg@10 {row[GATE_METRIC]:.4f}" if GATE_METRIC in row else ""))

@@ -1,0 +1,69 @@
+"""`recops train` and `recops evaluate` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from recops import schema
+from recops.compliance.audit import AuditLog
+from recops.config import load_settings
+from recops.lake import Lake
+from tests.conftest import run_cli
+from tests.training.conftest import cyclic_interactions
+
+
+@pytest.fixture
+def lake(home) -> Lake:
+    inter, items = cyclic_interactions(n_users=60, n_items=20)
+    lake = Lake(load_settings().paths.lake)
+    lake.append(schema.INTERACTIONS, inter, source="test")
+    lake.append(schema.ITEMS, items, source="test")
+    lake.append(schema.USERS, pd.DataFrame({"user_id": sorted(inter.user_id.unique())}),
+                source="test")
+    return lake
+
+
+SMALL = ["--max-len", "8", "--d-model", "16", "--epochs", "2", "--no-progress"]
+
+
+def test_train_then_evaluate(monkeypatch, capsys, lake, home) -> None:
+    code, out, err = run_cli(monkeypatch, capsys, "train", "--run-id", "r1", *SMALL)
+    assert code == 0, err
+    assert "ndcg@10" in out and "validation" in out
+    rdir = home / "runs" / "r1"
+    assert (rdir / "checkpoint.pt").is_file() and (rdir / "labels.parquet").is_file()
+    assert AuditLog(load_settings().paths.audit_log).records()[-1]["stage"] == "train"
+
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", str(rdir))
+    assert code == 0, err
+    report = json.loads((rdir / "evaluation_test.json").read_text())
+    assert report["split"] == "test" and 0 <= report["overall"]["ndcg@10"] <= 1
+    assert "activity=<20" in report["per_segment"] and "activity=<20" in out
+
+    target = home / "eval.json"
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(rdir / "checkpoint.pt"),
+                           "--split", "valid", "--k", "5", "-o", str(target))
+    assert code == 0, err
+    assert "hr@5" in json.loads(target.read_text())["overall"]
+
+
+def test_bad_inputs_exit_2_with_one_line(monkeypatch, capsys, home, tmp_path) -> None:
+    code, _, err = run_cli(monkeypatch, capsys, "train", *SMALL)
+    assert code == 2 and "holds no interactions" in err
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--kind", "gru", *SMALL)
+    assert code == 2 and "model.kind" in err
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--resume", *SMALL)
+    assert code == 2 and "--resume needs --run-id" in err
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "missing"))
+    assert code == 2 and "does not exist" in err
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path))
+    assert code == 2 and "without checkpoint.pt" in err
+    (tmp_path / "bad.pt").write_text("nope")
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "bad.pt"))
+    assert code == 2 and "cannot be read" in err
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "bad.pt"),
+                           "--split", "train")
+    assert code == 2 and "--split" in err
