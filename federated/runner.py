@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from federated.accounting import SampleLevelTracker, client_level_delta, client_level_spend
 from federated.common import (
     DP_CLIENTS_FILE,
@@ -68,19 +66,14 @@ def prepare_run(settings: Settings, data: SequenceData, run_dir: Path,
     """
     import torch
 
-    from recops.training.trainer import _items_text, _warm_start, build_model, seed_everything
+    from recops.training.trainer import initial_model, seed_everything
 
     run_dir = Path(run_dir)
     fed_dir = run_dir / FED_DIR
     fed_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(settings.seed)
     fed = settings.federated
-    if init is not None:
-        model, data = _warm_start(settings, data, init, None)
-    else:
-        text = (_items_text(settings, data)
-                if settings.model.kind == "sasrec" and settings.model.text_init else None)
-        model = build_model(settings, data.n_items, text)
+    model, data = initial_model(settings, data, init)
     clusters = taste_clusters(data) if fed.partition == "dirichlet" else None
     parts = partition_users(data.train_users, fed.num_clients, fed.partition, clusters=clusters,
                             alpha=fed.dirichlet_alpha, seed=settings.seed)
@@ -114,17 +107,18 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
                     on_round: RoundCallback | None = None, run_id: str | None = None,
                     timeout: float = 3600.0, round_timeout: float = 600.0,
                     local_batch_size: int = 0, ledger: Any | None = None) -> Any:
-    """Train the recommender with Flower; same result type as ``trainer.train_model``.
+    """Train the recommender with Flower; returns ``trainer.TrainResult`` like central training.
 
     ``engine`` (default ``settings.federated.engine``) "simulation" runs ``num_clients`` virtual
     clients on one machine; "deployment" starts a SuperLink and ``num_clients`` SuperNodes as
-    processes on loopback with TLS.
-    Writes ``run_dir/federated_rounds.json`` (one row per round) and the usual run files;
-    appends each DP spend to the privacy ledger. ``local_batch_size`` 0 = steps-matched
+    processes on loopback with TLS. ``run_dir`` is the Flower run's exchange folder (partitions,
+    settings, initial and final weights; the ServerApp writes ``federated_rounds.json`` there);
+    the run's own files (checkpoint, history, privacy) are the caller's to keep. Appends each DP
+    spend to the privacy ledger. ``local_batch_size`` 0 = steps-matched
     (``federated.common.local_batch_size``).
     """
     from recops.training.evaluation import evaluate_model
-    from recops.training.models import make_checkpoint, save_checkpoint
+    from recops.training.models import make_checkpoint
     from recops.training.privacy import PrivacyLedger, default_population
     from recops.training.trainer import TrainResult
 
@@ -202,11 +196,6 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
                            valid_per_segment=ev.per_segment, history=history, privacy=privacy,
                            run_id=run_id, training_mode="federated", federated=fed_meta,
                            n_users=data.n_users, n_eval_users=int(len(data.eval_users)))
-    save_checkpoint(ckpt, run_dir / "checkpoint.pt")
-    _write_json(run_dir / "history.json", history)
-    _write_json(run_dir / "metrics.json",
-                {"valid": ev.overall, "valid_per_segment": ev.per_segment})
-    _write_json(run_dir / "privacy.json", privacy)
     return TrainResult(model, ckpt, history, ev.overall, privacy)
 
 
@@ -256,15 +245,3 @@ def _account(settings: Settings, run_dir: Path, ledger: Any, population: str,
     # (unit = user, like centralised DP), else the client-level one.
     headline = out.get("sample_level") or out["client_level"]
     return {**headline, "components": out}
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_default))
-    tmp.replace(path)
-
-
-def _default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    return str(o)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -25,15 +24,9 @@ from federated.common import (
 )
 from federated.partition import load_server_valid, read_manifest
 from federated.strategies import EVAL_METRICS, build_strategy
+from recops.fsutil import write_json
 
 app = ServerApp()
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    """Write via a temp file and rename, so a reader polling for progress never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    tmp.replace(path)
 
 
 class RoundRecorder:
@@ -110,8 +103,8 @@ class RoundRecorder:
         self.rows.append(row)
         self.pending = {}
         # Per-client DP-SGD steps first: if the run dies later, what ran is still accounted.
-        _write_json(self.path.parent / FED_DIR / DP_CLIENTS_FILE, self.dp_users.clients)
-        _write_json(self.path, self.rows)
+        write_json(self.path.parent / FED_DIR / DP_CLIENTS_FILE, self.dp_users.clients)
+        write_json(self.path, self.rows)
 
 
 def _wait_for_nodes(grid: Grid, expected: int, timeout: float) -> None:
@@ -176,4 +169,4 @@ def main(grid: Grid, context: Context) -> None:
     summary = {"strategy": info, "rounds": recorder.rows, "num_clients": num_clients,
                "client_level_delta": recorder.client_delta, "accountant": accountant,
                "completed_rounds": recorder.client_rounds}
-    _write_json(fed_dir / SUMMARY_FILE, summary)
+    write_json(fed_dir / SUMMARY_FILE, summary)

@@ -7,6 +7,7 @@ from typing import Any
 
 from recops.config import FederatedSettings
 from recops.errors import ConfigError
+from recops.schema import METRIC_KEYS
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 CLIENT_DP = ("off", "fixed", "adaptive")
@@ -14,7 +15,7 @@ CLIENT_DP = ("off", "fixed", "adaptive")
 # by examples would let a big client move the average by more than the clipping norm.
 NUM_EXAMPLES = "num-examples"
 DP_WEIGHT = "dp-weight"
-EVAL_METRICS = ("hr@10", "ndcg@10", "mrr", "coverage@10")
+EVAL_METRICS = METRIC_KEYS
 
 
 @dataclass(frozen=True)

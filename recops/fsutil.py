@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def write_atomic(path: Path, text: str, *, sync_dir: bool = False) -> None:
@@ -38,3 +39,23 @@ def file_lock(lock: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def write_json(path: Path, obj: Any, *, sync_dir: bool = False) -> Path:
+    """The one JSON writer for run and state files: sorted keys, indented, atomic and fsync'd.
+
+    Numpy scalars become plain numbers; anything else JSON cannot hold becomes its ``str``.
+    """
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_plain) + "\n",
+                 sync_dir=sync_dir)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item) and getattr(value, "shape", None) == ():
+        return item()
+    return str(value)

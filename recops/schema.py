@@ -77,3 +77,6 @@ PANDAS_DTYPES: dict[str, dict[str, str]] = {
 USER_ENTITY = "user"
 ITEM_ENTITY = "item"
 FEATURE_SERVICE = "recommender_v1"
+
+# The metrics at the default cut-off (k=10) that models, the gate, the registry and reports carry.
+METRIC_KEYS = ("hr@10", "ndcg@10", "mrr", "coverage@10")

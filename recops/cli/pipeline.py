@@ -38,7 +38,7 @@ def _fmt(v: Any) -> str:
 
 def print_metrics(summary: dict[str, Any], title: str) -> None:
     """Overall and per-segment metrics of a run as one table."""
-    from recops.orchestration.pipeline import METRIC_KEYS
+    from recops.schema import METRIC_KEYS
 
     table = Table(title=title)
     table.add_column("users")
@@ -178,6 +178,7 @@ def retrain(
     """One continual-learning cycle: feedback since the last cycle -> warm-started challenger."""
     from recops.errors import RecopsError
     from recops.orchestration import continual
+    from recops.schema import METRIC_KEYS
 
     settings = ctx.obj.settings(**_overrides(None, mode, dp, None, budget))
     if airflow:
@@ -211,7 +212,7 @@ def retrain(
     table.add_column("metric")
     table.add_column("challenger", justify="right")
     table.add_column("champion", justify="right")
-    for k in ("hr@10", "ndcg@10", "mrr", "coverage@10"):
+    for k in METRIC_KEYS:
         table.add_row(k, _fmt(summary["metrics"].get(k)), _fmt(summary["champion_metrics"].get(k)))
     out.print(table)
     verdict = "promoted" if summary["promoted"] else "champion kept: " + "; ".join(

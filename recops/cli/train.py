@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 out = Console()
-
-
-def _lake_tables(settings: Any) -> tuple[Any, Any, Any]:
-    from recops import schema
-    from recops.errors import DataError
-    from recops.lake import Lake
-
-    lake = Lake(settings.paths.lake)
-    inter = lake.read(schema.INTERACTIONS)
-    if inter.empty:
-        raise DataError(f"the lake at {settings.paths.lake} holds no interactions: run "
-                        "`recops ingest` and `recops validate` first")
-    return inter, lake.read_latest(schema.ITEMS), lake.read_latest(schema.USERS)
 
 
 def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
@@ -66,13 +52,12 @@ def train(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Train a recommender on the lake (chronological leave-last-out), print validation metrics."""
-    from recops.compliance.audit import AuditLog
     from recops.errors import ConfigError
     from recops.lake import Lake
+    from recops.orchestration.fit import ensure_features, fit, lake_tables, training_data
+    from recops.orchestration.pipeline import config_hash
+    from recops.runs import RunDir
     from recops.training.models import read_checkpoint
-    from recops.training.sequences import SequenceData
-    from recops.training.splits import labelled_frame
-    from recops.training.trainer import train_model
 
     settings = ctx.obj.settings(**{
         "model.kind": kind, "train.epochs": epochs, "model.max_len": max_len,
@@ -80,32 +65,24 @@ def train(
         "model.text_init": text_init, "privacy.enabled": dp, "privacy.target_epsilon": epsilon})
     if resume and not run_id:
         raise ConfigError("--resume needs --run-id (the run to continue)")
-    run_id = run_id or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S")
+    run = RunDir.of(settings, run_id or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S"))
     init_ckpt = read_checkpoint(init) if init is not None else None
     status = Console(stderr=True)
-    with status.status("reading the lake and building sequences"):
-        inter, items, users = _lake_tables(settings)
-        labelled = labelled_frame(inter, settings.model.max_len, users)
-        data = SequenceData.from_labelled(labelled, items, interactions=inter)
-    rdir = settings.paths.runs / run_id
-    rdir.mkdir(parents=True, exist_ok=True)
-    labelled.to_parquet(rdir / "labels.parquet", index=False)
-    result = train_model(settings, data, init=init_ckpt, progress=progress, run_dir=rdir,
-                         resume=resume, run_id=run_id)
-    AuditLog(settings.paths.audit_log).append(
-        "train", run_id=run_id,
-        inputs={"dataset_version": Lake(settings.paths.lake).dataset_version(),
-                "init": str(init) if init else None},
-        outputs={"checkpoint": str(rdir / "checkpoint.pt")}, config=settings.public_dict(),
-        details={"kind": settings.model.kind, "valid": result.valid_metrics,
-                 "privacy": result.privacy, "epochs_run": len(result.history)})
-    out.print(metrics_table(f"{settings.model.kind} — validation ({data.n_users} users, "
-                            f"{data.n_items} items)", {"all": result.valid_metrics}))
-    if result.privacy:
-        p = result.privacy
+    tables = lake_tables(settings)
+    with status.status("features: Feast sources and point-in-time histories"):
+        ensure_features(settings, Lake(settings.paths.lake), run_id=run.run_id)
+        labelled = training_data(settings, tables)
+    info = fit(settings, run, tables, labelled, init=init_ckpt, progress=progress, resume=resume,
+               key={"dataset_version": tables.dataset_version,
+                    "config_hash": config_hash(settings),
+                    "init": str(init) if init else None})
+    out.print(metrics_table(f"{settings.model.kind} — validation ({info['n_users']} users, "
+                            f"{info['n_items']} items)", {"all": info["valid_metrics"]}))
+    if info["privacy"]:
+        p = info["privacy"]
         out.print(f"privacy: ε={p['epsilon']:.3f} δ={p['delta']:.2e} σ={p['noise_multiplier']:.3f} "
                   f"C={p['max_grad_norm']} q={p['sample_rate']:.4f} steps={p['steps']}")
-    out.print(f"run directory: {rdir}")
+    out.print(f"run directory: {run.path}")
 
 
 def evaluate(
@@ -118,38 +95,41 @@ def evaluate(
                       "(default: <run dir>/evaluation_<split>.json).", dir_okay=False)] = None,
 ) -> None:
     """Full-ranking metrics of a trained model, overall and per user segment; writes JSON."""
-    import pandas as pd
-
     from recops.errors import DataError
+    from recops.fsutil import write_json
+    from recops.lake import Lake
+    from recops.orchestration.fit import ensure_features, lake_tables, training_data
+    from recops.runs import RunDir
     from recops.training.evaluation import evaluate_model, model_for_data
     from recops.training.models import read_checkpoint
     from recops.training.sequences import SequenceData
-    from recops.training.splits import labelled_frame
 
-    settings = ctx.obj.settings()
     if split not in ("valid", "test"):
         raise DataError(f"--split must be 'valid' or 'test', got {split!r}")
     if not path.exists():
         raise DataError(f"{path} does not exist: give a run directory or a checkpoint file")
-    ckpt_path = path / "checkpoint.pt" if path.is_dir() else path
+    ckpt_path = path / RunDir.CHECKPOINT if path.is_dir() else path
     if path.is_dir() and not ckpt_path.is_file():
-        raise DataError(f"{path} is a directory without checkpoint.pt: not a run directory")
+        raise DataError(f"{path} is a directory without {RunDir.CHECKPOINT}: not a run directory")
     ckpt = read_checkpoint(ckpt_path)
-    inter, items, users = _lake_tables(settings)
-    labels_file = ckpt_path.parent / "labels.parquet"
-    if labels_file.is_file():
-        labelled = pd.read_parquet(labels_file)
+    # The histories the model was trained with (the run's labelled frame), else the lake's now.
+    settings = ctx.obj.settings(**{"model.max_len": ckpt["model_settings"].get("max_len")})
+    run = RunDir(ckpt_path.parent)
+    tables = lake_tables(settings)
+    if run.has(RunDir.LABELS):
+        labelled = run.read_frame(RunDir.LABELS)
     else:
-        labelled = labelled_frame(inter, int(ckpt["model_settings"].get("max_len", 50)), users)
+        with Console(stderr=True).status("features: point-in-time histories from Feast"):
+            ensure_features(settings, Lake(settings.paths.lake))
+            labelled = training_data(settings, tables)
     with Console(stderr=True).status(f"ranking every item for each user ({split})"):
-        model, data = model_for_data(ckpt, SequenceData.from_labelled(labelled, items,
-                                                                      interactions=inter))
+        model, data = model_for_data(ckpt, SequenceData.from_labelled(
+            labelled, tables.items, interactions=tables.interactions))
         res = evaluate_model(model, data, split=split, k=k)
     rows = {"all": res.overall, **res.per_segment}
-    target = output or ckpt_path.parent / f"evaluation_{split}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps({"checkpoint": str(ckpt_path), "kind": ckpt["kind"],
-                                  "split": split, "k": k, **res.to_dict()}, indent=2))
+    target = write_json(output or ckpt_path.parent / f"evaluation_{split}.json",
+                        {"checkpoint": str(ckpt_path), "kind": ckpt["kind"], "split": split,
+                         "k": k, **res.to_dict()})
     out.print(metrics_table(f"{ckpt['kind']} — {split}", rows))
     out.print(f"written: {target}")
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recops.config import CHECKOUT, Settings, child_env
+from recops.config import CHECKOUT, Settings
+from recops.environment import child_env
 from recops.errors import ConfigError, RecopsError
 from recops.hashing import sha256_json
 

@@ -17,18 +17,16 @@ The privacy ledger is shared by every run and cycle, so DP spends add up across 
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from recops import schema
-from recops.compliance.audit import AuditLog
 from recops.config import Settings
 from recops.errors import DataError, TrainingError, ValidationFailed
-from recops.fsutil import file_lock, write_atomic
-from recops.hashing import sha256_file
+from recops.fsutil import file_lock, write_json
+from recops.orchestration import pipeline
+from recops.runs import RunDir
 
 # Share of the users *not* active in the new window replayed into fine-tuning.
 REPLAY_FRACTION = 0.3
@@ -54,27 +52,20 @@ def read_state(settings: Settings) -> dict[str, Any]:
     if not path.exists():
         return {"offset": 0, "cycles": 0, "last_run": None}
     try:
-        return json.loads(path.read_text())
+        state: dict[str, Any] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"continual state {path} is unreadable ({exc}); restore it or remove "
                         "it to re-read all feedback") from exc
-
-
-def _locked(settings: Settings):  # noqa: ANN202
-    return file_lock(state_path(settings).with_suffix(".lock"))
-
-
-def _write_state(settings: Settings, state: dict[str, Any]) -> None:
-    write_atomic(state_path(settings), json.dumps(state, indent=2))
+    return state
 
 
 def _advance(settings: Settings, run_id: str, from_offset: int, to_offset: int) -> None:
     """Move the watermark past a batch (landed or quarantined: either way nothing is lost)."""
-    with _locked(settings):
+    with file_lock(state_path(settings).with_suffix(".lock")):
         state = read_state(settings)
         if state["offset"] == from_offset:  # a retried task must not skip a newer batch
             state.update(offset=to_offset, cycles=state["cycles"] + 1, last_run=run_id)
-            _write_state(settings, state)
+            write_json(state_path(settings), state)
 
 
 def pending(settings: Settings) -> int:
@@ -83,22 +74,6 @@ def pending(settings: Settings) -> int:
 
     df, _ = FeedbackLog(settings.paths.feedback).read(read_state(settings)["offset"])
     return len(df)
-
-
-def _audit(settings: Settings, stage: str, run_id: str, **kw: Any) -> None:
-    AuditLog(settings.paths.audit_log).append(stage, run_id=run_id,
-                                              config=settings.public_dict(), **kw)
-
-
-def _rdir(settings: Settings, run_id: str) -> Path:
-    return settings.paths.runs / run_id
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,10 +94,10 @@ def collect(settings: Settings, run_id: str, min_events: int = 1) -> dict[str, A
     """Snapshot the feedback since the watermark into the run directory as interactions."""
     from recops.feedback import FeedbackLog
 
-    rdir = _rdir(settings, run_id)
-    marker = rdir / "collect.json"
-    if marker.exists():  # a retry: the same batch, whatever arrived since
-        return json.loads(marker.read_text())
+    run = RunDir.of(settings, run_id)
+    if run.has(RunDir.COLLECT):  # a retry: the same batch, whatever arrived since
+        collected: dict[str, Any] = run.read_json(RunDir.COLLECT)
+        return collected
     since = read_state(settings)["offset"]
     df, until = FeedbackLog(settings.paths.feedback).read(since)
     if len(df) < min_events:
@@ -130,16 +105,15 @@ def collect(settings: Settings, run_id: str, min_events: int = 1) -> dict[str, A
                 "n_events": len(df)}
     cols = [c for c in schema.PANDAS_DTYPES[schema.INTERACTIONS] if c in df.columns]
     batch = df[cols]
-    rdir.mkdir(parents=True, exist_ok=True)
-    path = rdir / "feedback.parquet"
-    batch.to_parquet(path, index=False)
+    path = run.write_frame(RunDir.FEEDBACK, batch)
     ts = batch[schema.EVENT_TIMESTAMP]
     out = {"batch": str(path), "n_events": len(batch), "from_offset": since, "to_offset": until,
            "users": int(batch[schema.USER_ID].nunique()),
            "start": ts.min().isoformat(), "end": ts.max().isoformat()}
-    _write_json(marker, out)
-    _audit(settings, "feedback", run_id, inputs={"from_offset": since, "to_offset": until},
-           outputs={"batch_sha256": sha256_file(path)}, details={"events": len(batch)})
+    run.write_json(RunDir.COLLECT, out)
+    run.audit("feedback", inputs={"from_offset": since, "to_offset": until},
+              outputs={"batch_sha256": run.sha256(RunDir.FEEDBACK)},
+              details={"events": len(batch)})
     return out
 
 
@@ -150,8 +124,8 @@ def validate(settings: Settings, run_id: str, batch: str) -> dict[str, Any]:
     from recops.lake import Lake
     from validation.gate import validate_feedback
 
-    rdir = _rdir(settings, run_id)
-    col = json.loads((rdir / "collect.json").read_text())
+    run = RunDir.of(settings, run_id)
+    col = run.read_json(RunDir.COLLECT)
     df = pd.read_parquet(batch)
     checked = validate_feedback(settings, df, run_id=run_id)
     if not checked.passed:
@@ -163,24 +137,21 @@ def validate(settings: Settings, run_id: str, batch: str) -> dict[str, Any]:
             f"quarantined at {checked.quarantine_path}",
             quarantine_path=str(checked.quarantine_path), failed=checked.failed)
     lake = Lake(settings.paths.lake)
-    accepted = df
-    manifest = lake.append(schema.INTERACTIONS, accepted,
+    manifest = lake.append(schema.INTERACTIONS, df,
                            source=f"feedback:{col['from_offset']}-{col['to_offset']}")
     version = lake.dataset_version()
     _advance(settings, run_id, col["from_offset"], col["to_offset"])
-    users = sorted(int(u) for u in accepted[schema.USER_ID].unique())
-    _write_json(rdir / "window.json", {"users": users, "start": col["start"], "end": col["end"],
-                                       "batch_id": manifest.batch_id})
+    users = sorted(int(u) for u in df[schema.USER_ID].unique())
+    run.write_json(RunDir.WINDOW, {"users": users, "start": col["start"], "end": col["end"],
+                                   "batch_id": manifest.batch_id})
     report = str(checked.data_docs) if checked.data_docs else None
-    _write_json(rdir / "validation.json", {"dataset_version": version, "passed": True,
-                                           "report": report, "batch_id": manifest.batch_id})
-    return {"dataset_version": version, "rows": len(accepted), "passed": True, "report": report}
+    run.write_json(RunDir.VALIDATION, {"dataset_version": version, "passed": True,
+                                       "report": report, "batch_id": manifest.batch_id})
+    return {"dataset_version": version, "rows": len(df), "passed": True, "report": report}
 
 
 def features(settings: Settings, run_id: str, dataset_version: str) -> dict[str, Any]:
     """Rebuild the Feast sources from the lake and materialise the new rows (as the pipeline)."""
-    from recops.orchestration import pipeline
-
     return pipeline.features(settings, run_id, dataset_version)
 
 
@@ -190,28 +161,23 @@ def train(settings: Settings, run_id: str, dataset_version: str, *,
     """Warm-start the champion on the new window's users plus a replay sample of the others."""
     import numpy as np
 
-    from recops.lake import Lake
-    from recops.orchestration import pipeline
+    from recops.orchestration.fit import fit, lake_tables, training_data
     from recops.release import registry
     from recops.training.splits import SPLIT, leave_last_out_labels
 
     if not 0 <= replay_fraction <= 1:
         raise TrainingError(f"replay_fraction must lie in [0, 1], got {replay_fraction}")
-    rdir = _rdir(settings, run_id)
+    run = RunDir.of(settings, run_id)
     settings = settings.model_copy(update={"train": settings.train.model_copy(
         update={"epochs": finetune_epochs or min(settings.train.epochs, FINETUNE_EPOCHS)})})
-    key = {"dataset_version": dataset_version, "config_hash": pipeline._config_hash(settings),
+    key = {"dataset_version": dataset_version, "config_hash": pipeline.config_hash(settings),
            "replay_fraction": replay_fraction}
-    if pipeline._done(rdir / "train.json", key) and (rdir / "checkpoint.pt").exists():
-        return {"run_dir": str(rdir), "reused": True}
+    if run.done(RunDir.TRAIN, key) and run.has(RunDir.CHECKPOINT):
+        return {"run_dir": str(run.path), "reused": True}
     champion = registry.load(settings, registry.CHAMPION)
-    lake = Lake(settings.paths.lake)
-    pipeline._check_version(lake, dataset_version)
-    interactions = lake.read(schema.INTERACTIONS)
-    items = lake.read_latest(schema.ITEMS)
-    users = lake.read_latest(schema.USERS)
-    window = json.loads((rdir / "window.json").read_text())
-    labels = leave_last_out_labels(interactions)
+    tables = lake_tables(settings, dataset_version)
+    window = run.read_json(RunDir.WINDOW)
+    labels = leave_last_out_labels(tables.interactions)
     active = labels[schema.USER_ID].isin(window["users"])
     others = np.unique(labels.loc[~active, schema.USER_ID].to_numpy())
     rng = np.random.default_rng(settings.seed + len(window["users"]))
@@ -224,73 +190,53 @@ def train(settings: Settings, run_id: str, dataset_version: str, *,
     if not eval_users:
         raise TrainingError("no user of the new window has the 3+ events leave-last-out needs: "
                             "nothing to evaluate the newest period on; wait for more feedback")
-    labelled = pipeline.build_labelled(settings, interactions, users, labels=picked)
-    rdir.mkdir(parents=True, exist_ok=True)
-    labelled.to_parquet(rdir / "labels.parquet", index=False)
-    _write_json(rdir / "eval_users.json", eval_users)
-    t0 = time.perf_counter()
-    info = pipeline.fit(settings, labelled, items, interactions, run_id=run_id, rdir=rdir,
-                        init=champion.checkpoint, progress=progress)
-    info.update(train_seconds=round(time.perf_counter() - t0, 2), warm_start_from=champion.tag,
-                replay_users=len(replay), window_users=len(window["users"]),
-                eval_users=len(eval_users))
-    pipeline._write_json(rdir / "train.json", {**key, **info, "run_id": run_id})
-    pipeline._audit(settings, "train", run_id,
-                    inputs={"dataset_version": dataset_version, "init": champion.tag,
-                            "labels_sha256": sha256_file(rdir / "labels.parquet")},
-                    outputs={"checkpoint_sha256": sha256_file(rdir / "checkpoint.pt")},
-                    details={k: info.get(k) for k in ("mode", "kind", "epochs_run",
-                             "train_seconds", "privacy", "replay_users", "window_users")})
-    return {"run_dir": str(rdir), "reused": False}
+    labelled = training_data(settings, tables, labels=picked)
+    run.write_json(RunDir.EVAL_USERS, eval_users)
+    fit(settings, run, tables, labelled, key=key, init=champion.checkpoint, progress=progress,
+        details={"warm_start_from": champion.tag, "replay_users": len(replay),
+                 "window_users": len(window["users"]), "eval_users": len(eval_users)})
+    return {"run_dir": str(run.path), "reused": False}
 
 
 def evaluate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
     """Challenger and champion on the newest period's test labels (same users, same items)."""
-    from recops.orchestration import pipeline
+    from recops.orchestration.fit import run_data
     from recops.release import registry
     from recops.training.evaluation import model_for_data
-    from recops.training.models import read_checkpoint
 
-    rdir = Path(run_dir)
-    ckpt_hash = sha256_file(rdir / "checkpoint.pt")
-    mpath = rdir / "metrics.json"
-    if pipeline._done(mpath, {"checkpoint_sha256": ckpt_hash}):
-        return {"metrics": pipeline._read_json(mpath)["overall"], "path": str(mpath)}
-    info = pipeline._read_json(rdir / "train.json")
-    eval_users = json.loads((rdir / "eval_users.json").read_text())
-    data = pipeline.run_data(settings, rdir).subset(eval_users)
-    model, mdata = model_for_data(read_checkpoint(rdir / "checkpoint.pt"), data)
-    ours = pipeline.metrics_of(model, mdata)
+    run = RunDir.of(settings, Path(run_dir).name)
+    ckpt_hash = run.sha256(RunDir.CHECKPOINT)
+    if run.done(RunDir.METRICS, {"checkpoint_sha256": ckpt_hash}):
+        return {"metrics": run.read_json(RunDir.METRICS)["overall"],
+                "path": str(run.file(RunDir.METRICS))}
+    info = run.read_json(RunDir.TRAIN)
+    data = run_data(settings, run).subset(run.read_json(RunDir.EVAL_USERS))
+    model, mdata = model_for_data(run.read_checkpoint(), data)
+    ours = pipeline.test_metrics(model, mdata)
     champion = registry.load(settings, info["warm_start_from"])
     cmodel, cdata = model_for_data(champion.checkpoint, data)
-    theirs = pipeline.metrics_of(cmodel, cdata)
-    pipeline._write_json(rdir / "champion_metrics.json", {**theirs, "tag": champion.tag,
-                                                          "split": "test", "period": "newest"})
+    theirs = pipeline.test_metrics(cmodel, cdata)
+    run.write_json(RunDir.CHAMPION_METRICS, {**theirs, "tag": champion.tag, "split": "test",
+                                             "period": "newest"})
     out = {"split": "test", "period": "newest", "k": 10, **ours, "checkpoint_sha256": ckpt_hash}
-    pipeline._write_json(mpath, out)
-    pipeline._audit(settings, "evaluate", run_id, inputs={"checkpoint_sha256": ckpt_hash,
-                                                          "champion": champion.tag},
-                    outputs={"metrics_sha256": sha256_file(mpath)},
-                    details={"challenger": ours["overall"], "champion": theirs["overall"],
-                             "n_users": ours["n_users"]})
-    return {"metrics": ours["overall"], "champion_metrics": theirs["overall"], "path": str(mpath)}
+    run.write_json(RunDir.METRICS, out)
+    run.audit("evaluate", inputs={"checkpoint_sha256": ckpt_hash, "champion": champion.tag},
+              outputs={"metrics_sha256": run.sha256(RunDir.METRICS)},
+              details={"challenger": ours["overall"], "champion": theirs["overall"],
+                       "n_users": ours["n_users"]})
+    return {"metrics": ours["overall"], "champion_metrics": theirs["overall"],
+            "path": str(run.file(RunDir.METRICS))}
 
 
 def gate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
-    from recops.orchestration import pipeline
-
     return pipeline.gate(settings, run_id, run_dir)
 
 
 def register(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
-    from recops.orchestration import pipeline
-
     return pipeline.register(settings, run_id, run_dir)
 
 
 def report(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
-    from recops.orchestration import pipeline
-
     return pipeline.report(settings, run_id, run_dir)
 
 
@@ -304,10 +250,8 @@ def run_cycle(settings: Settings, run_id: str | None = None, *, min_events: int 
               on_stage: Callable[[str, dict[str, Any], float], None] | None = None
               ) -> dict[str, Any]:
     """One retraining cycle in this process; ``{"skipped": reason}`` when there is no feedback."""
-    from recops.orchestration.pipeline import StageTimer, new_run_id
-
-    run_id = run_id or "retrain-" + new_run_id()
-    step = StageTimer(settings, run_id, on_stage)
+    run_id = run_id or "retrain-" + pipeline.new_run_id()
+    step = pipeline.StageTimer(settings, run_id, on_stage)
     timings = step.timings
 
     col = step("collect", collect, min_events=min_events)

@@ -8,14 +8,12 @@ least the champion's minus ``tolerance`` and at least ``floor``; its privacy tot
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recops.compliance.audit import AuditLog
+from recops.runs import RunDir
 
 if TYPE_CHECKING:
     from recops.config import Settings
@@ -152,23 +150,19 @@ def run_gate(settings: Settings, tag: str, *, promote: bool = True) -> GateDecis
     decision = decide(settings, chall, champ)
     record = {"challenger": full, "champion": champ_tag, **decision.to_dict()}
     run_id = chall.get("run_id")
+    audit = {"inputs": {"challenger": full, "champion": champ_tag},
+             "outputs": {"promote": decision.promote},
+             "result": "ok" if decision.promote else "rejected",
+             "details": {"reasons": decision.reasons, "checks": decision.checks}}
     if run_id:
-        run_dir = settings.paths.runs / str(run_id)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "gate.json", record)
-    AuditLog(settings.paths.audit_log).append(
-        "gate", run_id=run_id, inputs={"challenger": full, "champion": champ_tag},
-        outputs={"promote": decision.promote}, result="ok" if decision.promote else "rejected",
-        details={"reasons": decision.reasons, "checks": decision.checks})
+        run = RunDir.of(settings, str(run_id))
+        run.write_json(RunDir.GATE, record)
+        run.audit("gate", **audit)
+    else:
+        AuditLog(settings.paths.audit_log).append("gate", config=settings.public_dict(), **audit)
     if decision.promote and promote and champ_tag != full:
         registry.promote(settings, full, reason="gate", decision=decision.to_dict())
     return decision
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 __all__ = ["GateDecision", "decide", "run_gate"]

@@ -20,7 +20,7 @@ import pandas as pd
 
 from recops import schema
 from recops.compliance.audit import AuditLog
-from recops.errors import RegistryError
+from recops.errors import DataError, RegistryError
 from recops.fsutil import file_lock, write_atomic
 from recops.hashing import code_version
 
@@ -33,8 +33,6 @@ CHECKPOINT_FILE = "checkpoint.pt"
 METADATA_FILE = "metadata.json"
 ITEMS_FILE = "items.parquet"
 POPULAR_FILE = "popular.json"
-REQUIRED_CHECKPOINT_KEYS = ("format", "kind", "model_settings", "n_items", "item_ids", "state_dict")
-METRIC_KEYS = ("hr@10", "ndcg@10", "mrr", "coverage@10")
 
 
 @dataclass
@@ -77,18 +75,14 @@ def _audit(settings: Settings) -> AuditLog:
     return AuditLog(settings.paths.audit_log)
 
 
+def _check_checkpoint(checkpoint: Any, where: str) -> None:
+    """The models' checkpoint validator, its complaint as a registry error."""
+    from recops.training.models import check_checkpoint
 
-
-def _check_checkpoint(checkpoint: dict[str, Any]) -> None:
-    if not isinstance(checkpoint, dict):
-        raise RegistryError(f"checkpoint must be a dict, got {type(checkpoint).__name__}")
-    missing = [k for k in REQUIRED_CHECKPOINT_KEYS if k not in checkpoint]
-    if missing:
-        raise RegistryError(f"checkpoint lacks {missing} (see 'Checkpoint dict' in "
-                            "docs/architecture.md)")
-    if len(checkpoint["item_ids"]) != checkpoint["n_items"]:
-        raise RegistryError(f"checkpoint has n_items={checkpoint['n_items']} but "
-                            f"{len(checkpoint['item_ids'])} item_ids")
+    try:
+        check_checkpoint(checkpoint, where)
+    except DataError as exc:
+        raise RegistryError(str(exc)) from exc
 
 
 def _catalogue(settings: Settings, item_ids: list[int], items: pd.DataFrame | None) -> pd.DataFrame:
@@ -141,7 +135,7 @@ def register(
     """
     import torch
 
-    _check_checkpoint(checkpoint)
+    _check_checkpoint(checkpoint, "checkpoint to register")
     if not isinstance(metadata, dict):
         raise RegistryError(f"metadata must be a dict, got {type(metadata).__name__}")
     meta = _jsonable(metadata)
@@ -226,7 +220,7 @@ def load(settings: Settings, tag: str = CHAMPION) -> RegisteredModel:
         popular = json.loads((root / POPULAR_FILE).read_text())
     except (OSError, json.JSONDecodeError, RuntimeError, ValueError) as exc:
         raise RegistryError(f"model {model.tag} at {root} is incomplete or corrupt: {exc}") from exc
-    _check_checkpoint(ckpt)
+    _check_checkpoint(ckpt, f"model {model.tag}")
     return RegisteredModel(str(model.tag), ckpt, meta, items, popular, root)
 
 

@@ -1,4 +1,4 @@
-"""Training: build a model from settings, fit it on user sequences, early-stop, checkpoint, resume.
+"""Training: build a model from settings, fit it on user sequences, early-stop, resume.
 
 Plain PyTorch, shared by centralised training (:func:`train_model`), the Flower client
 (:func:`build_model`, :func:`make_train_loader`, :func:`fit_epochs`) and the CLI. One training
@@ -9,11 +9,9 @@ when ``settings.privacy.enabled`` (DP-SGD through :func:`recops.training.privacy
 from __future__ import annotations
 
 import copy
-import json
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +27,6 @@ from recops.training.models import (
     extend_checkpoint,
     load_checkpoint,
     make_checkpoint,
-    save_checkpoint,
 )
 from recops.training.sequences import ItemIndex, SequenceData, left_pad
 
@@ -37,11 +34,11 @@ if TYPE_CHECKING:
     from recops.config import Settings
     from recops.training.privacy import PrivacyLedger
 
-GATE_METRIC = "ndcg@10"
-
 
 @dataclass
 class TrainResult:
+    """What every trainer (centralised or federated) returns; the caller decides what to keep."""
+
     model: Recommender
     checkpoint: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -156,15 +153,27 @@ def fit_epochs(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float,
     return mean
 
 
-def _items_text(settings: Settings, data: SequenceData) -> np.ndarray:
+def item_text(settings: Settings, data: SequenceData) -> np.ndarray:
+    """The sentence vectors of the data's items, row i-1 = index i (cached by content hash)."""
     from recops.features.text_encoder import item_text_vectors
 
     return item_text_vectors(settings, data.items)
 
 
-def _warm_start(settings: Settings, data: SequenceData, init: dict[str, Any],
-                text_vectors: np.ndarray | None) -> tuple[Recommender, SequenceData]:
-    """The init checkpoint's model, grown to the data's new items, and the data in its index."""
+def initial_model(settings: Settings, data: SequenceData, init: dict[str, Any] | None = None,
+                  text_vectors: np.ndarray | None = None) -> tuple[Recommender, SequenceData]:
+    """The model training starts from, and the data in its item index.
+
+    Fresh (``init`` None): a new ``model.kind`` model, item embeddings from the items' text when
+    ``model.text_init``. Warm start: the ``init`` checkpoint's model grown to the data's new
+    items (new items' text rows from ``text_vectors``, aligned to the data's own index), and
+    the data re-expressed in that index so the champion's rows keep their meaning.
+    """
+    text_model = settings.model.kind == "sasrec" and settings.model.text_init
+    if init is None:
+        if text_model and text_vectors is None:
+            text_vectors = item_text(settings, data)
+        return build_model(settings, data.n_items, text_vectors), data
     if init.get("kind") != settings.model.kind:
         raise TrainingError(f"warm start: the init checkpoint is a '{init.get('kind')}' model "
                             f"but model.kind is '{settings.model.kind}'")
@@ -172,33 +181,25 @@ def _warm_start(settings: Settings, data: SequenceData, init: dict[str, Any],
     new_ids = merged.item_ids[len(init["item_ids"]):].tolist()
     new_text = None
     if new_ids and init["model_settings"].get("text_dim"):
-        # text_vectors (when given) align to the data's own index; pick the new items' rows
-        tv = text_vectors if text_vectors is not None else _items_text(settings, data)
+        tv = text_vectors if text_vectors is not None else item_text(settings, data)
         new_text = np.asarray(tv)[data.index.to_index(new_ids) - 1]
-    data = data.reindexed(merged)
     model = load_checkpoint(extend_checkpoint(init, new_ids, new_text, seed=settings.seed),
                             where="warm-start checkpoint")
-    return model, data
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
+    return model, data.reindexed(merged)
 
 
 def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] | None = None,
                 text_vectors: np.ndarray | None = None, progress: bool = True,
-                ledger: PrivacyLedger | None = None, run_dir: Path | None = None,
-                resume: bool = False, run_id: str | None = None) -> TrainResult:
-    """Train ``settings.model.kind`` on ``data`` with early stopping on valid NDCG@10.
+                ledger: PrivacyLedger | None = None, run_id: str | None = None,
+                resume_from: dict[str, Any] | None = None,
+                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train ``settings.model.kind`` on ``data``, early-stopping on validation ``gate.metric``.
 
-    ``init`` warm-starts from a checkpoint (its item index extended by new items); ``run_dir``
-    receives ``checkpoint.pt``, ``history.json``, ``train_metrics.json`` (validation metrics;
-    ``metrics.json`` is the evaluate stage's), ``privacy.json`` and the
-    resumable ``last.pt`` (``resume=True`` continues from it). With privacy on, the projected
-    spend is checked against the budget in ``ledger`` before training and the actual spend
-    appended after.
+    Writes no file: the caller keeps the result (``recops.runs.RunDir.save_training``).
+    ``init`` warm-starts from a checkpoint (its item index extended by new items).
+    ``on_epoch`` receives the resumable state after every epoch; ``resume_from`` is such a state
+    to continue from. With privacy on, the projected spend is checked against the budget in
+    ``ledger`` before training and the actual spend appended after.
     """
     torch.set_num_threads(settings.train.num_threads)
     seed_everything(settings.seed)
@@ -207,16 +208,8 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
     if not len(data.eval_users):
         raise TrainingError("no user has 3 or more events, so there is no validation split to "
                             "early-stop on; add data")
-    if resume and run_dir is None:
-        raise TrainingError("resume=True needs run_dir (where last.pt was written)")
-    cfg = settings.train
-    if init is not None:
-        model, data = _warm_start(settings, data, init, text_vectors)
-        text_vectors = None
-    else:
-        if settings.model.kind == "sasrec" and settings.model.text_init and text_vectors is None:
-            text_vectors = _items_text(settings, data)
-        model = build_model(settings, data.n_items, text_vectors)
+    cfg, metric = settings.train, settings.gate.metric
+    model, data = initial_model(settings, data, init, text_vectors)
     model.train()
     history: list[dict[str, Any]] = []
     privacy: dict[str, Any] | None = None
@@ -243,9 +236,9 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
                              data.train_seqs, strict=True) if int(u) not in evaluated)])
         ev = evaluate_model(model, data, "valid")
         history.append({"epoch": 0, "loss": 0.0, **ev.overall})
-        result = TrainResult(model.eval(), checkpoint(model, ev.overall), history, ev.overall, None)
-        _save_run(run_dir, result, data)
-        return result
+        return TrainResult(model.eval(), checkpoint(model, ev.overall,
+                                                    valid_per_segment=ev.per_segment),
+                           history, ev.overall, None)
 
     loader = make_train_loader(data, settings, settings.seed, max_len=model.max_len)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
@@ -253,9 +246,10 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
     private = None
     n_samples = len(loader.dataset)  # type: ignore[arg-type]
     if settings.privacy.enabled:
-        from recops.training.privacy import PrivacyLedger, make_private
+        from recops.training.dp import make_private
+        from recops.training.privacy import PrivacyLedger
 
-        if resume:
+        if resume_from is not None:
             raise TrainingError("resume is not supported with privacy.enabled: the accountant's "
                                 "state is not checkpointed; start the run again")
         private = make_private(model, optimizer, loader, settings, n_samples, cfg.epochs,
@@ -264,11 +258,8 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
             settings, private.projected_epsilon(), private.population)
 
     start_epoch, best, best_state, bad = 1, -1.0, None, 0
-    last_path = run_dir / "last.pt" if run_dir is not None else None
-    if resume:
-        if last_path is None or not last_path.is_file():
-            raise TrainingError(f"cannot resume: {last_path} does not exist")
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
+    if resume_from is not None:
+        state = resume_from
         model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer_state"])
         start_epoch, best, best_state, bad = (state["epoch"] + 1, state["best"],
@@ -279,7 +270,8 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
         if bad >= cfg.patience:
             start_epoch = cfg.epochs + 1
 
-    with _progress(progress, cfg.epochs, len(private.loader if private else loader)) as bar:
+    with _progress(progress, cfg.epochs, len(private.loader if private else loader),
+                   metric) as bar:
         bar.advance_to(start_epoch - 1)
         for epoch in range(start_epoch, cfg.epochs + 1):
             loss = fit_epochs(model, loader, epochs=1, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -289,24 +281,23 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 ev = evaluate_model(model, data, "valid", segments=False)
                 row.update(ev.overall)
-                if ev.overall[GATE_METRIC] > best:
-                    best, bad = ev.overall[GATE_METRIC], 0
+                if metric not in ev.overall:
+                    raise TrainingError(f"gate.metric {metric!r} is not a validation metric; "
+                                        f"expected one of {sorted(ev.overall)}")
+                if ev.overall[metric] > best:
+                    best, bad = ev.overall[metric], 0
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     bad += 1
                     stop = bad >= cfg.patience
             history.append(row)
             bar.epoch_done(epoch, row)
-            if last_path is not None:
-                last_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = last_path.with_suffix(".pt.tmp")
-                torch.save({"epoch": epoch, "model_state": model.state_dict(),
-                            "optimizer_state": optimizer.state_dict(), "best": best,
-                            "best_state": best_state, "bad": bad, "history": history,
-                            "torch_rng": torch.get_rng_state(),
-                            "loader_rng": loader.generator.get_state()},  # type: ignore[union-attr]
-                           tmp)
-                tmp.replace(last_path)
+            if on_epoch is not None:
+                on_epoch({"epoch": epoch, "model_state": model.state_dict(),
+                          "optimizer_state": optimizer.state_dict(), "best": best,
+                          "best_state": best_state, "bad": bad, "history": history,
+                          "torch_rng": torch.get_rng_state(),
+                          "loader_rng": loader.generator.get_state()})  # type: ignore[union-attr]
             if stop:
                 break
     if best_state is not None:
@@ -318,29 +309,15 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
         (ledger or PrivacyLedger(settings.paths.privacy_ledger)).append(spend)
     ev = evaluate_model(model, data, "valid")
     ckpt = checkpoint(model, ev.overall, valid_per_segment=ev.per_segment)
-    result = TrainResult(model, ckpt, history, ev.overall, privacy)
-    _save_run(run_dir, result, data)
-    return result
-
-
-def _save_run(run_dir: Path | None, result: TrainResult, data: SequenceData) -> None:
-    if run_dir is None:
-        return
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(result.checkpoint, run_dir / "checkpoint.pt")
-    _write_json(run_dir / "history.json", result.history)
-    _write_json(run_dir / "train_metrics.json", {"valid": result.valid_metrics,
-                                           "valid_per_segment":
-                                           result.checkpoint.get("valid_per_segment", {})})
-    _write_json(run_dir / "privacy.json", result.privacy)
+    return TrainResult(model, ckpt, history, ev.overall, privacy)
 
 
 class _progress:
     """A rich progress bar over epochs and batches, or nothing."""
 
-    def __init__(self, enabled: bool, epochs: int, batches: int) -> None:
+    def __init__(self, enabled: bool, epochs: int, batches: int, metric: str) -> None:
         self.enabled, self.epochs, self.batches = enabled, epochs, max(batches, 1)
+        self.metric = metric
         self._p: Any = None
 
     def __enter__(self) -> _progress:
@@ -373,6 +350,6 @@ class _progress:
 
     def epoch_done(self, epoch: int, row: dict[str, Any]) -> None:
         if self._p is not None:
+            score = f" {self.metric} {row[self.metric]:.4f}" if self.metric in row else ""
             self._p.update(self._task, completed=epoch * self.batches,
-                           description=f"epoch {epoch} loss {row['loss']:.3f}"
-                           + (f" ndcg@10 {row[GATE_METRIC]:.4f}" if GATE_METRIC in row else ""))
+                           description=f"epoch {epoch} loss {row['loss']:.3f}{score}")

@@ -15,17 +15,18 @@ from tests.conftest import run_cli_text
     (["--client-dp", "fixed", "--noise", "0"], "without noise"),
     (["--client-dp", "fixed", "--strategy", "fedadam"], "fedavg"),
     (["--clients", "4", "--min-clients", "5"], "more than the 4 clients"),
-    (["--data", "nowhere"], "--data must be 'lake' or 'dataset'"),
+    (["--engine", "nowhere"], "federated.engine"),
 ])
 def test_bad_flags_give_one_line_and_exit_2(monkeypatch, capsys, home, flags, words) -> None:
-    code, text = run_cli_text(monkeypatch, capsys, "federated", "simulate", *flags)
+    code, text = run_cli_text(monkeypatch, capsys, "federated", *flags)
     assert code == 2
     assert words in text
     assert "Traceback" not in text
     assert not (home / "runs").exists()  # nothing started
 
 
-def test_simulate_on_an_empty_lake_says_what_to_do(monkeypatch, capsys, home) -> None:
-    code, text = run_cli_text(monkeypatch, capsys, "federated", "deploy", "--clients", "2")
+def test_federated_on_an_empty_lake_says_what_to_do(monkeypatch, capsys, home) -> None:
+    code, text = run_cli_text(monkeypatch, capsys, "federated", "--engine", "deployment",
+                              "--clients", "2")
     assert code == 2
     assert "holds no interactions" in text and "recops ingest" in text

@@ -29,6 +29,21 @@ def _config_file(tmp_path: Path, **extra: object) -> Path:
     return path
 
 
+def _land_synthetic(cfg: Path) -> None:
+    """The configured synthetic dataset in the lake, as `recops ingest` + `validate` leave it."""
+    from recops import schema
+    from recops.config import load_settings
+    from recops.data.loaders import load_dataset
+    from recops.lake import Lake
+
+    settings = load_settings(cfg)
+    tables = load_dataset(settings)
+    lake = Lake(settings.paths.lake)
+    for name, df in ((schema.INTERACTIONS, tables.interactions), (schema.ITEMS, tables.items),
+                     (schema.USERS, tables.users)):
+        lake.append(name, df, source="test")
+
+
 def _assert_stopped(run_dir: Path) -> None:
     """Every process the run started (pid files) is gone."""
     for pid_file in (run_dir / "federated").glob("*.pid"):
@@ -57,10 +72,11 @@ def test_simulation_of_10_clients_improves_and_survives_failing_clients(
 
     monkeypatch.setattr(runner, "write_partitions", write_then_break_two)
     cfg = _config_file(tmp_path)
-    result = CliRunner().invoke(app, ["--config", str(cfg), "federated", "simulate",
+    _land_synthetic(cfg)
+    result = CliRunner().invoke(app, ["--config", str(cfg), "federated", "--engine", "simulation",
                                       "--clients", "10", "--rounds", "2", "--partition", "iid",
-                                      "--strategy", "fedavg", "--data", "dataset",
-                                      "--run-id", "sim10"], catch_exceptions=False)
+                                      "--strategy", "fedavg", "--run-id", "sim10"],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
     run_dir = home / "runs" / "sim10"
     rows = json.loads((run_dir / "federated_rounds.json").read_text())
@@ -75,8 +91,9 @@ def test_simulation_of_10_clients_improves_and_survives_failing_clients(
     assert ckpt["training_mode"] == "federated" and ckpt["federated"]["num_clients"] == 10
     model = load_checkpoint(ckpt)
     assert model.n_items == ckpt["n_items"]
-    assert json.loads((run_dir / "metrics.json").read_text())["valid"]["ndcg@10"] == \
-        pytest.approx(rows[-1]["global_ndcg@10"])
+    record = json.loads((run_dir / "train.json").read_text())
+    assert record["mode"] == "federated" and record["federated"]["engine"] == "simulation"
+    assert record["valid_metrics"]["ndcg@10"] == pytest.approx(rows[-1]["global_ndcg@10"])
     _assert_stopped(run_dir)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from recops.errors import PrivacyBudgetExceeded, TrainingError
+from recops.runs import RunDir
 from recops.training.evaluation import evaluate_model
 from recops.training.models import read_checkpoint
 from recops.training.sequences import SequenceData
@@ -48,18 +49,22 @@ def test_same_seed_same_model_other_seed_other_model(home, data) -> None:
 
 def test_resume_continues_where_it_stopped(home, data, tmp_path) -> None:
     full = train_model(tiny_settings(home, **{"train.epochs": 4, "train.patience": 10}), data,
-                       progress=False, run_dir=tmp_path / "full")
-    rd = tmp_path / "resumed"
-    train_model(tiny_settings(home, **{"train.epochs": 2, "train.patience": 10}), data,
-                progress=False, run_dir=rd)
+                       progress=False)
+    rd = RunDir(tmp_path / "resumed")
+    first = train_model(tiny_settings(home, **{"train.epochs": 2, "train.patience": 10}), data,
+                        progress=False, on_epoch=rd.save_resume)
+    assert not rd.has(RunDir.CHECKPOINT)  # the trainer itself writes nothing
     resumed = train_model(tiny_settings(home, **{"train.epochs": 4, "train.patience": 10}), data,
-                          progress=False, run_dir=rd, resume=True)
+                          progress=False, resume_from=rd.load_resume(), on_epoch=rd.save_resume)
+    assert [h["epoch"] for h in first.history] == [1, 2]
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     sf, sr = full.checkpoint["state_dict"], resumed.checkpoint["state_dict"]
     assert all(torch.allclose(sf[k], sr[k]) for k in sf)
-    for name in ("checkpoint.pt", "history.json", "train_metrics.json", "privacy.json", "last.pt"):
-        assert (rd / name).is_file(), name
-    again = read_checkpoint(rd / "checkpoint.pt")
+    rd.save_training(resumed)
+    for name in (RunDir.CHECKPOINT, RunDir.HISTORY, RunDir.PRIVACY, RunDir.RESUME):
+        assert rd.has(name), name
+    assert rd.read_json(RunDir.HISTORY) == resumed.history
+    again = read_checkpoint(rd.file(RunDir.CHECKPOINT))
     assert again["item_ids"] == data.index.item_ids.tolist()
     assert again["model_settings"]["d_model"] == 16 and again["train_settings"]["epochs"] == 4
 
@@ -89,10 +94,8 @@ def test_bad_training_inputs_are_refused(home, data, tmp_path) -> None:
     inter, items = cyclic_interactions(n_users=5, min_len=2, max_len=2)
     with pytest.raises(TrainingError, match="no user has 3 or more events"):
         train_model(s, SequenceData.from_interactions(inter, items, 12), progress=False)
-    with pytest.raises(TrainingError, match="needs run_dir"):
-        train_model(s, data, resume=True, progress=False)
     with pytest.raises(TrainingError, match="cannot resume"):
-        train_model(s, data, resume=True, run_dir=tmp_path / "none", progress=False)
+        RunDir(tmp_path / "none").load_resume()
     short = data.subset(data.train_users)
     short.train_seqs = [seq[:1] for seq in short.train_seqs]
     with pytest.raises(TrainingError, match="no user has 2 or more training events"):

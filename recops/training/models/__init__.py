@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,8 @@ def make_checkpoint(model: Recommender, item_ids: np.ndarray | list[int], *,
     }
 
 
-def _check(ckpt: Any, where: str) -> None:
+def check_checkpoint(ckpt: Any, where: str = "checkpoint") -> None:
+    """The one checkpoint validator: a dict with every key of the format, consistent sizes."""
     if not isinstance(ckpt, dict):
         raise DataError(f"{where}: a checkpoint must be a dict, got {type(ckpt).__name__}")
     missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
@@ -63,7 +65,7 @@ def _check(ckpt: Any, where: str) -> None:
 
 def load_checkpoint(ckpt: dict[str, Any], *, where: str = "checkpoint") -> Recommender:
     """Rebuild the model a checkpoint describes, weights loaded, in eval mode."""
-    _check(ckpt, where)
+    check_checkpoint(ckpt, where)
     cls = MODELS.get(ckpt["kind"])
     if cls is None:
         raise DataError(f"{where}: unknown model kind '{ckpt['kind']}'; expected one of "
@@ -90,7 +92,7 @@ def extend_checkpoint(ckpt: dict[str, Any], new_item_ids: list[int],
     ``new_text`` rows (the new items' sentence vectors) so text-initialised models can score
     them at once.
     """
-    _check(ckpt, "warm-start checkpoint")
+    check_checkpoint(ckpt, "warm-start checkpoint")
     known = set(int(i) for i in ckpt["item_ids"])
     new = [int(i) for i in dict.fromkeys(new_item_ids) if int(i) not in known]
     if not new:
@@ -121,12 +123,15 @@ def extend_checkpoint(ckpt: dict[str, Any], new_item_ids: list[int],
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: Path) -> Path:
-    """Write a checkpoint atomically (torch.save of plain tensors and builtins)."""
-    _check(ckpt, str(path))
+    """Write a checkpoint atomically and durably (torch.save of plain tensors and builtins)."""
+    check_checkpoint(ckpt, str(path))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(ckpt, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)
     return path
 
@@ -140,9 +145,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises several types for a corrupt file
         raise DataError(f"checkpoint file {path} cannot be read: {exc}") from exc
-    _check(ckpt, str(path))
+    check_checkpoint(ckpt, str(path))
     return ckpt
 
 
-__all__ = ["MF", "MODELS", "Pop", "Recommender", "SASRec", "create_model", "extend_checkpoint",
+__all__ = ["MF", "MODELS", "Pop", "Recommender", "SASRec", "check_checkpoint", "create_model",
+           "extend_checkpoint",
            "load_checkpoint", "make_checkpoint", "read_checkpoint", "save_checkpoint"]
