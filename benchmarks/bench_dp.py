@@ -7,7 +7,7 @@ clipping, and ε against NDCG@10 on ml-latest-small.
 Throughput rows each run in a fresh subprocess (so ru_maxrss is that mode's peak alone) on
 synthetic full-length sequences shaped like the dataset (n_items, max_len), one sample = one
 user. The ε-vs-NDCG rows train with ``recops.training.trainer.train_model`` (DP through
-``recops.training.privacy.make_private``) and report full-ranking test NDCG@10 under the
+``recops.training.dp.make_private``) and report full-ranking test NDCG@10 under the
 leave-last-out protocol (docs: recops/training/evaluation.py).
 """
 
@@ -37,9 +37,9 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
 
     from recops.config import load_settings
+    from recops.training.dp import make_private
     from recops.training.models.base import sequence_ce
     from recops.training.models.sasrec import SASRec
-    from recops.training.privacy import make_private
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

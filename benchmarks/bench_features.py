@@ -61,7 +61,7 @@ def _time(fn, *args, **kw):
 
 
 def online_latency(store, users: np.ndarray, reps: int, rng) -> dict[str, tuple[float, float]]:
-    from recops.features.feast_store import USER_FEATURE_REFS
+    from recops.features.feast_online import USER_FEATURE_REFS
 
     out = {}
     for batch in (1, 100):
@@ -108,7 +108,7 @@ def raw_redis_latency(project: str, users: np.ndarray, reps: int, rng) -> dict:
 
 
 def push_to_visible(store, users: np.ndarray, reps: int, rng) -> tuple[tuple[float, float], float]:
-    from recops.features.feast_store import online_features, push_event
+    from recops.features.feast_online import online_features, push_event
 
     times, reads = [], []
     base = pd.Timestamp.now(tz="UTC")

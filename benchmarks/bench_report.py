@@ -130,7 +130,9 @@ def main() -> None:
     from rich.table import Table
 
     from recops.compliance.audit import AuditLog, verify
-    from recops.compliance.report import build_report, gather, render_html, screenshot
+    from recops.compliance.chromium import screenshot
+    from recops.compliance.report import build_report, render_html
+    from recops.compliance.report_data import gather
     from recops.config import load_settings
 
     repeats = 2 if args.quick else args.repeats

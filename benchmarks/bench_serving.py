@@ -108,7 +108,7 @@ class Server:
     def __init__(self, settings: Any, log: Path) -> None:
         import httpx
 
-        from recops.config import child_env
+        from recops.environment import child_env
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

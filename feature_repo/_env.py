@@ -1,4 +1,4 @@
-"""The ${ENV} values this repo reads (set by recops.config.feast_env); nothing else reads env."""
+"""The ${ENV} values this repo reads (from recops.environment.feast_env); nothing else reads env."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ def _required(name: str) -> str:
     value = os.environ.get(name)
     if not value:
         raise RuntimeError(f"{name} is not set: run Feast through `recops features apply`, "
-                           "or export the values of recops.config.feast_env(settings)")
+                           "or export the values of recops.environment.feast_env(settings)")
     return value
 
 

@@ -18,7 +18,7 @@ user_events_batch = FileSource(
 user_events_push = PushSource(
     name=f.USER_PUSH_SOURCE,
     batch_source=user_events_batch,
-    description="Real-time user events from serving's feedback path (feast_store.push_event).",
+    description="Real-time user events from serving's feedback path (feast_online.push_event).",
 )
 
 item_stats_source = FileSource(

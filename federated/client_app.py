@@ -92,7 +92,7 @@ def train(msg: Message, context: Context) -> Message:
     metrics: dict[str, Any] = {NUM_EXAMPLES: int(data.n_users), DP_WEIGHT: 1.0,
                                "partition-id": pid, "batch-size": settings.train.batch_size}
     if settings.privacy.enabled:
-        from recops.training.privacy import make_private
+        from recops.training.dp import make_private
 
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.train.lr,
                                      weight_decay=settings.train.weight_decay)

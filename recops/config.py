@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from pydantic_settings import (
 )
 
 from recops.errors import ConfigError
+from recops.paths import Paths
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = CHECKOUT / ".recops"
@@ -166,76 +166,6 @@ class ServingSettings(_Section):
     quantize: bool = False
 
 
-@dataclass(frozen=True)
-class Paths:
-    """Every place recops writes, all under one home."""
-
-    home: Path
-
-    def _p(self, *parts: str) -> Path:
-        return self.home.joinpath(*parts)
-
-    @property
-    def datasets(self) -> Path:
-        return self._p("datasets")
-
-    @property
-    def staging(self) -> Path:
-        return self._p("staging")
-
-    @property
-    def lake(self) -> Path:
-        return self._p("lake")
-
-    @property
-    def quarantine(self) -> Path:
-        return self._p("quarantine")
-
-    @property
-    def features(self) -> Path:
-        return self._p("features")
-
-    @property
-    def gx(self) -> Path:
-        return self._p("gx")
-
-    @property
-    def runs(self) -> Path:
-        return self._p("runs")
-
-    @property
-    def airflow_home(self) -> Path:
-        return self._p("airflow")
-
-    @property
-    def bentoml_home(self) -> Path:
-        return self._p("bentoml")
-
-    @property
-    def flwr_home(self) -> Path:
-        return self._p("flwr")
-
-    @property
-    def audit_log(self) -> Path:
-        return self._p("audit", "audit.jsonl")
-
-    @property
-    def privacy_ledger(self) -> Path:
-        return self._p("audit", "privacy_ledger.jsonl")
-
-    @property
-    def feedback(self) -> Path:
-        return self._p("feedback")
-
-    @property
-    def reports(self) -> Path:
-        return self._p("reports")
-
-    @property
-    def resolved_config(self) -> Path:
-        return self._p("settings.yaml")
-
-
 class Settings(BaseSettings):
     """All of recops' settings. Build with :func:`load_settings`, not directly."""
 
@@ -351,54 +281,3 @@ def load_settings(
         raise ConfigError(_describe(err, yaml_path)) from None
     finally:
         Settings._yaml_file = None
-
-
-PHONE_HOME_OFF = {
-    "GX_ANALYTICS_ENABLED": "false",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "FEAST_USAGE": "False",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "SCARF_ANALYTICS": "false",
-    "DO_NOT_TRACK": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "FLWR_DISABLE_UPDATE_CHECK": "1",
-    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-}
-
-
-def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for the processes recops starts (airflow, feast, bentoml, flwr).
-
-    The resolved settings travel as a YAML file (RECOPS_CONFIG), so a child sees exactly
-    what the parent saw; the framework homes all point under RECOPS_HOME.
-    """
-    p = settings.paths
-    env = dict(os.environ if base is None else base)
-    env = {k: v for k, v in env.items() if not k.startswith("RECOPS_")}
-    env.update(PHONE_HOME_OFF)
-    env.update(
-        RECOPS_HOME=str(p.home),
-        RECOPS_CONFIG=str(settings.save()),
-        AIRFLOW_HOME=str(p.airflow_home),
-        BENTOML_HOME=str(p.bentoml_home),
-        FLWR_HOME=str(p.flwr_home),
-        **feast_env(settings),
-    )
-    return env
-
-
-def feast_env(settings: Settings) -> dict[str, str]:
-    """The ${ENV} values that feature_repo/feature_store.yaml and its definitions read."""
-    p = settings.paths
-    env = {
-        "RECOPS_FEAST_PROJECT": settings.stores.feast_project,
-        "RECOPS_FEAST_DATA": str(p.features),
-        "RECOPS_FEAST_ONLINE": settings.stores.online,
-        "RECOPS_FEAST_OFFLINE": settings.stores.offline,
-        "RECOPS_FEAST_REDIS": settings.stores.redis_url,
-        "RECOPS_SEQ_LEN": str(settings.model.max_len),
-    }
-    if settings.stores.postgres_dsn:
-        env["RECOPS_FEAST_REGISTRY_DSN"] = settings.stores.postgres_dsn.get_secret_value()
-    return env

@@ -1,7 +1,7 @@
 """The recops BentoML service: real-time recommendations from the champion model.
 
 Run with ``recops serve`` (or ``bentoml serve serving.service:Recommender`` with the
-environment of ``recops.config.child_env``). Settings come from ``RECOPS_CONFIG``.
+environment of ``recops.environment.child_env``). Settings come from ``RECOPS_CONFIG``.
 """
 
 import logging

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recops.config import child_env, load_settings
+from recops.config import load_settings
+from recops.environment import child_env
 from recops.errors import ConfigError
 
 

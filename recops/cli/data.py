@@ -46,7 +46,7 @@ def ingest(
 ) -> None:
     """Load a dataset (or a file of new events), stage it for validation, print what was staged."""
     from recops.compliance.audit import AuditLog
-    from recops.data import movielens
+    from recops.data import movielens_fetch
     from recops.data.loaders import incremental_tables, load_dataset
     from recops.data.tables import stage
     from recops.lake import Lake
@@ -64,8 +64,9 @@ def ingest(
             tables = load_dataset(settings, progress=update)
         what = settings.data.dataset
         where = "generated"
-        if what in movielens.FORMATS:
-            where = str(movielens.find_local(what, settings.data.root, settings.paths.datasets))
+        if what in movielens_fetch.FORMATS:
+            where = str(movielens_fetch.find_local(what, settings.data.root,
+                                                   settings.paths.datasets))
     with status.status("staging"):
         staged_id = stage(settings.paths.staging, tables)
     rows = {name: len(df) for name, df in tables.as_dict().items()}

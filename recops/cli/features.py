@@ -102,7 +102,7 @@ def show(
     """Print a user's features as the online store holds them (what serving reads)."""
     import pandas as pd
 
-    from recops.features.feast_store import online_features
+    from recops.features.feast_online import online_features
 
     settings = _settings(ctx, online, project)
     row = online_features(settings, [user_id]).iloc[0]

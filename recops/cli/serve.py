@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
                                              "changes (development).")] = False,
     ) -> None:
         """Serve the champion over HTTP (/recommend, /feedback, /similar, /healthz, /metrics)."""
-        from recops.config import CHECKOUT, child_env
+        from recops.config import CHECKOUT
+        from recops.environment import child_env
         from recops.release import registry
 
         settings = ctx.obj.settings(**{"serving.port": port, "serving.host": host})
@@ -57,7 +58,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build a Bento (service code + the model) with `bentoml build`, offline."""
         from recops.compliance.audit import AuditLog
-        from recops.config import CHECKOUT, child_env
+        from recops.config import CHECKOUT
+        from recops.environment import child_env
         from recops.errors import RegistryError
         from recops.release import registry
 

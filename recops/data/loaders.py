@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from recops import schema
-from recops.data import movielens
+from recops.data import movielens, movielens_fetch
 from recops.data.tables import Tables
 from recops.errors import DataError
 
@@ -19,18 +19,18 @@ if TYPE_CHECKING:
     from recops.lake import Lake
 
 SYNTHETIC = "synthetic"
-SUPPORTED = (*movielens.FORMATS, SYNTHETIC)
+SUPPORTED = (*movielens_fetch.FORMATS, SYNTHETIC)
 
 
-def load_dataset(settings: Settings, *, base_url: str = movielens.BASE_URL,
-                 progress: movielens.ProgressFn | None = None) -> Tables:
+def load_dataset(settings: Settings, *, base_url: str = movielens_fetch.BASE_URL,
+                 progress: movielens_fetch.ProgressFn | None = None) -> Tables:
     """The dataset named by ``settings.data.dataset`` as canonical tables."""
     name = settings.data.dataset
     if name == SYNTHETIC:
         from recops.data.synthetic import generate_from_settings
 
         return generate_from_settings(settings)
-    if name not in movielens.FORMATS:
+    if name not in movielens_fetch.FORMATS:
         raise DataError(f"unknown dataset '{name}'; supported: {', '.join(SUPPORTED)}")
     return movielens.load_movielens(name, settings.data.root, settings.paths.datasets,
                                     download=settings.data.download, base_url=base_url,
@@ -48,9 +48,9 @@ class DatasetStatus:
 def dataset_status(settings: Settings) -> list[DatasetStatus]:
     """Each supported dataset and whether it is available without a download."""
     out = []
-    for name, spec in movielens.FORMATS.items():
+    for name, spec in movielens_fetch.FORMATS.items():
         try:
-            found = movielens.find_local(name, settings.data.root, settings.paths.datasets)
+            found = movielens_fetch.find_local(name, settings.data.root, settings.paths.datasets)
         except DataError:
             found = None
         if found is not None:

@@ -55,7 +55,7 @@ def figure_data(html: str) -> dict[str, dict[str, list]]:
 
 def chromium_render(html_path: Path) -> tuple[list[str], str]:
     """Load the page in headless Chromium; returns (console messages, the DOM after scripts)."""
-    from recops.compliance.report import CHROMIUM_FLAGS, chromium
+    from recops.compliance.chromium import CHROMIUM_FLAGS, chromium
 
     exe = chromium()
     if exe is None:

@@ -172,7 +172,7 @@ def test_report_figures_and_numbers_come_from_the_records(settings, fed_model) -
 
 
 def test_report_of_champion_and_of_run_id_are_the_same_model(settings, fed_model) -> None:
-    from recops.compliance.report import gather
+    from recops.compliance.report_data import gather
 
     assert gather(settings).tag == fed_model["tag"]
     assert gather(settings, run_id=RUN).tag == fed_model["tag"]
@@ -244,7 +244,8 @@ def test_cli_report_audit_verify_and_show(monkeypatch, capsys, settings, fed_mod
 
 def test_pdf_is_printed_by_chromium_and_recorded(settings, fed_model) -> None:
     from recops.compliance.audit import AuditLog
-    from recops.compliance.report import build_report, chromium
+    from recops.compliance.chromium import chromium
+    from recops.compliance.report import build_report
 
     if chromium() is None:
         chromium_render(Path("/nonexistent"))  # skips (fails in CI) with the reason

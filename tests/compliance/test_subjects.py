@@ -122,7 +122,7 @@ def test_versions_replay_matches_the_lake(settings, world) -> None:
 
 def test_erase_removes_rows_keeps_order_and_marks_models(settings, world) -> None:
     from recops.compliance.audit import AuditLog, verify
-    from recops.compliance.report import gather
+    from recops.compliance.report_data import gather
     from recops.compliance.subjects import erase, retrain_required, show, subject_hash
     from recops.lake import Lake
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from recops import schema
-from recops.data import movielens
+from recops.data import movielens_fetch
 from recops.data.loaders import load_dataset
+from recops.data.movielens_fetch import FORMATS, download_dataset, parse_md5_file
 from recops.errors import DownloadError
 from tests.data.conftest import write_latest, write_ml100k
 
@@ -106,8 +107,8 @@ def test_pinned_md5_mismatch_is_refused(server: _Server, tmp_path: Path) -> None
     server.files["/datasets/movielens/ml-100k.zip"] = blob
     datasets = tmp_path / "datasets"
     with pytest.raises(DownloadError, match="checksum mismatch") as err:
-        movielens.download_dataset("ml-100k", datasets, base_url=server.base_url)
-    assert movielens.FORMATS["ml-100k"].md5 in str(err.value)
+        download_dataset("ml-100k", datasets, base_url=server.base_url)
+    assert FORMATS["ml-100k"].md5 in str(err.value)
     assert "--data-root" in str(err.value)
     assert not (datasets / "ml-100k").exists()
     assert list(datasets.iterdir()) == []  # the bad file was discarded
@@ -117,14 +118,14 @@ def test_md5_file_mismatch_is_refused(server: _Server, tmp_path: Path) -> None:
     server.files["/datasets/movielens/ml-latest-small.zip"] = _latest_zip(tmp_path)
     server.files["/datasets/movielens/ml-latest-small.zip.md5"] = b"0" * 32 + b"  x.zip\n"
     with pytest.raises(DownloadError, match="checksum mismatch"):
-        movielens.download_dataset("ml-latest-small", tmp_path / "ds", base_url=server.base_url)
+        download_dataset("ml-latest-small", tmp_path / "ds", base_url=server.base_url)
     assert not (tmp_path / "ds" / "ml-latest-small").exists()
 
 
 def test_missing_md5_file_fails(server: _Server, tmp_path: Path) -> None:
     server.files["/datasets/movielens/ml-latest-small.zip"] = _latest_zip(tmp_path)
     with pytest.raises(DownloadError, match="404"):
-        movielens.download_dataset("ml-latest-small", tmp_path / "ds", base_url=server.base_url)
+        download_dataset("ml-latest-small", tmp_path / "ds", base_url=server.base_url)
 
 
 def test_unreachable_host_says_how_to_use_a_local_copy(tmp_path: Path, settings) -> None:
@@ -148,12 +149,12 @@ def test_zip_slip_is_refused(server: _Server, tmp_path: Path) -> None:
     server.files["/datasets/movielens/ml-latest-small.zip"] = blob
     server.files["/datasets/movielens/ml-latest-small.zip.md5"] = _md5(blob).encode()
     with pytest.raises(DownloadError, match="outside"):
-        movielens.download_dataset("ml-latest-small", tmp_path / "ds", base_url=server.base_url)
+        download_dataset("ml-latest-small", tmp_path / "ds", base_url=server.base_url)
     assert not (tmp_path / "evil.txt").exists()
 
 
 def test_zip_bomb_is_refused(server: _Server, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(movielens, "MAX_UNPACKED_BYTES", 1000)
+    monkeypatch.setattr(movielens_fetch, "MAX_UNPACKED_BYTES", 1000)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("ml-latest-small/ratings.csv", "0" * 5000)  # compresses to a few bytes
@@ -161,7 +162,7 @@ def test_zip_bomb_is_refused(server: _Server, tmp_path: Path, monkeypatch) -> No
     server.files["/datasets/movielens/ml-latest-small.zip"] = blob
     server.files["/datasets/movielens/ml-latest-small.zip.md5"] = _md5(blob).encode()
     with pytest.raises(DownloadError, match="would unpack to"):
-        movielens.download_dataset("ml-latest-small", tmp_path / "ds", base_url=server.base_url)
+        download_dataset("ml-latest-small", tmp_path / "ds", base_url=server.base_url)
     assert not (tmp_path / "ds" / "ml-latest-small").exists()
 
 
@@ -170,7 +171,7 @@ def test_not_a_zip_and_wrong_content(server: _Server, tmp_path: Path) -> None:
     server.files["/datasets/movielens/ml-latest-small.zip"] = junk
     server.files["/datasets/movielens/ml-latest-small.zip.md5"] = _md5(junk).encode()
     with pytest.raises(DownloadError, match="not a valid zip"):
-        movielens.download_dataset("ml-latest-small", tmp_path / "ds", base_url=server.base_url)
+        download_dataset("ml-latest-small", tmp_path / "ds", base_url=server.base_url)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("README.txt", "nothing here")
@@ -178,15 +179,15 @@ def test_not_a_zip_and_wrong_content(server: _Server, tmp_path: Path) -> None:
     server.files["/datasets/movielens/ml-latest-small.zip"] = blob
     server.files["/datasets/movielens/ml-latest-small.zip.md5"] = _md5(blob).encode()
     with pytest.raises(DownloadError, match="does not contain ml-latest-small/ratings.csv"):
-        movielens.download_dataset("ml-latest-small", tmp_path / "ds", base_url=server.base_url)
+        download_dataset("ml-latest-small", tmp_path / "ds", base_url=server.base_url)
 
 
 @pytest.mark.parametrize("text", ["MD5 (ml-1m.zip) = C4D9EECFCA2AB87C1945AFE126590906\n",
                                   "c4d9eecfca2ab87c1945afe126590906  ml-1m.zip\n"])
 def test_parse_md5_file(text: str) -> None:
-    assert movielens.parse_md5_file(text, "ml-1m.zip") == "c4d9eecfca2ab87c1945afe126590906"
+    assert parse_md5_file(text, "ml-1m.zip") == "c4d9eecfca2ab87c1945afe126590906"
 
 
 def test_parse_md5_file_garbage() -> None:
     with pytest.raises(DownloadError, match="no MD5"):
-        movielens.parse_md5_file("<html>not found</html>", "ml-1m.zip")
+        parse_md5_file("<html>not found</html>", "ml-1m.zip")

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from recops import schema
-from recops.data.movielens import find_local, load_movielens, read_movielens
+from recops.data.movielens import load_movielens, read_movielens
+from recops.data.movielens_fetch import find_local
 from recops.errors import DataError
 from tests.data.conftest import ML1M_RATINGS, ML100K_RATINGS, write_latest
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recops.errors import FeatureError
-from recops.features import feast_store
+from recops.features import feast_online, feast_store
 from recops.features import featurize as f
 from tests.features.conftest import MAX_LEN, NEW_USER, PUSH_USERS
 
@@ -69,7 +69,7 @@ def test_a_label_before_any_history_gets_an_empty_sequence(applied):
 def test_online_equals_historical_for_the_same_user_and_time(applied):
     """Train/serve consistency: both paths give the same values, and the batch definition's."""
     users = [u for u in sorted(applied.events.user_id.unique()) if u not in PUSH_USERS]
-    online = feast_store.online_features(applied.store, users)
+    online = feast_online.online_features(applied.store, users)
     assert online.found.all()
     last = applied.events.groupby("user_id").event_timestamp.max().loc[users]
     at = pd.DataFrame({"user_id": users, "event_timestamp": last.to_numpy() + ONE_US})
@@ -82,21 +82,21 @@ def test_online_equals_historical_for_the_same_user_and_time(applied):
 
 
 def test_unknown_user_reads_as_not_found(applied):
-    got = feast_store.online_features(applied.settings, [NEW_USER + 1])
+    got = feast_online.online_features(applied.settings, [NEW_USER + 1])
     assert not got.found.iloc[0]
     assert got.recent_items.iloc[0] == []
-    assert feast_store.online_sequences(applied.store, [NEW_USER + 1]) == [[]]
+    assert feast_online.online_sequences(applied.store, [NEW_USER + 1]) == [[]]
 
 
 def test_materialising_twice_changes_nothing(applied):
     users = sorted(applied.events.user_id.unique())
-    before = feast_store.online_features(applied.store, users)
+    before = feast_online.online_features(applied.store, users)
     marks = feast_store.watermarks(applied.store)
     again = feast_store.materialize(applied.settings, applied.end)
     assert {v["action"] for v in again["views"].values()} == {"up to date"}
     later = feast_store.materialize(applied.settings)  # a later end: incremental, no new rows
     assert {v["action"] for v in later["views"].values()} == {"incremental"}
-    after = feast_store.online_features(feast_store.get_store(applied.settings), users)
+    after = feast_online.online_features(feast_store.get_store(applied.settings), users)
     pd.testing.assert_frame_equal(before, after)
     new_marks = feast_store.watermarks(feast_store.get_store(applied.settings))
     assert all(new_marks[v] > marks[v] for v in marks)
@@ -104,11 +104,11 @@ def test_materialising_twice_changes_nothing(applied):
 
 def test_a_pushed_event_is_visible_to_the_next_online_read(applied):
     user = PUSH_USERS[0]
-    held = feast_store.online_features(applied.store, [user]).iloc[0]
+    held = feast_online.online_features(applied.store, [user]).iloc[0]
     ts = pd.Timestamp(applied.end) + pd.Timedelta(seconds=5)
     event = {"user_id": user, "item_id": 42, "event_timestamp": ts, "rating": 4.5}
-    feast_store.push_event(applied.store, event)
-    now = feast_store.online_features(applied.store, [user]).iloc[0]
+    feast_online.push_event(applied.store, event)
+    now = feast_online.online_features(applied.store, [user]).iloc[0]
     assert now.recent_items == (held.recent_items + [42])[-MAX_LEN:]
     assert now.interaction_count == held.interaction_count + 1
     # The same as the batch definition over the events plus this one.
@@ -123,11 +123,11 @@ def test_a_pushed_event_is_visible_to_the_next_online_read(applied):
 def test_push_for_a_new_user_and_a_late_event(applied):
     """A first event creates the user; an older event that arrives late is not dropped."""
     t = pd.Timestamp(applied.end) + pd.Timedelta(minutes=10)
-    feast_store.push_event(applied.settings, {"user_id": NEW_USER, "item_id": 7,
+    feast_online.push_event(applied.settings, {"user_id": NEW_USER, "item_id": 7,
                                               "event_timestamp": t.isoformat()})
-    feast_store.push_event(applied.store, {"user_id": NEW_USER, "item_id": 9,
+    feast_online.push_event(applied.store, {"user_id": NEW_USER, "item_id": 9,
                                            "event_timestamp": t - pd.Timedelta(minutes=1)})
-    row = feast_store.online_features(applied.store, [NEW_USER]).iloc[0]
+    row = feast_online.online_features(applied.store, [NEW_USER]).iloc[0]
     assert row.found and row.recent_items == [9, 7] and row.interaction_count == 2
     assert pd.isna(row.mean_rating) and row.days_active == 1
 
@@ -140,7 +140,7 @@ def test_push_for_a_new_user_and_a_late_event(applied):
 ])
 def test_bad_events_are_refused_before_anything_is_written(applied, event, match):
     with pytest.raises(FeatureError, match=match):
-        feast_store.push_event(applied.store, event)
+        feast_online.push_event(applied.store, event)
 
 
 @pytest.mark.parametrize("labels, match", [
@@ -156,4 +156,4 @@ def test_bad_labels_are_a_feature_error(applied, labels, match):
 
 def test_online_read_refuses_non_integer_ids(applied):
     with pytest.raises(FeatureError, match="integers"):
-        feast_store.online_features(applied.store, ["7"])
+        feast_online.online_features(applied.store, ["7"])

@@ -8,7 +8,7 @@ import pytest
 
 from recops.errors import FeatureError
 from recops.features import featurize as f
-from recops.features.feast_store import updated_user_row
+from recops.features.feast_online import updated_user_row
 from tests.features.conftest import MAX_LEN, fill_lake, fresh_settings, make_events
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from recops.features import feast_store
+from recops.features import feast_online, feast_store
 from recops.features import featurize as f
 from tests.features.conftest import MAX_LEN, fill_lake, fresh_settings, make_events
 
@@ -47,15 +47,15 @@ def test_redis_online_and_postgres_registry(tmp_path, redis_url, scratch_db):
         assert {v["action"] for v in again["views"].values()} == {"up to date"}
 
         users = sorted(events.user_id.unique())[:4]
-        online = feast_store.online_features(store, users)
+        online = feast_online.online_features(store, users)
         last = events.groupby("user_id").event_timestamp.max().loc[users]
         batch = f.history_asof(events, pd.DataFrame({"user_id": users,
                                "event_timestamp": last.to_numpy()}), MAX_LEN, strict=False)
         assert online.recent_items.tolist() == batch.recent_items.tolist()
 
         ts = pd.Timestamp(end) + pd.Timedelta(seconds=1)
-        feast_store.push_event(store, {"user_id": users[0], "item_id": 44, "event_timestamp": ts})
-        assert feast_store.online_sequences(store, [users[0]])[0][-1] == 44
+        feast_online.push_event(store, {"user_id": users[0], "item_id": 44, "event_timestamp": ts})
+        assert feast_online.online_sequences(store, [users[0]])[0][-1] == 44
     finally:
         feast_store.teardown(settings)
     assert feast_store.get_store(settings).list_feature_views() == []

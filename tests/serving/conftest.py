@@ -112,7 +112,7 @@ class Server:
     """`bentoml serve` in a subprocess on a free port, stopped by PID."""
 
     def __init__(self, settings: Any, log_path: Path) -> None:
-        from recops.config import child_env
+        from recops.environment import child_env
 
         self.settings = settings
         self.port = free_port()

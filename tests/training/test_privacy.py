@@ -16,15 +16,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from recops.config import load_settings
 from recops.errors import AuditError, ConfigError, PrivacyBudgetExceeded, TrainingError
+from recops.training.dp import grad_sample_error, make_private
 from recops.training.models.sasrec import SASRec
-from recops.training.privacy import (
-    PrivacyLedger,
-    PrivacySpend,
-    epsilon_for,
-    grad_sample_error,
-    make_private,
-    resolve_delta,
-)
+from recops.training.privacy import PrivacyLedger, PrivacySpend, epsilon_for, resolve_delta
 
 N_ITEMS, LEN = 30, 10
 

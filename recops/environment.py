@@ -1,0 +1,61 @@
+"""The environment of the processes recops starts (airflow, feast, bentoml, flwr)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from recops.config import Settings
+
+
+PHONE_HOME_OFF = {
+    "GX_ANALYTICS_ENABLED": "false",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "FEAST_USAGE": "False",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "SCARF_ANALYTICS": "false",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+
+
+def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for the processes recops starts (airflow, feast, bentoml, flwr).
+
+    The resolved settings travel as a YAML file (RECOPS_CONFIG), so a child sees exactly
+    what the parent saw; the framework homes all point under RECOPS_HOME.
+    """
+    p = settings.paths
+    env = dict(os.environ if base is None else base)
+    env = {k: v for k, v in env.items() if not k.startswith("RECOPS_")}
+    env.update(PHONE_HOME_OFF)
+    env.update(
+        RECOPS_HOME=str(p.home),
+        RECOPS_CONFIG=str(settings.save()),
+        AIRFLOW_HOME=str(p.airflow_home),
+        BENTOML_HOME=str(p.bentoml_home),
+        FLWR_HOME=str(p.flwr_home),
+        **feast_env(settings),
+    )
+    return env
+
+
+def feast_env(settings: Settings) -> dict[str, str]:
+    """The ${ENV} values that feature_repo/feature_store.yaml and its definitions read."""
+    p = settings.paths
+    env = {
+        "RECOPS_FEAST_PROJECT": settings.stores.feast_project,
+        "RECOPS_FEAST_DATA": str(p.features),
+        "RECOPS_FEAST_ONLINE": settings.stores.online,
+        "RECOPS_FEAST_OFFLINE": settings.stores.offline,
+        "RECOPS_FEAST_REDIS": settings.stores.redis_url,
+        "RECOPS_SEQ_LEN": str(settings.model.max_len),
+    }
+    if settings.stores.postgres_dsn:
+        env["RECOPS_FEAST_REGISTRY_DSN"] = settings.stores.postgres_dsn.get_secret_value()
+    return env
