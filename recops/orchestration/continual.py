@@ -200,32 +200,12 @@ def train(settings: Settings, run_id: str, dataset_version: str, *,
 
 def evaluate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
     """Challenger and champion on the newest period's test labels (same users, same items)."""
-    from recops.orchestration.fit import run_data
     from recops.release import registry
-    from recops.training.evaluation import model_for_data
 
     run = RunDir.of(settings, Path(run_dir).name)
-    ckpt_hash = run.sha256(RunDir.CHECKPOINT)
-    if run.done(RunDir.METRICS, {"checkpoint_sha256": ckpt_hash}):
-        return {"metrics": run.read_json(RunDir.METRICS)["overall"],
-                "path": str(run.file(RunDir.METRICS))}
-    info = run.read_json(RunDir.TRAIN)
-    data = run_data(settings, run).subset(run.read_json(RunDir.EVAL_USERS))
-    model, mdata = model_for_data(run.read_checkpoint(), data)
-    ours = pipeline.test_metrics(model, mdata)
-    champion = registry.load(settings, info["warm_start_from"])
-    cmodel, cdata = model_for_data(champion.checkpoint, data)
-    theirs = pipeline.test_metrics(cmodel, cdata)
-    run.write_json(RunDir.CHAMPION_METRICS, {**theirs, "tag": champion.tag, "split": "test",
-                                             "period": "newest"})
-    out = {"split": "test", "period": "newest", "k": 10, **ours, "checkpoint_sha256": ckpt_hash}
-    run.write_json(RunDir.METRICS, out)
-    run.audit("evaluate", inputs={"checkpoint_sha256": ckpt_hash, "champion": champion.tag},
-              outputs={"metrics_sha256": run.sha256(RunDir.METRICS)},
-              details={"challenger": ours["overall"], "champion": theirs["overall"],
-                       "n_users": ours["n_users"]})
-    return {"metrics": ours["overall"], "champion_metrics": theirs["overall"],
-            "path": str(run.file(RunDir.METRICS))}
+    champion = registry.load(settings, run.read_json(RunDir.TRAIN)["warm_start_from"])
+    return pipeline.evaluate_run(settings, run, users=run.read_json(RunDir.EVAL_USERS),
+                                 champion=champion)
 
 
 def gate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:

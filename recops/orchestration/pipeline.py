@@ -157,21 +157,48 @@ def test_metrics(model: Any, data: Any) -> dict[str, Any]:
 
 def evaluate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
     """Full-ranking metrics on the test split, overall and per segment -> ``metrics.json``."""
+    return evaluate_run(settings, RunDir.of(settings, Path(run_dir).name))
+
+
+def evaluate_run(settings: Settings, run: RunDir, *, users: list[int] | None = None,
+                 champion: Any | None = None) -> dict[str, Any]:
+    """Score a run's model on its test labels (of ``users`` only, when given) -> ``metrics.json``.
+
+    With ``champion`` (a registered model) it is scored on exactly the same users and items
+    -> ``champion_metrics.json``, which the gate then compares against. Reuses the metrics of
+    an unchanged checkpoint.
+    """
     from recops.orchestration.fit import run_data
     from recops.training.evaluation import model_for_data
 
-    run = RunDir.of(settings, Path(run_dir).name)
     ckpt_hash = run.sha256(RunDir.CHECKPOINT)
+    path = str(run.file(RunDir.METRICS))
     if run.done(RunDir.METRICS, {"checkpoint_sha256": ckpt_hash}):
-        return {"metrics": run.read_json(RunDir.METRICS)["overall"],
-                "path": str(run.file(RunDir.METRICS))}
-    model, data = model_for_data(run.read_checkpoint(), run_data(settings, run))
-    out = {"split": "test", "k": 10, **test_metrics(model, data), "checkpoint_sha256": ckpt_hash}
-    run.write_json(RunDir.METRICS, out)
-    run.audit("evaluate", inputs={"checkpoint_sha256": ckpt_hash},
-              outputs={"metrics_sha256": run.sha256(RunDir.METRICS)},
-              details={"overall": out["overall"], "n_users": out["n_users"]})
-    return {"metrics": out["overall"], "path": str(run.file(RunDir.METRICS))}
+        out = {"metrics": run.read_json(RunDir.METRICS)["overall"], "path": path}
+        if champion is not None:
+            out["champion_metrics"] = run.read_json(RunDir.CHAMPION_METRICS)["overall"]
+        return out
+    data = run_data(settings, run)
+    if users is not None:
+        data = data.subset(users)
+    model, mdata = model_for_data(run.read_checkpoint(), data)
+    ours = test_metrics(model, mdata)
+    scope = {"split": "test", "k": 10} if users is None else {"split": "test", "k": 10,
+                                                              "period": "newest"}
+    details: dict[str, Any] = {"overall": ours["overall"], "n_users": ours["n_users"]}
+    inputs: dict[str, Any] = {"checkpoint_sha256": ckpt_hash}
+    result = {"metrics": ours["overall"], "path": path}
+    if champion is not None:
+        cmodel, cdata = model_for_data(champion.checkpoint, data)
+        theirs = test_metrics(cmodel, cdata)
+        run.write_json(RunDir.CHAMPION_METRICS, {**theirs, **scope, "tag": champion.tag})
+        details["champion"] = theirs["overall"]
+        inputs["champion"] = champion.tag
+        result["champion_metrics"] = theirs["overall"]
+    run.write_json(RunDir.METRICS, {**scope, **ours, "checkpoint_sha256": ckpt_hash})
+    run.audit("evaluate", inputs=inputs, outputs={"metrics_sha256": run.sha256(RunDir.METRICS)},
+              details=details)
+    return result
 
 
 def challenger_metadata(settings: Settings, run: RunDir) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pytest
 from recops import schema
 from recops.errors import ValidationFailed
 from recops.orchestration import continual, pipeline
+from recops.runs import RunDir
 from tests.dags.tiny import tiny_settings
 
 # Three trainings and three feature refreshes: minutes on an idle machine, far more on a busy one.
@@ -81,11 +82,11 @@ def test_retrain_dag_promotes_a_better_challenger(world: dict) -> None:
                                       {"finetune_epochs": 6, "replay_fraction": 0.5},
                                       timeout=3000)
     assert result.ok, f"{result.failed_tasks}: {result.error} (log {result.log_path})"
-    rdir = settings.paths.runs / result.run_id
-    ours = pipeline._read_json(rdir / "metrics.json")["overall"]
-    theirs = pipeline._read_json(rdir / "champion_metrics.json")["overall"]
+    run = RunDir.of(settings, result.run_id)
+    ours = run.read_json(RunDir.METRICS)["overall"]
+    theirs = run.read_json(RunDir.CHAMPION_METRICS)["overall"]
     assert ours["ndcg@10"] > theirs["ndcg@10"]  # same newest-period users, same items
-    reg = pipeline._read_json(rdir / "register.json")
+    reg = run.read_json(RunDir.REGISTER)
     assert reg["promoted"] and registry.champion_tag(settings) == reg["tag"] != world["champion"]
     meta = registry.metadata(settings, reg["tag"])
     assert meta["warm_start_from"] == world["champion"]
