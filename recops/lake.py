@@ -20,6 +20,7 @@ import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -74,7 +75,7 @@ class Lake:
             raise DataError(f"unknown lake table '{table}'; expected one of {schema.TABLES}")
         return self.root / table
 
-    def log_entries(self, table: str) -> list[dict]:
+    def log_entries(self, table: str) -> list[dict[str, Any]]:
         """The table's log as written: batch manifests and ``supersede`` entries, in order."""
         log = self._table_dir(table) / "log.jsonl"
         if not log.exists():
@@ -95,7 +96,7 @@ class Lake:
                 out.append(self._here(table, entry))
         return out
 
-    def _here(self, table: str, entry: dict) -> BatchManifest:
+    def _here(self, table: str, entry: dict[str, Any]) -> BatchManifest:
         """A manifest whose path points into this lake, so a moved or copied home still reads."""
         name = Path(entry["path"]).name
         return BatchManifest(**{**entry, "path": str(self._table_dir(table) / "batches" / name)})

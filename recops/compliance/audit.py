@@ -16,11 +16,15 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recops.errors import AuditError
 from recops.fsutil import write_atomic
 from recops.hashing import sha256_json
+
+if TYPE_CHECKING:  # psycopg is imported lazily: only the PostgreSQL mirror needs it
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
 
 GENESIS = "0" * 64
 
@@ -49,7 +53,8 @@ def _last_record(f: Any, block: int = 1 << 16) -> dict[str, Any] | None:
         # A complete last line needs its start: either another line before it, or offset 0.
         if len(lines) >= 2 or (pos == 0 and lines):
             try:
-                return json.loads(lines[-1])
+                last: dict[str, Any] = json.loads(lines[-1])
+                return last
             except json.JSONDecodeError as exc:
                 raise AuditError(f"the last record of {f.name} is not valid JSON ({exc}): "
                                  "run `recops audit verify` before appending") from exc
@@ -73,7 +78,8 @@ class AuditLog:
     def head(self) -> dict[str, Any] | None:
         """The anchor written by the last append ({seq, hash, time}), None when absent."""
         try:
-            return json.loads(self.head_path.read_text(encoding="utf-8"))
+            head: dict[str, Any] = json.loads(self.head_path.read_text(encoding="utf-8"))
+            return head
         except FileNotFoundError:
             return None
         except (OSError, json.JSONDecodeError) as exc:
@@ -218,7 +224,7 @@ def _walk(records: list[dict[str, Any]]) -> ChainStatus:
 MIRROR_TABLE = "recops_audit"
 
 
-def _pg_connect(dsn: str):  # noqa: ANN202 - psycopg.Connection, imported lazily
+def _pg_connect(dsn: str) -> Connection[TupleRow]:
     import psycopg
 
     # Settings hold SQLAlchemy-style DSNs (postgresql+psycopg://); libpq wants postgresql://.
@@ -251,6 +257,7 @@ def mirror_to_postgres(log: AuditLog, dsn: str, table: str = MIRROR_TABLE) -> in
                              "mirrored_at timestamptz NOT NULL DEFAULT now())").format(ident))
         row = conn.execute(sql.SQL("SELECT coalesce(max(seq), -1) FROM {}").format(ident)
                            ).fetchone()
+        assert row is not None  # an aggregate query returns exactly one row
         start = int(row[0]) + 1
         new = records[start:]
         with conn.cursor() as cur:

@@ -67,7 +67,8 @@ def retrain_required(settings: Settings) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        marker: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
+        return marker
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"retrain marker {path} is unreadable ({exc}); restore it from the "
                         "`erase` records of the audit log") from exc

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ import pandas as pd
 from recops import schema
 from recops.data.movielens import item_text
 from recops.data.tables import Tables
+
+if TYPE_CHECKING:
+    from recops.config import Settings
 
 GENRES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
           "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
@@ -69,7 +73,8 @@ def _allocate(rng: np.random.Generator, n_users: int, total: int, k: Knobs) -> n
     rest = extra - int(counts.sum())
     if rest:
         counts[np.argsort(-(share - counts), kind="stable")[:rest]] += 1
-    return counts + floor
+    out: np.ndarray = counts + floor
+    return out
 
 
 def _sample_segmented(rng: np.random.Generator, cum_flat: np.ndarray, segment: np.ndarray,
@@ -215,7 +220,7 @@ def generate(n_users: int = 1_000, n_items: int = 2_000, n_interactions: int = 1
     return Tables(interactions, items, users, source=source)
 
 
-def generate_from_settings(settings) -> Tables:  # noqa: ANN001 - recops.config.Settings
+def generate_from_settings(settings: Settings) -> Tables:
     """:func:`generate` with ``settings.data.synthetic`` and ``settings.seed``."""
     s = settings.data.synthetic
     return generate(s.n_users, s.n_items, s.n_interactions, s.n_clusters, s.days,

@@ -110,7 +110,8 @@ def _cum_within(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Cumulative sum restarted at every group start."""
     c = np.cumsum(values)
     before = np.concatenate([[0], c])[starts]
-    return c - before
+    out: np.ndarray = c - before
+    return out
 
 
 def _windows(rows: np.ndarray, starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -297,7 +298,7 @@ def read_manifest(settings: Settings) -> dict[str, Any]:
     path = sources_dir(settings) / MANIFEST_FILE
     if not path.exists():
         raise FeatureError(f"no feature sources under {path.parent}: run `recops features build`")
-    manifest = json.loads(path.read_text())
+    manifest: dict[str, Any] = json.loads(path.read_text())
     missing = [name for name, s in manifest["sources"].items() if not Path(s["path"]).exists()]
     if missing:
         raise FeatureError(f"feature source file(s) {missing} missing under {path.parent}: "
@@ -338,7 +339,8 @@ def history_asof(interactions: pd.DataFrame, labels: pd.DataFrame, n: int, *,
     start = joined[schema.USER_ID].map(first_pos).to_numpy()
     items = ev[schema.ITEM_ID].to_numpy()
     secs = ev[schema.EVENT_TIMESTAMP].to_numpy(dtype="datetime64[us]").astype(np.int64) // _US_PER_S
-    seqs, times = [], []
+    seqs: list[list[int]] = []
+    times: list[list[int]] = []
     for s, e in zip(start, end, strict=True):
         if e < 0:
             seqs.append([])

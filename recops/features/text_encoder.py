@@ -78,12 +78,15 @@ def encode_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
 
 def item_texts(items: pd.DataFrame) -> list[str]:
     """The text each item is encoded from: the ``text`` column, else title and genres."""
+    texts: list[str]
     if TEXT in items.columns:
-        return items[TEXT].fillna("").astype(str).tolist()
+        texts = items[TEXT].fillna("").astype(str).tolist()
+        return texts
     if TITLE in items.columns:
         genres = items[GENRES].fillna("").astype(str).str.replace("|", ", ") if GENRES in items \
             else ""
-        return (items[TITLE].fillna("").astype(str) + ". " + genres).tolist()
+        texts = (items[TITLE].fillna("").astype(str) + ". " + genres).tolist()
+        return texts
     raise DataError(f"items: need a '{TEXT}' or '{TITLE}' column to encode, "
                     f"have {list(items.columns)}")
 
@@ -96,7 +99,7 @@ def item_text_vectors(settings: Settings, items_df: pd.DataFrame) -> np.ndarray:
         h.update(t.encode("utf-8") + b"\x00")
     cache = settings.paths.features / "cache" / f"text_{MODEL_NAME}_{h.hexdigest()[:24]}.npy"
     if cache.is_file():
-        vec = np.load(cache)
+        vec: np.ndarray = np.load(cache)
         if vec.shape == (len(texts), DIM):
             return vec
     vec = encode_texts(texts)

@@ -37,6 +37,10 @@ class ItemIndex:
     """Item ids <-> contiguous indices 1..n_items; 0 is padding. ``item_ids[i-1]`` is index i."""
 
     item_ids: np.ndarray
+    # Derived in __post_init__ (the ids sorted, and the argsort that sorts them); not part of
+    # the constructor, repr or equality.
+    _sorted: np.ndarray = field(init=False, repr=False, compare=False)
+    _order: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ids = np.asarray(self.item_ids, dtype=np.int64)

@@ -17,6 +17,7 @@ class Pop(Recommender):
 
     kind = "pop"
     item_rows = ("counts",)
+    counts: torch.Tensor  # buffer [n_items + 1]: how often each item index was seen
 
     def __init__(self, n_items: int, *, max_len: int = 50, **_: Any) -> None:
         super().__init__(n_items, max_len)
@@ -78,7 +79,7 @@ class MF(Recommender):
 
     def _prefix_users(self, x: torch.Tensor) -> torch.Tensor:
         """Mean factor of the items up to each position: [B, T, d]."""
-        e = self.user_factors(x)
+        e: torch.Tensor = self.user_factors(x)
         n = (x > 0).cumsum(1).clamp(min=1).unsqueeze(-1)
         return e.cumsum(1) / n
 
@@ -103,7 +104,8 @@ class MF(Recommender):
     def user_vectors(self, seqs: torch.Tensor) -> torch.Tensor:
         x = self._clip_len(seqs)
         n = (x > 0).sum(1, keepdim=True).clamp(min=1)
-        return self.user_factors(x).sum(1) / n
+        e: torch.Tensor = self.user_factors(x)
+        return e.sum(1) / n
 
     def score(self, seqs: torch.Tensor) -> torch.Tensor:
         s = self.user_vectors(seqs) @ self.item_factors.weight.T + self.item_bias.weight.T

@@ -38,7 +38,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).contiguous().view(B, T, D))
+        out: torch.Tensor = self.proj(y.transpose(1, 2).contiguous().view(B, T, D))
+        return out
 
 
 class Block(nn.Module):
@@ -55,12 +56,14 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.attn(self.ln1(x)))
-        return x + self.drop(self.ff(self.ln2(x)))
+        out: torch.Tensor = x + self.drop(self.ff(self.ln2(x)))
+        return out
 
 
 class SASRec(Recommender):
     kind = "sasrec"
     item_rows = ("item_emb.weight", "out.weight", "out.bias", "text")
+    text: torch.Tensor  # buffer [n_items + 1, text_dim], registered when text_dim > 0
 
     def __init__(self, n_items: int, *, max_len: int = 50, d_model: int = 64, n_layers: int = 2,
                  n_heads: int = 2, dropout: float = 0.2, text_dim: int = 0,
@@ -115,7 +118,7 @@ class SASRec(Recommender):
                 "n_heads": self.n_heads, "dropout": self.dropout_p, "text_dim": self.text_dim}
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        e = self.item_emb(x)
+        e: torch.Tensor = self.item_emb(x)
         if self.text_dim:
             e = e + self.text_in(self.text[x])
         return e
@@ -126,10 +129,11 @@ class SASRec(Recommender):
         h = self.drop(self._embed(x_right) + self.pos_emb(pos.contiguous()))
         for block in self.blocks:
             h = block(h)
-        return self.ln_f(h)
+        out: torch.Tensor = self.ln_f(h)
+        return out
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
-        logits = self.out(h)
+        logits: torch.Tensor = self.out(h)
         if self.text_dim:
             logits = logits + self.text_out(h) @ self.text.T
         return logits
