@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from recops.errors import RecopsError
+
+if TYPE_CHECKING:  # imported lazily at run time: `recops --help` stays fast
+    from recops.config import Settings
 
 console = Console(stderr=True)
 app = typer.Typer(
@@ -36,7 +39,7 @@ class State:
         self.config = config
         self.home = home
 
-    def settings(self, **overrides: Any):  # noqa: ANN201 - Settings, imported lazily
+    def settings(self, **overrides: Any) -> Settings:
         from recops.config import load_settings
 
         if self.home is not None:

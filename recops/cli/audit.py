@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from recops.config import Settings
 
 out = Console()
 audit_app = typer.Typer(help="The hash-chained audit log: verify it, show records.",
@@ -24,7 +27,7 @@ def _short(obj: Any, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _dsn(settings) -> str:  # noqa: ANN001
+def _dsn(settings: Settings) -> str:
     from recops.errors import ConfigError
 
     if settings.stores.postgres_dsn is None:

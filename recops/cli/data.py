@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
 out = Console()
 
 
-def _loading(name: str):  # noqa: ANN202 - (rich Progress, callback)
+def _loading(name: str) -> tuple[Progress, Callable[[int, int | None], None]]:
     """One live display: a spinner while loading, with byte counts once a download starts."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 

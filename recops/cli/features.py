@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from recops.config import Settings
 
 out = Console()
 features_app = typer.Typer(help="Feature store (Feast): build sources, apply, materialise, read.",
@@ -20,8 +23,11 @@ Project = Annotated[str | None, typer.Option("--project", help="Feast project "
                                              "(stores.feast_project).")]
 
 
-def _settings(ctx: typer.Context, online: str | None, project: str | None, **extra: object):
-    return ctx.obj.settings(**{"stores.online": online, "stores.feast_project": project, **extra})
+def _settings(ctx: typer.Context, online: str | None, project: str | None,
+              **extra: object) -> Settings:
+    settings: Settings = ctx.obj.settings(**{"stores.online": online,
+                                             "stores.feast_project": project, **extra})
+    return settings
 
 
 @features_app.command("build")

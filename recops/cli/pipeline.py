@@ -121,7 +121,11 @@ def run(
         where = f"task(s) {', '.join(result.failed_tasks)}" if result.failed_tasks else "the run"
         raise RecopsError(f"recops_pipeline failed at {where}: {result.error or 'see the log'} "
                           f"(Airflow log: {result.log_path})")
-    summary = _with_segments(settings, summary_of_run(settings, result.run_id))
+    run_id = result.run_id
+    if run_id is None:  # a successful `dags test` prints its run id; guard the type
+        raise RecopsError(f"recops_pipeline succeeded but its log names no run id "
+                          f"(Airflow log: {result.log_path})")
+    summary = _with_segments(settings, summary_of_run(settings, run_id))
     print_metrics(summary, f"test metrics, run {summary['run_id']} "
                            f"({settings.data.dataset}, {settings.train.mode})")
     timing = Table(title=f"Airflow tasks ({result.wall_s:.0f} s wall)")

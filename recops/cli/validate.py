@@ -69,15 +69,15 @@ def validate(
         if (settings.paths.staging / path / "manifest.json").exists():
             with status.status(f"validating staged batch {path}"):
                 try:
-                    accepted = gate.accept_or_quarantine(settings, path)
+                    landed = gate.accept_or_quarantine(settings, path)
                 except ValidationFailed as exc:
                     for line in exc.failed:
                         out.print(f"[bold red]FAIL[/] {line}", highlight=False, soft_wrap=True)
                     out.print(f"quarantined: {exc.quarantine_path}", highlight=False,
                               soft_wrap=True)
                     raise SystemExit(1) from None
-            _print_outcome(accepted, f"staged batch {path}: accepted")
-            out.print(f"landed; dataset version [bold]{accepted.dataset_version}[/]",
+            _print_outcome(landed, f"staged batch {path}: accepted")
+            out.print(f"landed; dataset version [bold]{landed.dataset_version}[/]",
                       highlight=False)
             return
         raise DataError(f"{path}: no such file or folder, and no staged batch with that id "
