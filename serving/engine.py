@@ -8,7 +8,7 @@ model they started with.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -27,12 +27,16 @@ class Ranked:
     fallback: str | None
 
 
-def quantize_dynamic(model: nn.Module) -> nn.Module:
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def quantize_dynamic(model: _M) -> _M:
     """int8 dynamic quantisation of the Linear layers (weights int8, activations quantised
     on the fly); embeddings stay float, so the item matrix keeps its precision."""
     from torch.ao.quantization import quantize_dynamic as _qd
 
-    return _qd(model, {nn.Linear}, dtype=torch.qint8)
+    # Only the Linear layers inside a copy are swapped: the model keeps its class.
+    return cast(_M, _qd(model, {nn.Linear}, dtype=torch.qint8))
 
 
 class Engine:

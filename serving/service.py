@@ -208,4 +208,5 @@ class Recommender:
                 "model": engine.tag}
 
 
-Recommender.add_asgi_middleware(Guard)
+# @bentoml.service made Recommender a bentoml Service; mypy keeps a decorated class's own type.
+Recommender.add_asgi_middleware(Guard)  # type: ignore[attr-defined]

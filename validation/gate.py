@@ -223,12 +223,12 @@ def submit_files(settings: Settings, path: Path, *, table: str | None = None,
         submitted = read_submitted(path, table)
     except DataError as exc:
         if quarantine_failed and path.is_file():
-            qpath = quarantine.put(
+            copied = quarantine.put(
                 settings, qid, kind="file", source=src, copy_files=[path], origin=str(path),
                 tables={table or "unknown": path.name}, rows={table or "unknown": None},
                 failed=[str(exc)], reason="The file cannot be read.", result=None,
                 run_id=run_id)
-            raise DataError(f"{exc} (copied untouched to quarantine: {qpath})") from exc
+            raise DataError(f"{exc} (copied untouched to quarantine: {copied})") from exc
         raise
     frames = {t: df for t, (_, df) in submitted.items()}
     if FEEDBACK in frames and len(frames) > 1:
@@ -237,7 +237,7 @@ def submit_files(settings: Settings, path: Path, *, table: str | None = None,
     names = {t: f.name for t, (f, _) in submitted.items()}
     if not v.passed:
         _audit_validate(settings, v, batch=str(path), source=src, run_id=run_id)
-        qpath = None
+        qpath: Path | None = None
         if quarantine_failed:
             qpath = quarantine.put(
                 settings, qid, kind="file", source=src, origin=str(path), tables=names,

@@ -40,8 +40,8 @@ class CheckResult:
         parts = [self.name]
         if self.unexpected_count:
             pct = self.unexpected_percent
-            pct = f" ({pct:.2f}%)" if pct is not None else ""
-            parts.append(f"{self.unexpected_count} unexpected value(s){pct}")
+            pct_text = f" ({pct:.2f}%)" if pct is not None else ""
+            parts.append(f"{self.unexpected_count} unexpected value(s){pct_text}")
             if self.sample:
                 parts.append(f"e.g. {self.sample[:5]}")
         elif self.observed is not None:

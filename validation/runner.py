@@ -45,8 +45,9 @@ def _context(settings: Settings) -> Any:
     # GX logs a warning per expectation it cannot evaluate; the result carries it already.
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     ctx = gx.get_context(mode="file", context_root_dir=settings.paths.gx)
-    bars = ctx.variables.progress_bars
-    bars = bars if isinstance(bars, dict) else vars(bars) if bars is not None else {}
+    raw = ctx.variables.progress_bars
+    bars: dict[str, Any] = (raw if isinstance(raw, dict) else vars(raw) if raw is not None
+                            else {})
     if bars.get("globally", True) or bars.get("metric_calculations", True):
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         ctx.variables.save()
