@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +32,7 @@ from pydantic_settings import (
 
 from recops.errors import ConfigError
 from recops.paths import Paths
+from recops.schema import METRIC_KEYS
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = CHECKOUT / ".recops"
@@ -152,10 +161,18 @@ class ValidationSettings(_Section):
 
 
 class GateSettings(_Section):
+    # Also what early stopping watches on the validation split: one of schema.METRIC_KEYS.
     metric: str = "ndcg@10"
     tolerance: float = Field(0.005, ge=0)
     floor: float = Field(0.0, ge=0)
     max_segment_regression: float = Field(0.2, ge=0)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRIC_KEYS:
+            raise ValueError(f"must be one of {list(METRIC_KEYS)}")
+        return value
 
 
 class ServingSettings(_Section):

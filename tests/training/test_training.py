@@ -47,6 +47,18 @@ def test_same_seed_same_model_other_seed_other_model(home, data) -> None:
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
+def test_early_stopping_keeps_the_best_epoch_of_gate_metric(home, data) -> None:
+    """The checkpoint is the epoch best on validation ``gate.metric``, whichever metric it is."""
+    for metric in ("ndcg@10", "coverage@10"):
+        s = tiny_settings(home, **{"train.epochs": 6, "train.patience": 2, "gate.metric": metric})
+        res = train_model(s, data, progress=False)
+        scores = [row[metric] for row in res.history]
+        best = int(np.argmax(scores))
+        assert res.valid_metrics[metric] == pytest.approx(scores[best])
+        # It stops once `patience` evaluations in a row fail to beat the best.
+        assert len(res.history) == 6 or len(res.history) - 1 - best == 2
+
+
 def test_resume_continues_where_it_stopped(home, data, tmp_path) -> None:
     full = train_model(tiny_settings(home, **{"train.epochs": 4, "train.patience": 10}), data,
                        progress=False)
