@@ -18,7 +18,7 @@ SUMMARY_FILE = "summary.json"
 DP_CLIENTS_FILE = "dp_clients.json"
 
 # Run-config key (pyproject [tool.flwr.app.config]) -> settings key. The runner passes every
-# one of them from Settings, so `flwr run` and `recops federated simulate` agree.
+# one of them from Settings, so `flwr run` and `recops federated` agree.
 RUN_CONFIG_KEYS: dict[str, str] = {
     "num-server-rounds": "federated.rounds",
     "local-epochs": "federated.local_epochs",
@@ -67,7 +67,7 @@ def run_dir_of(run_config: Mapping[str, Any]) -> Path:
     raw = str(run_config.get("run-dir", "") or "")
     if not raw:
         raise ConfigError("run config 'run-dir' is empty: start runs with `recops federated "
-                          "simulate|deploy` or pass --run-config 'run-dir=\"<folder>\"'")
+                          "--engine ...` or pass --run-config 'run-dir=\"<folder>\"'")
     path = Path(raw)
     if not (path / FED_DIR / SETTINGS_FILE).is_file():
         raise ConfigError(f"run-dir {path} holds no {FED_DIR}/{SETTINGS_FILE}: it was not "
