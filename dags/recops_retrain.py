@@ -62,7 +62,7 @@ def recops_retrain() -> None:
     def features(accepted: dict) -> dict:
         from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("features", accepted["dataset_version"], module="continual",
+        return run_stage("features", accepted["dataset_version"], module="pipeline",
                          param_args=CYCLE)
 
     @task(execution_timeout=timedelta(hours=6))
@@ -83,21 +83,21 @@ def recops_retrain() -> None:
     def gate(trained: dict, _evaluated: dict) -> dict:
         from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("gate", trained["run_dir"], module="continual",
+        return run_stage("gate", trained["run_dir"], module="pipeline",
                          param_args=CYCLE)
 
     @task
     def register(trained: dict, _gated: dict) -> dict:
         from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("register", trained["run_dir"], module="continual",
+        return run_stage("register", trained["run_dir"], module="pipeline",
                          param_args=CYCLE)
 
     @task
     def report(trained: dict, _registered: dict) -> dict:
         from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("report", trained["run_dir"], module="continual",
+        return run_stage("report", trained["run_dir"], module="pipeline",
                          param_args=CYCLE)
 
     accepted = validate(collect())

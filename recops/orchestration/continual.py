@@ -5,11 +5,11 @@ One cycle (the ``recops_retrain`` DAG, or :func:`run_cycle` without Airflow)::
     collect   feedback events since the watermark -> <run>/feedback.parquet
     validate  Great Expectations on the batch; accepted rows land in the lake (a rejected
               batch is quarantined whole and the cycle stops); the watermark moves on
-    features  sources rebuilt from the lake, Feast apply + materialise (as the pipeline)
+    features  the pipeline's stage: sources rebuilt from the lake, Feast apply + materialise
     train     warm start from the champion on the new window (users active in the batch)
               plus a replay sample of the other users, so older users are not forgotten
     evaluate  challenger and champion on the same newest-period test set
-    gate / register / report   as in the pipeline (champion kept when the gate refuses)
+    gate / register / report   the pipeline's stages (champion kept when the gate refuses)
 
 The privacy ledger is shared by every run and cycle, so DP spends add up across cycles.
 """
@@ -150,11 +150,6 @@ def validate(settings: Settings, run_id: str, batch: str) -> dict[str, Any]:
     return {"dataset_version": version, "rows": len(df), "passed": True, "report": report}
 
 
-def features(settings: Settings, run_id: str, dataset_version: str) -> dict[str, Any]:
-    """Rebuild the Feast sources from the lake and materialise the new rows (as the pipeline)."""
-    return pipeline.features(settings, run_id, dataset_version)
-
-
 def train(settings: Settings, run_id: str, dataset_version: str, *,
           replay_fraction: float = REPLAY_FRACTION, finetune_epochs: int | None = None,
           progress: bool = False) -> dict[str, Any]:
@@ -208,18 +203,6 @@ def evaluate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
                                  champion=champion)
 
 
-def gate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
-    return pipeline.gate(settings, run_id, run_dir)
-
-
-def register(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
-    return pipeline.register(settings, run_id, run_dir)
-
-
-def report(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
-    return pipeline.report(settings, run_id, run_dir)
-
-
 # ---------------------------------------------------------------------------------------------
 # Without Airflow
 
@@ -238,16 +221,9 @@ def run_cycle(settings: Settings, run_id: str | None = None, *, min_events: int 
     if "skip" in col:
         return {"run_id": run_id, "skipped": col["skip"], "timings": timings}
     accepted = step("validate", validate, col["batch"])
-    step("features", features, accepted["dataset_version"])
+    step("features", pipeline.features, accepted["dataset_version"])
     trained = step("train", train, accepted["dataset_version"], replay_fraction=replay_fraction,
                    finetune_epochs=finetune_epochs, progress=progress)
-    rdir = trained["run_dir"]
-    ev = step("evaluate", evaluate, rdir)
-    gated = step("gate", gate, rdir)
-    reg = step("register", register, rdir)
-    rep = step("report", report, rdir)
-    return {"run_id": run_id, "run_dir": rdir, "n_events": col["n_events"],
-            "dataset_version": accepted["dataset_version"], "metrics": ev["metrics"],
-            "champion_metrics": ev["champion_metrics"], "gate_passed": gated["passed"],
-            "reasons": gated.get("reasons", []), "tag": reg["tag"], "promoted": reg["promoted"],
-            "report": rep.get("report"), "timings": timings}
+    done = pipeline.release_stages(step, trained["run_dir"], evaluate)
+    return {"run_id": run_id, "n_events": col["n_events"],
+            "dataset_version": accepted["dataset_version"], **done, "timings": timings}

@@ -341,16 +341,23 @@ def run_pipeline(settings: Settings, run_id: str | None = None, progress: bool =
     accepted = step("validate", validate, staged["staged_id"])
     step("features", features, accepted["dataset_version"])
     trained = step("train", train, accepted["dataset_version"], progress=progress)
-    rdir = trained["run_dir"]
-    evaluated = step("evaluate", evaluate, rdir)
-    gated = step("gate", gate, rdir)
-    registered = step("register", register, rdir)
-    reported = step("report", report, rdir)
-    return {"run_id": run_id, "run_dir": rdir, "dataset_version": accepted["dataset_version"],
-            "validation_report": accepted.get("report"), "metrics": evaluated["metrics"],
-            "gate_passed": gated["passed"], "tag": registered["tag"],
-            "promoted": registered["promoted"], "report": reported.get("report"),
-            "timings": timings}
+    done = release_stages(step, trained["run_dir"], evaluate)
+    return {"run_id": run_id, "dataset_version": accepted["dataset_version"],
+            "validation_report": accepted.get("report"), **done, "timings": timings}
+
+
+def release_stages(step: StageTimer, run_dir: str,
+                   evaluate_stage: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """evaluate → gate → register → report of a trained run, as a pipeline or a cycle ends."""
+    evaluated = step("evaluate", evaluate_stage, run_dir)
+    gated = step("gate", gate, run_dir)
+    registered = step("register", register, run_dir)
+    reported = step("report", report, run_dir)
+    return {"run_dir": run_dir, "metrics": evaluated["metrics"],
+            "champion_metrics": evaluated.get("champion_metrics"),
+            "gate_passed": gated["passed"], "reasons": gated.get("reasons", []),
+            "tag": registered["tag"], "promoted": registered["promoted"],
+            "report": reported.get("report")}
 
 
 def summary_of_run(settings: Settings, run_id: str) -> dict[str, Any]:
