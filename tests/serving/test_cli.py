@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from recops.release import registry
-from tests.serving.conftest import REPO, make_checkpoint, meta
 from tests.release.test_registry import INTER, ITEMS
+from tests.serving.conftest import REPO, make_checkpoint, meta
 
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str]:

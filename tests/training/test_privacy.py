@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from recops.config import load_settings
 from recops.errors import AuditError, ConfigError, PrivacyBudgetExceeded, TrainingError
+from recops.runs import RunDir
 from recops.training.dp import grad_sample_error, make_private
 from recops.training.models.sasrec import SASRec
 from recops.training.privacy import PrivacyLedger, PrivacySpend, epsilon_for, resolve_delta
@@ -319,7 +320,6 @@ def tiny_interactions(n_users: int = 40, n_items: int = 25, per_user: int = 12,
 
 @pytest.mark.integration
 def test_dp_training_saves_the_spend_with_the_checkpoint_and_in_the_ledger(home):
-    from recops.training.models import read_checkpoint
     from recops.training.sequences import SequenceData
     from recops.training.trainer import train_model
 
@@ -329,15 +329,16 @@ def test_dp_training_saves_the_spend_with_the_checkpoint_and_in_the_ledger(home)
         "model.max_len": 8, "model.d_model": 16, "model.n_layers": 1, "model.dropout": 0.0})
     inter, items = tiny_interactions()
     data = SequenceData.from_interactions(inter, items, s.model.max_len)
-    run_dir = s.paths.runs / "dp1"
+    run = RunDir.of(s, "dp1")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        result = train_model(s, data, progress=False, run_dir=run_dir, run_id="dp1")
+        result = train_model(s, data, progress=False, run_id="dp1")
+    run.save_training(result)
 
     ledger = PrivacyLedger(s.paths.privacy_ledger)
     [entry] = ledger.entries()
-    saved = read_checkpoint(run_dir / "checkpoint.pt")["privacy"]
-    on_disk = json.loads((run_dir / "privacy.json").read_text())
+    saved = run.read_checkpoint()["privacy"]
+    on_disk = run.read_json(RunDir.PRIVACY)
     assert saved == on_disk == result.privacy == entry.to_dict()
     assert entry.run_id == "dp1" and entry.unit == "user" and entry.population == "ml-latest-small"
     assert entry.mechanism == "dp-sgd-ghost" and entry.delta < 1 / data.n_users
@@ -349,6 +350,5 @@ def test_dp_training_saves_the_spend_with_the_checkpoint_and_in_the_ledger(home)
 
     # A second run would pass the budget (6 spent + 6 projected > 10): refused before training.
     with pytest.raises(PrivacyBudgetExceeded, match="privacy.budget_epsilon"):
-        train_model(s, data, progress=False, run_dir=s.paths.runs / "dp2", run_id="dp2")
+        train_model(s, data, progress=False, run_id="dp2")
     assert len(ledger.entries()) == 1
-    assert not (s.paths.runs / "dp2").exists()
