@@ -23,8 +23,10 @@ test: setup services
 test-fast: setup
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
+# ruff, then mypy over pyproject.toml's [tool.mypy] files (strict for recops.*). CI runs it.
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
