@@ -3,7 +3,7 @@
 Plain PyTorch, shared by centralised training (:func:`train_model`), the Flower client
 (:func:`build_model`, :func:`make_train_loader`, :func:`fit_epochs`) and the CLI. One training
 sample is one user (their sequence before the validation label), which is also the privacy unit
-when ``settings.privacy.enabled`` (DP-SGD through :func:`recops.training.privacy.make_private`).
+when ``settings.privacy.enabled`` (DP-SGD through :func:`recops.training.dp.make_private`).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def fit_epochs(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float,
     """Train ``epochs`` passes over ``loader``; returns the mean per-user loss of the last epoch.
 
     ``proximal_mu`` with ``global_params`` adds FedProx's (mu/2)·||w - w_global||².
-    ``private`` is a :class:`recops.training.privacy.PrivateTraining`: its model, optimizer and loss
+    ``private`` is a :class:`recops.training.dp.PrivateTraining`: its model, optimizer and loss
     are used and empty Poisson batches take a noise-only step.
     """
     core = _core(private.model if private is not None else model)
