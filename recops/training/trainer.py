@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from recops.errors import TrainingError
 from recops.training.evaluation import evaluate_model
 from recops.training.models import (
+    Pop,
     Recommender,
     create_model,
     extend_checkpoint,
@@ -153,6 +154,18 @@ def fit_epochs(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float,
     return mean
 
 
+def fit_popularity(model: Pop, data: SequenceData) -> Pop:
+    """Count every training event into a popularity model (the baseline the gate compares to).
+
+    ``valid_seen`` holds evaluated users' whole train history (``train_seqs`` only its last
+    ``max_len`` items); train-only users count with their sequences.
+    """
+    evaluated = set(data.eval_users.tolist())
+    model.fit_sequences([*data.valid_seen, *(s for u, s in zip(data.train_users,
+                         data.train_seqs, strict=True) if int(u) not in evaluated)])
+    return model.eval()
+
+
 def item_text(settings: Settings, data: SequenceData) -> np.ndarray:
     """The sentence vectors of the data's items, row i-1 = index i (cached by content hash)."""
     from recops.features.text_encoder import item_text_vectors
@@ -229,11 +242,8 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
         if settings.privacy.enabled:
             raise TrainingError("privacy.enabled with model.kind='pop': popularity counts are not "
                                 "trained with DP-SGD; use sasrec or mf")
-        # Count every training event (valid_seen holds evaluated users' whole train history,
-        # train_seqs only its last max_len items), plus the train-only users' sequences.
-        evaluated = set(data.eval_users.tolist())
-        model.fit_sequences([*data.valid_seen, *(s for u, s in zip(data.train_users,
-                             data.train_seqs, strict=True) if int(u) not in evaluated)])
+        assert isinstance(model, Pop)
+        fit_popularity(model, data)
         ev = evaluate_model(model, data, "valid")
         history.append({"epoch": 0, "loss": 0.0, **ev.overall})
         return TrainResult(model.eval(), checkpoint(model, ev.overall,
