@@ -8,6 +8,7 @@ Precedence, highest first: explicit overrides (CLI flags) > ``RECOPS_*`` environ
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -183,6 +184,15 @@ class ServingSettings(_Section):
     quantize: bool = False
 
 
+class FeedbackSettings(_Section):
+    # Where /feedback events are logged durably: "file" (JSONL under paths.feedback, one host)
+    # or "postgres" (a table in stores.postgres_dsn's database, shared by every replica).
+    backend: Literal["file", "postgres"] = "file"
+    table: str = Field("recops_feedback", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # Group commit: at most this many concurrent events share one fsync / one transaction.
+    max_batch: int = Field(256, ge=1, le=10_000)
+
+
 class Settings(BaseSettings):
     """All of recops' settings. Build with :func:`load_settings`, not directly."""
 
@@ -204,6 +214,14 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     gate: GateSettings = GateSettings()
     serving: ServingSettings = ServingSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
+
+    @model_validator(mode="after")
+    def _feedback_dsn(self) -> Settings:
+        if self.feedback.backend == "postgres" and not self.stores.postgres_dsn:
+            raise ValueError("feedback.backend 'postgres' needs stores.postgres_dsn "
+                             "(e.g. postgresql+psycopg://user@127.0.0.1:5432/recops)")
+        return self
 
     # Filled by load_settings; pydantic-settings reads it through settings_customise_sources.
     _yaml_file: Path | None = None
@@ -244,6 +262,12 @@ class Settings(BaseSettings):
         path.write_text(yaml.safe_dump(data, sort_keys=True))
         path.chmod(0o600)
         return path
+
+
+def libpq_dsn(dsn: SecretStr | str) -> str:
+    """A settings DSN (SQLAlchemy style, postgresql+psycopg://) in the form libpq takes."""
+    text = dsn.get_secret_value() if isinstance(dsn, SecretStr) else dsn
+    return re.sub(r"^postgresql\+\w+://", "postgresql://", text, count=1)
 
 
 def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,12 @@
-"""Durable feedback log: one JSON line per event, fsync'd before append returns.
+"""Durable feedback log: one JSON line per event; a batch of events shares one fsync.
 
-Offsets are byte positions in ``<paths.feedback>/feedback.jsonl``: ``append`` returns where the
-record starts, ``read(since)`` returns every complete record at or after ``since`` and the offset
-to pass next time. Several processes may append (an exclusive ``flock`` serialises them).
+Offsets are byte positions in ``<paths.feedback>/feedback.jsonl``: ``append_many`` returns where
+each record starts, ``read(since)`` returns every complete record at or after ``since`` and the
+offset to pass next time. Several processes may append (an exclusive ``flock`` serialises them).
+
+A repeated event is stored once: its key is the client's ``event_id`` when it sent one, else
+(user, item, event type, timestamp) — see :func:`event_key`. ``settings.feedback.backend``
+chooses this file or a shared PostgreSQL table (:mod:`recops.feedback_pg`), one interface.
 """
 
 from __future__ import annotations
@@ -10,23 +14,98 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
 from recops import schema
 from recops.errors import DataError
 
+if TYPE_CHECKING:
+    from recops.config import Settings
+
 FILENAME = "feedback.jsonl"
+EVENT_ID = "event_id"
 COLUMNS = (schema.USER_ID, schema.ITEM_ID, schema.RATING, schema.EVENT_TYPE,
            schema.EVENT_TIMESTAMP, "received_at")
+REQUIRED = (schema.USER_ID, schema.ITEM_ID, schema.EVENT_TYPE, schema.EVENT_TIMESTAMP)
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Where an event's record is, and whether it was there already (a repeat, not re-stored)."""
+
+    offset: int
+    duplicate: bool
+
+
+class EventLog(Protocol):
+    """What serving writes and retraining reads, whatever the backend."""
+
+    name: str
+
+    def append_many(self, events: Sequence[Mapping[str, Any]]) -> list[Appended]: ...
+
+    def append(self, event: Mapping[str, Any]) -> int: ...
+
+    def read(self, since: int = 0) -> tuple[pd.DataFrame, int]: ...
+
+    def count(self) -> int: ...
+
+
+def open_log(settings: Settings) -> EventLog:
+    """The feedback log ``settings.feedback.backend`` names."""
+    if settings.feedback.backend == "postgres":
+        from recops.feedback_pg import PostgresFeedbackLog
+
+        return PostgresFeedbackLog.from_settings(settings)
+    return FeedbackLog(settings.paths.feedback)
+
+
+def timestamp_text(value: Any) -> str:
+    """An event time as UTC ISO text to the microsecond (one spelling per instant)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    elif isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if not isinstance(value, datetime):
+        raise DataError(f"feedback event_timestamp {value!r} is not a timestamp")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def event_key(event: Mapping[str, Any]) -> str:
+    """The idempotency key: ``id:<event_id>`` if the client sent one, else the event's content."""
+    eid = event.get(EVENT_ID)
+    if eid is not None:
+        return f"id:{eid}"
+    return (f"ev:{int(event[schema.USER_ID])}:{int(event[schema.ITEM_ID])}:"
+            f"{event[schema.EVENT_TYPE]}:{timestamp_text(event[schema.EVENT_TIMESTAMP])}")
+
+
+def prepare_record(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The record stored for an event: checked for the required fields, times as UTC text."""
+    missing = [c for c in REQUIRED if event.get(c) is None]
+    if missing:
+        raise DataError(f"feedback event lacks {missing}; got fields {sorted(event)}")
+    record = {k: v for k, v in event.items() if v is not None or k == schema.RATING}
+    record[schema.EVENT_TIMESTAMP] = timestamp_text(event[schema.EVENT_TIMESTAMP])
+    record["received_at"] = timestamp_text(event.get("received_at") or datetime.now(UTC))
+    return record
+
+
+def record_json(record: Mapping[str, Any]) -> str:
+    """A record as one line of JSON (sorted keys; numpy scalars as plain numbers)."""
+    return json.dumps(record, default=_json_default, sort_keys=True)
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
     raise TypeError(f"feedback field of type {type(value).__name__} is not JSON-serialisable")
@@ -35,63 +114,115 @@ def _json_default(value: Any) -> Any:
 class FeedbackLog:
     """Append-only JSONL of feedback events under ``root`` (``settings.paths.feedback``)."""
 
+    name = "file"
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.path = self.root / FILENAME
+        self._mu = threading.Lock()
+        self._keys: dict[str, int] = {}  # idempotency key -> offset, for bytes [0, _scanned)
+        self._scanned = 0
 
-    def append(self, event: dict[str, Any]) -> int:
+    def append(self, event: Mapping[str, Any]) -> int:
         """Write one event and fsync it; returns the byte offset where its record starts."""
-        missing = [c for c in (schema.USER_ID, schema.ITEM_ID, schema.EVENT_TYPE) if c not in event]
-        if missing:
-            raise DataError(f"feedback event lacks {missing}; got fields {sorted(event)}")
-        record = dict(event)
-        record.setdefault("received_at", datetime.now(UTC))
-        line = (json.dumps(record, default=_json_default, sort_keys=True) + "\n").encode("utf-8")
+        return self.append_many([event])[0].offset
+
+    def append_many(self, events: Sequence[Mapping[str, Any]]) -> list[Appended]:
+        """Write the events that are new with one write and one fsync (group commit).
+
+        Returns, per event in order, its record's offset and whether it was a repeat. Nothing
+        is acknowledged until the fsync returns; a crash before it leaves at most a torn last
+        line, which the next append drops (it was never acknowledged).
+        """
+        records = [prepare_record(e) for e in events]
+        if not records:
+            return []
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                # A torn write from a crash was never acknowledged: drop the partial line so the
-                # next record starts on its own line.
-                data = os.pread(fd, size, 0)
-                size = data.rfind(b"\n") + 1
-                os.ftruncate(fd, size)
-            offset = size
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)  # closing releases the lock
-        if offset == 0:
+        with self._mu:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                size = self._repair_tail(fd)
+                self._catch_up(fd, size)
+                out, lines, end = [], [], size
+                for rec in records:
+                    key = event_key(rec)
+                    if key in self._keys:
+                        out.append(Appended(self._keys[key], True))
+                        continue
+                    line = (record_json(rec) + "\n").encode("utf-8")
+                    self._keys[key] = end
+                    out.append(Appended(end, False))
+                    lines.append(line)
+                    end += len(line)
+                if lines:
+                    data = memoryview(b"".join(lines))
+                    while data:
+                        data = data[os.write(fd, data):]
+                    os.fsync(fd)
+                self._scanned = end
+            except BaseException:
+                self._keys.clear()  # unknown state: rescan on the next append
+                self._scanned = 0
+                raise
+            finally:
+                os.close(fd)  # closing releases the lock
+        if size == 0 and lines:
             # First record: the directory entry must be durable too.
             dfd = os.open(self.root, os.O_RDONLY)
             try:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
-        return offset
+        return out
+
+    def _repair_tail(self, fd: int) -> int:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            # A torn write from a crash was never acknowledged: drop the partial line so the
+            # next record starts on its own line.
+            data = os.pread(fd, size, 0)
+            size = data.rfind(b"\n") + 1
+            os.ftruncate(fd, size)
+        return size
+
+    def _catch_up(self, fd: int, size: int) -> None:
+        """Learn the keys of records other processes appended since this one last looked."""
+        if size < self._scanned:  # the file was replaced: start over
+            self._keys.clear()
+            self._scanned = 0
+        pos = self._scanned
+        if size > pos:
+            for raw in os.pread(fd, size - pos, pos).splitlines(keepends=True):
+                if raw.strip():
+                    self._keys[event_key(self._parse(raw, pos))] = pos
+                pos += len(raw)
+        self._scanned = size
+
+    def _parse(self, raw: bytes, offset: int) -> dict[str, Any]:
+        try:
+            rec: dict[str, Any] = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{self.path}: the record at byte {offset} is not valid JSON "
+                            f"({exc}); was the offset taken from this log?") from exc
+        return rec
 
     def read(self, since: int = 0) -> tuple[pd.DataFrame, int]:
         """Complete records from byte ``since`` on, as a frame, and the offset to read from next."""
         if since < 0:
             raise DataError(f"feedback offset must be >= 0, got {since}")
         if not self.path.exists():
-            return _frame([]), since
+            return frame([]), since
         with open(self.path, "rb") as f:
             f.seek(since)
             data = f.read()
         end = data.rfind(b"\n") + 1  # a trailing partial line is a write in progress
-        rows = []
-        for n, raw in enumerate(data[:end].splitlines(), 1):
-            if not raw.strip():
-                continue
-            try:
-                rows.append(json.loads(raw))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{self.path}: record {n} after offset {since} is not valid JSON "
-                                f"({exc}); was the offset taken from this log?") from exc
-        return _frame(rows), since + end
+        rows, pos = [], since
+        for raw in data[:end].splitlines(keepends=True):
+            if raw.strip():
+                rows.append(self._parse(raw, pos))
+            pos += len(raw)
+        return frame(rows), since + end
 
     def count(self) -> int:
         """Number of complete records (cheap enough for tests and benchmarks)."""
@@ -101,7 +232,8 @@ class FeedbackLog:
             return f.read().count(b"\n")
 
 
-def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Feedback records as a frame with the log's columns and dtypes (extra fields kept)."""
     df = pd.DataFrame(rows, columns=list(COLUMNS) if not rows else None)
     for col in COLUMNS:
         if col not in df.columns:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from recops import schema
@@ -11,12 +12,11 @@ from recops.features import featurize as f
 if TYPE_CHECKING:
     from recops.config import Settings
 
-_STRIPES = 64
-
 
 class OnlineFeatures:
-    """One FeatureStore per process; pushes for the same user are serialised so the
-    read-append-write of the sequence never loses an event to a concurrent one."""
+    """One FeatureStore per process; pushes are serialised so the read-append-write of a
+    user's sequence never loses an event to a concurrent one in this process (the group
+    committer pushes whole batches from one thread anyway)."""
 
     def __init__(self, settings: Settings) -> None:
         from recops.features import feast_online, feast_store
@@ -24,7 +24,7 @@ class OnlineFeatures:
         self._fs = feast_online
         self.store = feast_store.get_store(settings)
         self._ref = f"{f.USER_RECENT_VIEW}:{f.RECENT_ITEMS}"
-        self._locks = [threading.Lock() for _ in range(_STRIPES)]
+        self._lock = threading.Lock()
 
     def history(self, user_id: int) -> list[int] | None:
         """The user's recent item ids (most recent last); None for a user the store has no
@@ -47,5 +47,9 @@ class OnlineFeatures:
         return [int(i) for i in seq] or None
 
     def push(self, event: dict[str, Any]) -> None:
-        with self._locks[hash(event[schema.USER_ID]) % _STRIPES]:
-            self._fs.push_event(self.store, event)
+        self.push_many([event])
+
+    def push_many(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Fold a batch of events into their users' rows: one online read and one push."""
+        with self._lock:
+            self._fs.push_events(self.store, events)

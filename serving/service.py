@@ -4,6 +4,7 @@ Run with ``recops serve`` (or ``bentoml serve serving.service:Recommender`` with
 environment of ``recops.environment.child_env``). Settings come from ``RECOPS_CONFIG``.
 """
 
+import asyncio
 import logging
 import os
 import threading
@@ -41,6 +42,10 @@ class FeedbackRequest(BaseModel):
     event_type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
     rating: Annotated[float, Field(allow_inf_nan=False)] | None = None
     timestamp: datetime | None = None
+    # Idempotency key: a retried request with the same event_id is stored once. Without one, a
+    # repeat is recognised by (user, item, type, timestamp), so retries must send the timestamp.
+    event_id: Annotated[str, Field(min_length=1, max_length=128,
+                                   pattern=r"^[A-Za-z0-9._:~-]+$")] | None = None
 
 
 class SimilarRequest(BaseModel):
@@ -62,6 +67,9 @@ def _metrics() -> dict[str, Any]:
                                        "Recommendations served by a fallback", ["kind"])
         _METRICS["feedback"] = Counter("recops_feedback_total",
                                        "Feedback events durably logged", ["event_type"])
+        _METRICS["commits"] = Counter("recops_feedback_commits_total",
+                                      "Durable writes (one fsync or transaction) of a feedback "
+                                      "batch")
         _METRICS["push_fail"] = Counter("recops_feedback_push_failures_total",
                                         "Logged feedback events the online store did not take")
         _METRICS["swap"] = Counter("recops_model_swaps_total", "Champion models loaded")
@@ -76,15 +84,21 @@ class Recommender:
         import torch
 
         from recops.config import load_settings
-        from recops.feedback import FeedbackLog
+        from recops.feedback import open_log
+        from serving.feedback_writer import GroupCommitter
         from serving.online import OnlineFeatures
 
         self.settings = load_settings()
         # Requests are small: one thread each keeps concurrent requests from fighting for cores.
         torch.set_num_threads(1)
-        self.feedback_log = FeedbackLog(self.settings.paths.feedback)
         self.online = OnlineFeatures(self.settings)
         self.metrics = _metrics()
+        self.feedback_log = open_log(self.settings)
+        self.committer = GroupCommitter(
+            self.feedback_log, self.online.push_many,
+            max_batch=self.settings.feedback.max_batch,
+            on_logged=lambda e: self.metrics["feedback"].labels(event_type=e["event_type"]).inc(),
+            on_commit=self.metrics["commits"].inc, on_push_failed=self.metrics["push_fail"].inc)
         self._pointer = self.settings.paths.bentoml_home / "champion.json"
         self._stamp = self._pointer_stamp()
         self.engine = self._load("champion")
@@ -160,9 +174,11 @@ class Recommender:
                 "history_size": len(history or []), "model": engine.tag}
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
-    def feedback(self, user_id: int, item_id: int, event_type: str, rating: float | None = None,
-                 timestamp: datetime | None = None) -> dict:
-        """Log an event durably (fsync) before answering, then push it to the online store."""
+    async def feedback(self, user_id: int, item_id: int, event_type: str,
+                       rating: float | None = None, timestamp: datetime | None = None,
+                       event_id: str | None = None) -> dict:
+        """Log an event durably and push it online, both shared with concurrent requests
+        (group commit), before answering; a repeat is acknowledged and not stored again."""
         s = self.settings
         engine = self.engine
         if item_id not in engine.catalogue:
@@ -181,20 +197,15 @@ class Recommender:
             raise InvalidArgument(f"timestamp {ts.isoformat()} is outside [{floor.isoformat()}, "
                                   "now + 5 min]")
         event = {"user_id": user_id, "item_id": item_id, "event_type": event_type,
-                 "rating": rating, "event_timestamp": ts}
-        offset = self.feedback_log.append(event)  # durable from here on
-        self.metrics["feedback"].labels(event_type=event_type).inc()
-        online = True
+                 "rating": rating, "event_timestamp": ts, "event_id": event_id}
         try:
-            self.online.push(event)
-        except Exception as exc:  # noqa: BLE001 - the event is logged; say so and report
-            online = False
-            self.metrics["push_fail"].inc()
-            # The message names the user: keep it out of the info/error stream.
-            log.error("feedback logged at offset %d but not pushed online (%s)", offset,
-                      type(exc).__name__)
-            log.debug("push failure: %s", exc)
-        return {"accepted": True, "offset": offset, "online": online}
+            # Resolves once the event is durable (fsync or commit) and pushed online.
+            got = await asyncio.wrap_future(self.committer.submit(event))
+        except Exception:  # noqa: BLE001 - logged by the committer; nothing was acknowledged
+            raise ServiceUnavailable("the feedback log is unavailable; the event was not "
+                                     "stored: retry") from None
+        return {"accepted": True, "offset": got.offset, "online": got.online,
+                "duplicate": got.duplicate}
 
     @bentoml.api(route="/similar", input_spec=SimilarRequest)
     def similar(self, item_id: int, k: int = 10) -> dict:

@@ -55,9 +55,12 @@ class FeedbackValidation:
 
 
 def validate_frames(settings: Settings, frames: dict[str, pd.DataFrame], *, source: str,
-                    progress: Callable[[str], None] | None = None,
+                    progress: Callable[[str], None] | None = None, row_index: bool = False,
                     ) -> tuple[BatchValidation, dict[str, pd.DataFrame]]:
-    """Validate each non-empty table; returns the result and the prepared frames (to land)."""
+    """Validate each non-empty table; returns the result and the prepared frames (to land).
+
+    ``row_index``: failing row-wise checks name their rows (see :func:`run_table`).
+    """
     lake = Lake(settings.paths.lake)
     results: dict[str, TableResult] = {}
     prepared: dict[str, pd.DataFrame] = {}
@@ -70,7 +73,7 @@ def validate_frames(settings: Settings, frames: dict[str, pd.DataFrame], *, sour
         df, notes = prepare(raw, table)
         history = history_for(settings, lake, table, source=source, rows=len(df),
                               batch_items=frames.get(schema.ITEMS))
-        results[table] = run_table(settings, table, df, history, notes)
+        results[table] = run_table(settings, table, df, history, notes, row_index=row_index)
         prepared[table] = df
     problems = [] if results else ["the batch holds no rows in any table"]
     docs = docs_index(settings)
@@ -156,13 +159,15 @@ def accept_or_quarantine(settings: Settings, staged_id: str, run_id: str | None 
 
 
 def validate_feedback(settings: Settings, df: pd.DataFrame, *, run_id: str | None = None,
-                      quarantine_failed: bool = True) -> FeedbackValidation:
+                      quarantine_failed: bool = True, row_index: bool = False,
+                      ) -> FeedbackValidation:
     """Check a batch of feedback events (the feedback suite: types, values, known items).
 
     A failing batch is written whole to quarantine (unless ``quarantine_failed`` is False);
     the caller decides what to do with the result: retraining must not fold it in.
+    ``row_index``: failing row-wise checks name their rows (for :mod:`validation.rows`).
     """
-    v, _ = validate_frames(settings, {FEEDBACK: df}, source="feedback")
+    v, _ = validate_frames(settings, {FEEDBACK: df}, source="feedback", row_index=row_index)
     if not v.tables:
         raise DataError("feedback batch holds no events: nothing to validate")
     result = v.tables[FEEDBACK]
@@ -170,23 +175,31 @@ def validate_feedback(settings: Settings, df: pd.DataFrame, *, run_id: str | Non
     _audit_validate(settings, v, batch=f"feedback:{len(df)} events", source="feedback",
                     run_id=run_id)
     if not out.passed and quarantine_failed:
-        from recops.hashing import sha256_frame
-
-        qid = "feedback-" + sha256_frame(df)[:12]
-        tmp = settings.paths.quarantine / ".incoming" / qid
-        tmp.mkdir(parents=True, exist_ok=True)
-        name = "feedback.parquet"
-        try:
-            df.to_parquet(tmp / name, index=False)  # every row, as given
-        except (ValueError, TypeError, ArrowException):
-            name = "feedback.csv"  # mixed-type columns Parquet cannot hold: keep them as text
-            (tmp / "feedback.parquet").unlink(missing_ok=True)
-            df.to_csv(tmp / name, index=False)
-        out.quarantine_path = quarantine.put(
-            settings, qid, kind="feedback", source="feedback", move_dir=tmp, run_id=run_id,
-            tables={FEEDBACK: name}, rows={FEEDBACK: len(df)},
-            failed=out.failed, reason="Blocking expectations failed.", result=v.gx_results())
+        out.quarantine_path = quarantine_feedback(
+            settings, df, failed=out.failed, reason="Blocking expectations failed.",
+            result=v.gx_results(), run_id=run_id)
     return out
+
+
+def quarantine_feedback(settings: Settings, df: pd.DataFrame, *, failed: list[str], reason: str,
+                        result: dict[str, Any] | None, run_id: str | None = None) -> Path:
+    """Put feedback rows (a whole batch, or the rows of one that failed) in quarantine."""
+    from recops.hashing import sha256_frame
+
+    qid = "feedback-" + sha256_frame(df)[:12]
+    tmp = settings.paths.quarantine / ".incoming" / qid
+    tmp.mkdir(parents=True, exist_ok=True)
+    name = "feedback.parquet"
+    try:
+        df.to_parquet(tmp / name, index=False)  # every row, as given
+    except (ValueError, TypeError, ArrowException):
+        name = "feedback.csv"  # mixed-type columns Parquet cannot hold: keep them as text
+        (tmp / "feedback.parquet").unlink(missing_ok=True)
+        df.to_csv(tmp / name, index=False)
+    return quarantine.put(
+        settings, qid, kind="feedback", source="feedback", move_dir=tmp, run_id=run_id,
+        tables={FEEDBACK: name}, rows={FEEDBACK: len(df)}, failed=failed, reason=reason,
+        result=result)
 
 
 def read_submitted(path: Path, table: str | None) -> dict[str, tuple[Path, pd.DataFrame]]:

@@ -27,6 +27,9 @@ class CheckResult:
     sample: list[Any] = field(default_factory=list)
     error: str | None = None
     expected: str = ""
+    # Index labels of the failing rows (row-wise checks run with ``row_index``); None: not known.
+    rows: list[int] | None = None
+    columns: list[str] = field(default_factory=list)  # a multi-column check's columns
 
     @property
     def name(self) -> str:

@@ -75,8 +75,12 @@ def docs_index(settings: Settings) -> Path:
 
 
 def run_table(settings: Settings, table: str, df: pd.DataFrame, history: History,
-              notes: list[str] | None = None) -> TableResult:
-    """Validate one table's frame with its suite through a GX Checkpoint; returns a typed result."""
+              notes: list[str] | None = None, *, row_index: bool = False) -> TableResult:
+    """Validate one table's frame with its suite through a GX Checkpoint; returns a typed result.
+
+    ``row_index`` asks GX for the index of every failing row of row-wise checks
+    (``CheckResult.rows``), so a caller can set those rows apart; it costs a fuller result.
+    """
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
 
@@ -88,7 +92,7 @@ def run_table(settings: Settings, table: str, df: pd.DataFrame, history: History
         checkpoint = ctx.checkpoints.add_or_update(gx.Checkpoint(
             name=f"recops_{table}", validation_definitions=[vd],
             actions=[UpdateDataDocsAction(name="update_data_docs")],
-            result_format={"result_format": "BASIC"}))
+            result_format={"result_format": "COMPLETE" if row_index else "BASIC"}))
         run = checkpoint.run(batch_parameters={"dataframe": df},
                              expectation_parameters=history.parameters)
     (suite_result,) = run.run_results.values()
@@ -114,7 +118,16 @@ def _check(table: str, r: Any) -> CheckResult:
         sample=_jsonable(res.get("partial_unexpected_list") or [])[:10],
         error=_error(r.exception_info),
         expected=_expected(cfg.type, cfg.kwargs),
+        rows=_rows(res.get("unexpected_index_list")),
+        columns=list(cfg.kwargs.get("column_list") or []),
     )
+
+
+def _rows(index: Any) -> list[int] | None:
+    """The failing rows' index labels (COMPLETE results of row-wise checks), else None."""
+    if not isinstance(index, list) or not all(isinstance(i, int) for i in index):
+        return None
+    return index
 
 
 def _columns(kwargs: dict[str, Any]) -> str | None:

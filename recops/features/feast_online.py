@@ -109,14 +109,15 @@ def _parse_event(event: Mapping[str, Any]) -> tuple[int, int, pd.Timestamp, floa
     return uid, iid, ts, rating
 
 
-def _row_timestamp(resp: Any) -> pd.Timestamp | None:
-    """The newest event time (to the nanosecond) Feast holds for the user, or None."""
-    newest = None
+def _row_timestamps(resp: Any, n: int) -> list[pd.Timestamp | None]:
+    """Per entity row, the newest event time (to the nanosecond) Feast holds, or None."""
+    newest: list[pd.Timestamp | None] = [None] * n
     for res in resp.proto.results:
-        for ts in res.event_timestamps:
+        for i, ts in enumerate(res.event_timestamps):
             if ts.seconds or ts.nanos:
                 t = pd.Timestamp(ts.seconds * 1_000_000_000 + ts.nanos, unit="ns", tz=UTC)
-                newest = t if newest is None or t > newest else newest
+                held = newest[i]
+                newest[i] = t if held is None or t > held else held
     return newest
 
 
@@ -157,26 +158,51 @@ def updated_user_row(current: Mapping[str, Any], item_id: int, ts: pd.Timestamp,
 
 
 def push_event(target: Settings | FeatureStore, event: Mapping[str, Any]) -> dict[str, Any]:
-    """Fold one feedback event into the user's online features through the push source.
+    """Fold one feedback event into the user's online features (:func:`push_events` of one)."""
+    return push_events(target, [event])[0]
 
-    Reads the current online row, applies the event (:func:`updated_user_row`) and pushes the
-    new row, so the next online read reflects it. Returns the row pushed.
+
+def push_events(target: Settings | FeatureStore, events: Sequence[Mapping[str, Any]]
+                ) -> list[dict[str, Any]]:
+    """Fold a batch of feedback events into their users' online features: one read, one push.
+
+    Reads the current rows of the batch's users in one online read, applies each user's events
+    in order (:func:`updated_user_row`) and pushes one new row per user, so the next online read
+    reflects them all. Returns the rows pushed, one per user in first-seen order.
+
+    Writers in different processes that fold events of the same user at the same moment can
+    lose one of the two updates in the online store (the feedback log keeps both; the next
+    materialisation restores them): a process serialises its own batches.
     """
     store, max_len = _resolve(target)
-    uid, iid, ts, rating = _parse_event(event)
+    parsed = [_parse_event(e) for e in events]
+    if not parsed:
+        return []
+    uids = list(dict.fromkeys(p[0] for p in parsed))
     try:
         resp = store.get_online_features(features=USER_FEATURE_REFS,
-                                         entity_rows=[{schema.USER_ID: uid}])
+                                         entity_rows=[{schema.USER_ID: u} for u in uids])
     except Exception as exc:
-        raise FeatureError(f"online read before push failed for user {uid}: {exc}") from exc
-    current = {k: v[0] for k, v in resp.to_dict().items()}
-    row = updated_user_row(current, iid, ts, rating, max_len)
-    # Redis keeps a value only if its time is newer than the stored one: stamp the row after
-    # whatever the store holds, or a late (out-of-order) event would be dropped silently.
-    held = _row_timestamp(resp)
-    stamp = ts if held is None or ts > held else (held + ONE_US).floor("us")
-    row = {schema.USER_ID: uid, schema.EVENT_TIMESTAMP: stamp, **row}
-    df = pd.DataFrame([row])
+        raise FeatureError(f"online read before push failed for {len(uids)} user(s) "
+                           f"({uids[:5]}...): {exc}") from exc
+    got = resp.to_dict()
+    held = _row_timestamps(resp, len(uids))
+    rows = []
+    for i, uid in enumerate(uids):
+        current: dict[str, Any] = {k: v[i] for k, v in got.items()}
+        newest = None
+        for u, iid, ts, rating in parsed:
+            if u == uid:
+                current = {**current, **updated_user_row(current, iid, ts, rating, max_len)}
+                newest = ts if newest is None or ts > newest else newest
+        assert newest is not None  # every user in uids has an event
+        # Redis keeps a value only if its time is newer than the stored one: stamp the row
+        # after whatever the store holds, or a late (out-of-order) event would be dropped.
+        h = held[i]
+        stamp = newest if h is None or newest > h else (h + ONE_US).floor("us")
+        row = {c: current[c] for c in USER_FEATURES}
+        rows.append({schema.USER_ID: uid, schema.EVENT_TIMESTAMP: stamp, **row})
+    df = pd.DataFrame(rows)
     for c in (f.INTERACTION_COUNT, f.RATING_COUNT, f.DAYS_ACTIVE, f.LAST_EVENT_TS):
         df[c] = df[c].astype("int64")
     df[f.MEAN_RATING] = df[f.MEAN_RATING].astype("float32")
@@ -185,9 +211,9 @@ def push_event(target: Settings | FeatureStore, event: Mapping[str, Any]) -> dic
     try:
         store.push(f.USER_PUSH_SOURCE, df, to=PushMode.ONLINE)
     except Exception as exc:
-        raise FeatureError(f"push of user {uid}'s event to '{f.USER_PUSH_SOURCE}' failed: "
+        raise FeatureError(f"push of {len(rows)} user row(s) to '{f.USER_PUSH_SOURCE}' failed: "
                            f"{exc}") from exc
-    return row
+    return rows
 
 
 def online_item_features(target: Settings | FeatureStore, item_ids: Sequence[int]) -> pd.DataFrame:

@@ -3,8 +3,10 @@
 One cycle (the ``recops_retrain`` DAG, or :func:`run_cycle` without Airflow)::
 
     collect   feedback events since the watermark -> <run>/feedback.parquet
-    validate  Great Expectations on the batch; accepted rows land in the lake (a rejected
-              batch is quarantined whole and the cycle stops); the watermark moves on
+    validate  Great Expectations on the batch; good rows land in the lake, rows that fail a
+              row-wise check are quarantined as rows with their reason (a batch with no good
+              row, or failing as a whole, is quarantined whole and the cycle stops); the
+              watermark moves on
     features  the pipeline's stage: sources rebuilt from the lake, Feast apply + materialise
     train     warm start from the champion on the new window (users active in the batch)
               plus a replay sample of the other users, so older users are not forgotten
@@ -47,7 +49,8 @@ def state_path(settings: Settings) -> Path:
 
 
 def read_state(settings: Settings) -> dict[str, Any]:
-    """``{"offset": feedback byte offset consumed so far, "cycles": n, "last_run": id}``."""
+    """``{"offset": feedback offset consumed so far, "cycles": n, "last_run": id,
+    "log": the feedback log it is an offset of, "offsets": {log: offset}}``."""
     path = state_path(settings)
     if not path.exists():
         return {"offset": 0, "cycles": 0, "last_run": None}
@@ -59,20 +62,33 @@ def read_state(settings: Settings) -> dict[str, Any]:
     return state
 
 
-def _advance(settings: Settings, run_id: str, from_offset: int, to_offset: int) -> None:
+def watermark(state: dict[str, Any], log_name: str) -> int:
+    """The offset consumed so far in the feedback log ``log_name`` (0 for a log never read:
+    offsets of the file log and of a PostgreSQL table are different counters)."""
+    offsets: dict[str, int] = state.get("offsets", {})
+    if log_name in offsets:
+        return offsets[log_name]
+    return int(state["offset"]) if state.get("log", "file") == log_name else 0
+
+
+def _advance(settings: Settings, run_id: str, from_offset: int, to_offset: int,
+             log_name: str = "file") -> None:
     """Move the watermark past a batch (landed or quarantined: either way nothing is lost)."""
     with file_lock(state_path(settings).with_suffix(".lock")):
         state = read_state(settings)
-        if state["offset"] == from_offset:  # a retried task must not skip a newer batch
-            state.update(offset=to_offset, cycles=state["cycles"] + 1, last_run=run_id)
+        if watermark(state, log_name) == from_offset:  # a retry must not skip a newer batch
+            state.update(offset=to_offset, cycles=state["cycles"] + 1, last_run=run_id,
+                         log=log_name,
+                         offsets={**state.get("offsets", {}), log_name: to_offset})
             write_json(state_path(settings), state)
 
 
 def pending(settings: Settings) -> int:
     """How many feedback events wait for the next cycle."""
-    from recops.feedback import FeedbackLog
+    from recops.feedback import open_log
 
-    df, _ = FeedbackLog(settings.paths.feedback).read(read_state(settings)["offset"])
+    log = open_log(settings)
+    df, _ = log.read(watermark(read_state(settings), log.name))
     return len(df)
 
 
@@ -92,14 +108,15 @@ def check_feedback(settings: Settings, run_id: str, min_events: int = MIN_NEW_EV
 
 def collect(settings: Settings, run_id: str, min_events: int = 1) -> dict[str, Any]:
     """Snapshot the feedback since the watermark into the run directory as interactions."""
-    from recops.feedback import FeedbackLog
+    from recops.feedback import open_log
 
     run = RunDir.of(settings, run_id)
     if run.has(RunDir.COLLECT):  # a retry: the same batch, whatever arrived since
         collected: dict[str, Any] = run.read_json(RunDir.COLLECT)
         return collected
-    since = read_state(settings)["offset"]
-    df, until = FeedbackLog(settings.paths.feedback).read(since)
+    log = open_log(settings)
+    since = watermark(read_state(settings), log.name)
+    df, until = log.read(since)
     if len(df) < min_events:
         return {"skip": f"{len(df)} new feedback event(s) since offset {since} < {min_events}",
                 "n_events": len(df)}
@@ -108,6 +125,7 @@ def collect(settings: Settings, run_id: str, min_events: int = 1) -> dict[str, A
     path = run.write_frame(RunDir.FEEDBACK, batch)
     ts = batch[schema.EVENT_TIMESTAMP]
     out = {"batch": str(path), "n_events": len(batch), "from_offset": since, "to_offset": until,
+           "log": log.name,
            "users": int(batch[schema.USER_ID].nunique()),
            "start": ts.min().isoformat(), "end": ts.max().isoformat()}
     run.write_json(RunDir.COLLECT, out)
@@ -118,36 +136,62 @@ def collect(settings: Settings, run_id: str, min_events: int = 1) -> dict[str, A
 
 
 def validate(settings: Settings, run_id: str, batch: str) -> dict[str, Any]:
-    """Validate the feedback batch; land it in the lake, or quarantine it and stop the cycle."""
+    """Validate the feedback batch; land its good rows in the lake and quarantine the bad ones.
+
+    Rows that fail a row-wise check (a repeat, an unknown item, a rating out of range, ...) are
+    quarantined as rows, each with its reason, and the rest of the period goes on. The batch is
+    quarantined whole, and the cycle stops, only when no row is good or a failure concerns the
+    batch itself (its columns).
+    """
     import pandas as pd
 
     from recops.lake import Lake
-    from validation.gate import validate_feedback
+    from validation.gate import quarantine_feedback, validate_feedback
+    from validation.rows import row_reasons
 
     run = RunDir.of(settings, run_id)
     col = run.read_json(RunDir.COLLECT)
     df = pd.read_parquet(batch)
-    checked = validate_feedback(settings, df, run_id=run_id)
+    checked = validate_feedback(settings, df, run_id=run_id, quarantine_failed=False,
+                                row_index=True)
+    rows_out: dict[str, Any] = {"quarantined_rows": 0, "rows_quarantine": None}
+    if not checked.passed:
+        reasons = row_reasons(checked.result, df)
+        bad = reasons != "" if reasons is not None else None
+        if bad is not None and not bad.all():
+            qpath = quarantine_feedback(
+                settings, df[bad].assign(quarantine_reason=reasons[bad]), failed=checked.failed,
+                reason=f"{int(bad.sum())} of {len(df)} feedback events failed row-wise checks "
+                       f"(see the quarantine_reason column); the other {int((~bad).sum())} "
+                       "went on to training.", result=None, run_id=run_id)
+            rows_out = {"quarantined_rows": int(bad.sum()), "rows_quarantine": str(qpath)}
+            df = df[~bad].reset_index(drop=True)
+            # The rows that go on must pass the suite on their own.
+            checked = validate_feedback(settings, df, run_id=run_id, quarantine_failed=False)
     if not checked.passed:
         # The batch is quarantined whole (nothing lost): the next cycle starts after it.
-        _advance(settings, run_id, col["from_offset"], col["to_offset"])
+        qpath = quarantine_feedback(settings, df, failed=checked.failed,
+                                    reason="Blocking expectations failed.",
+                                    result={"feedback": checked.result.gx_result}, run_id=run_id)
+        _advance(settings, run_id, col["from_offset"], col["to_offset"], col.get("log", "file"))
         raise ValidationFailed(
             f"feedback batch (offsets {col['from_offset']}-{col['to_offset']}, "
             f"{len(df)} events) failed validation: {'; '.join(checked.failed[:5])}; "
-            f"quarantined at {checked.quarantine_path}",
-            quarantine_path=str(checked.quarantine_path), failed=checked.failed)
+            f"quarantined at {qpath}", quarantine_path=str(qpath), failed=checked.failed)
     lake = Lake(settings.paths.lake)
     manifest = lake.append(schema.INTERACTIONS, df,
                            source=f"feedback:{col['from_offset']}-{col['to_offset']}")
     version = lake.dataset_version()
-    _advance(settings, run_id, col["from_offset"], col["to_offset"])
+    _advance(settings, run_id, col["from_offset"], col["to_offset"], col.get("log", "file"))
     users = sorted(int(u) for u in df[schema.USER_ID].unique())
     run.write_json(RunDir.WINDOW, {"users": users, "start": col["start"], "end": col["end"],
                                    "batch_id": manifest.batch_id})
     report = str(checked.data_docs) if checked.data_docs else None
     run.write_json(RunDir.VALIDATION, {"dataset_version": version, "passed": True,
-                                       "report": report, "batch_id": manifest.batch_id})
-    return {"dataset_version": version, "rows": len(df), "passed": True, "report": report}
+                                       "report": report, "batch_id": manifest.batch_id,
+                                       **rows_out})
+    return {"dataset_version": version, "rows": len(df), "passed": True, "report": report,
+            **rows_out}
 
 
 def train(settings: Settings, run_id: str, dataset_version: str, *,
