@@ -85,13 +85,20 @@ class StoreSettings(_Section):
 
 
 class ModelSettings(_Section):
-    kind: Literal["sasrec", "mf", "pop"] = "sasrec"
+    kind: Literal["sasrec", "mf", "pop", "ease", "itemknn"] = "sasrec"
     max_len: int = Field(50, ge=2, le=1024)
     d_model: int = Field(64, ge=4)
     n_layers: int = Field(2, ge=1)
     n_heads: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     text_init: bool = False
+    # mf: BPR with mf_negatives uniform negatives per position, or the full softmax.
+    mf_loss: Literal["bpr", "softmax"] = "bpr"
+    mf_negatives: int = Field(1, ge=1, le=1000)
+    # ease: the L2 strength of its closed-form ridge regression.
+    ease_lambda: float = Field(500.0, gt=0)
+    # ease, itemknn: the weights kept per item (the sparse top-K a checkpoint stores).
+    neighbours: int = Field(200, ge=1)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelSettings:
@@ -167,6 +174,10 @@ class GateSettings(_Section):
     tolerance: float = Field(0.005, ge=0)
     floor: float = Field(0.0, ge=0)
     max_segment_regression: float = Field(0.2, ge=0)
+    # A challenger must beat popularity scored on the same test users by this relative margin
+    # (0.1 = 10% better); "none" turns the rule off (e.g. to promote a popularity model).
+    baseline: Literal["pop", "none"] = "pop"
+    baseline_margin: float = Field(0.0, ge=0)
 
     @field_validator("metric")
     @classmethod

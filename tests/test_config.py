@@ -94,6 +94,8 @@ def test_bad_yaml_values_name_the_setting_and_file(tmp_path: Path, case: str) ->
     ("RECOPS_SERVING__PORT", "70000", "serving.port"),
     ("RECOPS_STORES__OFFLINE", "bigquery", "stores.offline"),
     ("RECOPS_GATE__METRIC", "auc", "gate.metric"),
+    ("RECOPS_GATE__BASELINE", "mf", "gate.baseline"),
+    ("RECOPS_GATE__BASELINE_MARGIN", "-0.1", "gate.baseline_margin"),
 ])
 def test_bad_env_values_name_the_setting_and_variable(monkeypatch, var, value, setting) -> None:
     monkeypatch.setenv(var, value)

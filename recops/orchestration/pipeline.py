@@ -178,14 +178,21 @@ def evaluate_run(settings: Settings, run: RunDir, *, users: list[int] | None = N
         if champion is not None:
             out["champion_metrics"] = run.read_json(RunDir.CHAMPION_METRICS)["overall"]
         return out
+    from recops.training.models import Pop
+    from recops.training.trainer import fit_popularity
+
     data = run_data(settings, run)
+    # The baseline the gate compares with: popularity counted on the run's whole training data.
+    popularity = fit_popularity(Pop(data.n_items), data)
     if users is not None:
         data = data.subset(users)
     model, mdata = model_for_data(run.read_checkpoint(), data)
     ours = test_metrics(model, mdata)
+    ours["baseline"] = {"kind": "pop", "overall": test_metrics(popularity, data)["overall"]}
     scope = {"split": "test", "k": 10} if users is None else {"split": "test", "k": 10,
                                                               "period": "newest"}
-    details: dict[str, Any] = {"overall": ours["overall"], "n_users": ours["n_users"]}
+    details: dict[str, Any] = {"overall": ours["overall"], "n_users": ours["n_users"],
+                               "baseline": ours["baseline"]["overall"]}
     inputs: dict[str, Any] = {"checkpoint_sha256": ckpt_hash}
     result = {"metrics": ours["overall"], "path": path}
     if champion is not None:
@@ -213,6 +220,8 @@ def challenger_metadata(settings: Settings, run: RunDir) -> dict[str, Any]:
     return {
         "run_id": info.get("run_id", run.run_id),
         "metrics": {k: metrics["overall"].get(k) for k in METRIC_KEYS},
+        "baseline_metrics": {k: (metrics.get("baseline") or {}).get("overall", {}).get(k)
+                             for k in METRIC_KEYS},
         "per_segment": metrics.get("per_segment", {}),
         "privacy": info.get("privacy"),
         # Spent on these people over every run and cycle so far, this one included.

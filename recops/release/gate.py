@@ -1,7 +1,8 @@
 """Promotion gate: a challenger replaces the champion only if every rule passes.
 
 Rules (settings.gate / settings.privacy): its data passed validation; its metric (NDCG@10) is at
-least the champion's minus ``tolerance`` and at least ``floor``; its privacy total is within
+least the champion's minus ``tolerance`` and at least ``floor``; it beats a popularity model
+scored on the same test users (by ``baseline_margin``); its privacy total is within
 ``budget_epsilon``; no user segment's metric drops by more than ``max_segment_regression``
 (relative) from the champion's.
 """
@@ -69,6 +70,24 @@ def _check_metric(settings: Settings, chall: dict[str, Any],
     return True, f"{name} {value:.4f} >= champion {base:.4f} - {tol:.4f}", info
 
 
+def _check_baseline(settings: Settings, chall: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:
+    name, margin = settings.gate.metric, settings.gate.baseline_margin
+    info: dict[str, Any] = {"baseline": settings.gate.baseline, "metric": name, "margin": margin}
+    if settings.gate.baseline == "none":
+        return True, "no baseline rule (gate.baseline: none)", info
+    value = _metric(chall, name)
+    base = _metric({"metrics": chall.get("baseline_metrics") or {}}, name)
+    info.update(challenger=value, popularity=base)
+    if base is None:
+        return False, (f"no popularity {name} on the challenger's test users to compare with: "
+                       "evaluate it through the pipeline, or set gate.baseline: none"), info
+    if value is None or value <= base * (1 + margin):
+        shown = "none" if value is None else f"{value:.4f}"
+        return False, (f"{name} {shown} does not beat popularity ({base:.4f})"
+                       + (f" by {margin:.0%}" if margin else "") + " on the same test users"), info
+    return True, f"{name} {value:.4f} beats popularity ({base:.4f}) on the same test users", info
+
+
 def _privacy_total(meta: dict[str, Any]) -> float | None:
     total = meta.get("privacy_total") or {}
     if total.get("epsilon") is not None:
@@ -125,6 +144,7 @@ def decide(settings: Settings, challenger_meta: dict[str, Any],
     reasons.append(why)
     for key, (ok, why, info) in (
         ("metric", _check_metric(settings, challenger_meta, champion_meta)),
+        ("baseline", _check_baseline(settings, challenger_meta)),
         ("privacy", _check_privacy(settings, challenger_meta)),
         ("segments", _check_segments(settings, challenger_meta, champion_meta)),
     ):

@@ -106,7 +106,8 @@ def _build(settings) -> dict[str, Any]:  # noqa: ANN001
             "data_version": version, "training_mode": "federated",
             "federated": {"num_clients": 3, "rounds": rounds_n, "completed_rounds": rounds_n,
                           "strategy": "fedavg", "partition": "iid", "client_dp": "fixed"},
-            "validation": {"passed": True, "report": None}}
+            "validation": {"passed": True, "report": None},
+            "baseline_metrics": {"hr@10": 0.1, "ndcg@10": 0.04, "mrr": 0.03, "coverage@10": 0.1}}
     decision = decide(settings, meta, None)
     _write(rdir / "gate.json", {"passed": decision.promote, "champion": None,
                                 **decision.to_dict()})

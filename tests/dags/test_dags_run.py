@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from recops.orchestration import airflow_runner, pipeline
-from tests.dags.tiny import tiny_settings, write_bad_movielens
+from tests.dags.tiny import beats_popularity, tiny_settings, write_bad_movielens
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DAG_IDS = {"recops_pipeline", "recops_retrain", "recops_feedback_watch"}
@@ -31,7 +31,7 @@ def sqlite_run(tmp_path_factory: pytest.TempPathFactory, clean_env: None) -> dic
     """One real DAG run: Airflow (SQLite) runs every stage in its own task."""
     home = tmp_path_factory.mktemp("dagrun") / "home"
     settings = tiny_settings(home)
-    result = airflow_runner.dags_test(settings, "recops_pipeline", {"epochs": 2}, timeout=3000)
+    result = airflow_runner.dags_test(settings, "recops_pipeline", {"epochs": 6}, timeout=3000)
     return {"settings": settings, "result": result}
 
 
@@ -43,9 +43,13 @@ def _assert_registered_with_audit(settings, result) -> dict:  # noqa: ANN001
     summary = pipeline.summary_of_run(settings, result.run_id)
     meta = registry.metadata(settings, summary["tag"])
     assert registry.champion_tag(settings) == summary["tag"]
-    metrics = json.loads((Path(summary["run_dir"]) / "metrics.json").read_text())["overall"]
+    scored = json.loads((Path(summary["run_dir"]) / "metrics.json").read_text())
+    metrics = scored["overall"]
     for k in pipeline.METRIC_KEYS:
         assert meta["metrics"][k] == pytest.approx(metrics[k])
+    assert beats_popularity(scored, 1.2), scored["baseline"]
+    assert meta["baseline_metrics"]["ndcg@10"] == pytest.approx(
+        scored["baseline"]["overall"]["ndcg@10"])
     assert meta["run_id"] == result.run_id and meta["validation"]["passed"] is True
     log = AuditLog(settings.paths.audit_log)
     assert verify(log).ok
@@ -62,7 +66,7 @@ def test_pipeline_dag_runs_end_to_end_on_sqlite(sqlite_run: dict) -> None:
     assert (settings.paths.airflow_home / "airflow.db").is_file()
     # The Params reached the tasks: the run trained the epochs the conf asked for.
     train = json.loads((settings.paths.runs / result.run_id / "train.json").read_text())
-    assert train["epochs_run"] <= 2
+    assert train["epochs_run"] <= 6
 
 
 def test_unknown_param_value_is_refused_before_anything_runs(sqlite_run: dict) -> None:
@@ -142,7 +146,7 @@ def test_pipeline_dag_on_postgres_with_the_local_executor(
                                                    "stores.postgres_dsn": fresh_database})
     assert airflow_runner.sql_alchemy_conn(settings).endswith(fresh_database.rsplit("/", 1)[1])
     # The train task runs Flower in deployment mode: a SuperLink and 2 SuperNodes over TLS.
-    params = {"mode": "federated", "federated_engine": "deployment", "clients": 2, "rounds": 2}
+    params = {"mode": "federated", "federated_engine": "deployment", "clients": 2, "rounds": 4}
     result = airflow_runner.dags_test(settings, "recops_pipeline", params, use_executor=True,
                                       timeout=3300)
     summary = _assert_registered_with_audit(settings, result)
@@ -151,5 +155,5 @@ def test_pipeline_dag_on_postgres_with_the_local_executor(
     assert train["mode"] == "federated"
     assert (train["federated"]["engine"], train["federated"]["num_clients"]) == ("deployment", 2)
     rounds = json.loads((Path(summary["run_dir"]) / "federated_rounds.json").read_text())
-    assert [r["participants"] for r in rounds if r["round"]] == [2, 2]  # row 0: the initial model
+    assert [r["participants"] for r in rounds if r["round"]] == [2] * 4  # row 0: the initial model
     assert len(list((Path(summary["run_dir"]) / "federated").glob("supernode-*.log"))) == 2

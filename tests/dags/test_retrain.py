@@ -13,7 +13,7 @@ from recops import schema
 from recops.errors import ValidationFailed
 from recops.orchestration import continual, pipeline
 from recops.runs import RunDir
-from tests.dags.tiny import tiny_settings
+from tests.dags.tiny import beats_popularity, tiny_settings
 
 # Three trainings and three feature refreshes: minutes on an idle machine, far more on a busy one.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -47,7 +47,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
         ts = ev[schema.EVENT_TIMESTAMP]
         initial = Tables(ev[ts < cut1], full.items, full.users, source="test:first-20-days")
         # A barely trained champion: one epoch at a tiny learning rate.
-        weak = tiny_settings(home, **{"train.epochs": 1, "train.lr": 1e-4})
+        # Not better than popularity either: promoted only because the baseline rule is off.
+        weak = tiny_settings(home, **{"train.epochs": 1, "train.lr": 1e-4,
+                                      "gate.baseline": "none"})
         run_id = "champion"
         staged = stage(weak.paths.staging, initial)
         version = pipeline.validate(weak, run_id, staged)["dataset_version"]
@@ -83,7 +85,9 @@ def test_retrain_dag_promotes_a_better_challenger(world: dict) -> None:
                                       timeout=3000)
     assert result.ok, f"{result.failed_tasks}: {result.error} (log {result.log_path})"
     run = RunDir.of(settings, result.run_id)
-    ours = run.read_json(RunDir.METRICS)["overall"]
+    scored = run.read_json(RunDir.METRICS)
+    assert beats_popularity(scored, 1.1), scored["baseline"]
+    ours = scored["overall"]
     theirs = run.read_json(RunDir.CHAMPION_METRICS)["overall"]
     assert ours["ndcg@10"] > theirs["ndcg@10"]  # same newest-period users, same items
     reg = run.read_json(RunDir.REGISTER)

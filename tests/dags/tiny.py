@@ -7,13 +7,20 @@ from typing import Any
 
 import pandas as pd
 
-# 60 users x 80 items, a 16-dim one-layer SASRec, 2 epochs.
+# 60 users x 80 items, a 16-dim one-layer SASRec, 10 epochs: about 1 s of training, and enough
+# to beat popularity (the gate's baseline) on this data by about 2.5x (2 epochs: about 1.15x).
 TINY: dict[str, Any] = {
     "data.dataset": "synthetic", "data.synthetic.n_users": 60, "data.synthetic.n_items": 80,
     "data.synthetic.n_interactions": 3000, "data.synthetic.days": 20,
     "model.d_model": 16, "model.n_layers": 1, "model.n_heads": 1, "model.max_len": 20,
-    "train.epochs": 2, "train.batch_size": 32, "train.num_threads": 1,
+    "train.epochs": 10, "train.lr": 5e-3, "train.batch_size": 32, "train.num_threads": 1,
 }
+
+
+def beats_popularity(metrics: dict[str, Any], margin: float) -> bool:
+    """A run's ``metrics.json``: NDCG@10 at least ``margin`` x popularity's on the same users."""
+    ours, pop = metrics["overall"]["ndcg@10"], metrics["baseline"]["overall"]["ndcg@10"]
+    return bool(ours >= margin * pop > 0)
 
 
 def tiny_settings(home: Path, **extra: Any):  # noqa: ANN201 - Settings

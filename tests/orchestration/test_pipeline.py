@@ -11,7 +11,7 @@ import pytest
 
 from recops.errors import ConfigError, DataError
 from recops.orchestration import pipeline
-from tests.dags.tiny import tiny_settings
+from tests.dags.tiny import beats_popularity, tiny_settings
 
 # ------------------------------------------------------------------------------ unit (fast)
 
@@ -96,8 +96,10 @@ def test_run_pipeline_registers_a_model_with_its_metrics(done: dict) -> None:
     metrics = json.loads((rdir / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["n_users"] > 0
     assert 0.0 <= metrics["overall"]["ndcg@10"] <= metrics["overall"]["hr@10"] <= 1.0
+    # Better than popularity scored on the same test users (the gate's baseline rule).
+    assert beats_popularity(metrics, 1.3), metrics["baseline"]
     assert any(k.startswith("activity=") for k in metrics["per_segment"])
-    # First model: nothing to beat, so it is promoted and serves.
+    # First model: no champion to beat, so (beating popularity) it is promoted and serves.
     assert summary["promoted"] and registry.champion_tag(s) == summary["tag"]
     meta = registry.metadata(s, summary["tag"])
     assert meta["run_id"] == summary["run_id"]

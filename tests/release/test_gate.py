@@ -10,10 +10,11 @@ from recops.config import load_settings
 from recops.release.gate import decide
 
 
-def _meta(ndcg=0.30, segments=None, validated=True, eps=None, total=None):
+def _meta(ndcg=0.30, segments=None, validated=True, eps=None, total=None, pop=0.02):
     return {
         "run_id": "r",
         "metrics": {"hr@10": 0.5, "ndcg@10": ndcg, "mrr": 0.2, "coverage@10": 0.3},
+        "baseline_metrics": {"ndcg@10": pop} if pop is not None else None,
         "per_segment": segments if segments is not None else {"<20": {"ndcg@10": ndcg}},
         "validation": {"passed": validated, "report": "r.html"} if validated is not None else None,
         "privacy": {"epsilon": eps, "delta": 1e-5} if eps is not None else None,
@@ -51,6 +52,22 @@ def test_tolerance_against_champion(s):
     assert decide(s, _meta(0.295), champ).promote          # within tolerance 0.01
     d = decide(s, _meta(0.285), champ)
     assert not d.promote and d.checks["metric"]["champion"] == 0.30
+
+
+def test_challenger_must_beat_popularity_on_the_same_users(s, home):
+    d = decide(s, _meta(0.30, pop=0.30), None)
+    assert not d.promote and not d.checks["baseline"]["passed"]
+    assert "does not beat popularity (0.3000)" in d.reasons[0]
+    assert decide(s, _meta(0.30, pop=0.29), None).promote
+    # A margin: 10% better than popularity.
+    s10 = load_settings(overrides={"gate.floor": 0.05, "gate.baseline_margin": 0.1})
+    assert not decide(s10, _meta(0.30, pop=0.28), None).promote
+    assert decide(s10, _meta(0.30, pop=0.27), None).promote
+    # No baseline on record is refused, unless the rule is off.
+    d = decide(s, _meta(0.30, pop=None), None)
+    assert not d.promote and "no popularity ndcg@10" in d.reasons[0]
+    off = load_settings(overrides={"gate.floor": 0.05, "gate.baseline": "none"})
+    assert decide(off, _meta(0.30, pop=0.30), None).promote
 
 
 def test_missing_metric_rejected(s):

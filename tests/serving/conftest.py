@@ -67,7 +67,8 @@ def meta(run_id: str, ndcg: float = 0.2, **kw: Any) -> dict[str, Any]:
                                           "coverage@10": 0.2},
             "per_segment": {"<20": {"ndcg@10": ndcg}}, "privacy": None, "privacy_total": None,
             "data_version": "test", "training_mode": "centralised", "federated": None,
-            "validation": {"passed": True, "report": None}, **kw}
+            "validation": {"passed": True, "report": None},
+            "baseline_metrics": {"ndcg@10": 0.05}, **kw}
 
 
 @dataclass
