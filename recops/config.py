@@ -38,6 +38,8 @@ from recops.schema import METRIC_KEYS
 CHECKOUT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = CHECKOUT / ".recops"
 
+# The recommenders recops trains (recops.training.models.MODELS).
+ModelKind = Literal["sasrec", "mf", "pop", "ease", "itemknn"]
 Dataset = Literal["ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "synthetic"]
 
 
@@ -85,7 +87,7 @@ class StoreSettings(_Section):
 
 
 class ModelSettings(_Section):
-    kind: Literal["sasrec", "mf", "pop", "ease", "itemknn"] = "sasrec"
+    kind: ModelKind = "sasrec"
     max_len: int = Field(50, ge=2, le=1024)
     d_model: int = Field(64, ge=4)
     n_layers: int = Field(2, ge=1)
@@ -122,6 +124,9 @@ class TrainSettings(_Section):
     patience: int = Field(5, ge=1)
     eval_every: int = Field(1, ge=1)
     num_threads: int = Field(2, ge=1)
+    # Model selection: train each of these model kinds (centralised, without DP) and keep the one
+    # best on validation gate.metric as the challenger. Empty: train model.kind alone.
+    candidates: list[ModelKind] = []
 
 
 class PrivacySettings(_Section):

@@ -95,6 +95,7 @@ def test_bad_yaml_values_name_the_setting_and_file(tmp_path: Path, case: str) ->
     ("RECOPS_STORES__OFFLINE", "bigquery", "stores.offline"),
     ("RECOPS_GATE__METRIC", "auc", "gate.metric"),
     ("RECOPS_GATE__BASELINE", "mf", "gate.baseline"),
+    ("RECOPS_TRAIN__CANDIDATES", '["sasrec", "gru"]', "train.candidates"),
     ("RECOPS_GATE__BASELINE_MARGIN", "-0.1", "gate.baseline_margin"),
 ])
 def test_bad_env_values_name_the_setting_and_variable(monkeypatch, var, value, setting) -> None:

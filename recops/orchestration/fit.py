@@ -136,6 +136,12 @@ def fit(settings: Settings, run: RunDir, tables: LakeTables, labelled: pd.DataFr
                      **(result.checkpoint.get("federated") or {}),
                      "num_clients": fed.num_clients, "engine": fed.engine,
                      "client_dp": fed.client_dp}
+    elif settings.train.candidates:
+        if resume or init is not None:
+            raise TrainingError("train.candidates (model selection) trains each kind from "
+                                "scratch: it cannot resume or warm-start; clear the candidates")
+        result, candidates = select_model(settings, data, progress=progress)
+        details = {**(details or {}), "candidates": candidates}
     else:
         from recops.training.trainer import train_model
 
@@ -160,3 +166,34 @@ def fit(settings: Settings, run: RunDir, tables: LakeTables, labelled: pd.DataFr
                                                 "privacy", "warm_start", "federated",
                                                 *(details or {}))})
     return info
+
+
+def select_model(settings: Settings, data: Any, *, progress: bool = False
+                 ) -> tuple[Any, list[dict[str, Any]]]:
+    """Train every kind of ``train.candidates``; the best on validation ``gate.metric`` wins.
+
+    Returns the winner's result and one row per candidate (kind, validation metrics, seconds,
+    chosen). Refused with DP on: each candidate and the choice itself would spend privacy that
+    no accountant here records; choose the kind on public or synthetic data instead.
+    """
+    from recops.errors import ConfigError
+    from recops.training.trainer import train_model
+
+    if settings.privacy.enabled:
+        raise ConfigError("train.candidates with privacy.enabled: selecting among models "
+                          "trained on private data spends privacy that is not accounted; "
+                          "choose model.kind on public or synthetic data, or clear candidates")
+    kinds = list(dict.fromkeys(settings.train.candidates))
+    metric = settings.gate.metric
+    rows: list[dict[str, Any]] = []
+    best: Any = None
+    for kind in kinds:
+        s = settings.model_copy(update={"model": settings.model.model_copy(update={"kind": kind})})
+        t0 = time.perf_counter()
+        result = train_model(s, data, progress=progress)
+        rows.append({"kind": kind, "valid": result.valid_metrics,
+                     "seconds": round(time.perf_counter() - t0, 2), "chosen": False})
+        if best is None or result.valid_metrics[metric] > best[1].valid_metrics[metric]:
+            best = (len(rows) - 1, result)
+    rows[best[0]]["chosen"] = True
+    return best[1], rows

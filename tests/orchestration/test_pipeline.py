@@ -74,7 +74,8 @@ def done(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         for key in [k for k in os.environ if k.startswith("RECOPS_")]:
             mp.delenv(key)
-        settings = tiny_settings(home)
+        # Model selection: popularity and SASRec trained on the same data, the better one kept.
+        settings = tiny_settings(home, **{"train.candidates": ["pop", "sasrec"]})
         seen: list[str] = []
         summary = pipeline.run_pipeline(settings, progress=False,
                                         on_stage=lambda name, out, secs: seen.append(name))
@@ -108,6 +109,16 @@ def test_run_pipeline_registers_a_model_with_its_metrics(done: dict) -> None:
     assert meta["training_mode"] == "centralised" and meta["validation"]["passed"] is True
     assert meta["feature_service"] == "recommender_v1"
     assert meta["config"]["model"]["d_model"] == 16
+    # Both candidates are on record, SASRec (better on validation) is the one registered, and
+    # the report shows the selection.
+    train = json.loads((rdir / "train.json").read_text())
+    chosen = [c["kind"] for c in train["candidates"] if c["chosen"]]
+    assert [c["kind"] for c in train["candidates"]] == ["pop", "sasrec"] and chosen == ["sasrec"]
+    assert train["kind"] == "sasrec" and registry.load(s, summary["tag"]).checkpoint["kind"] == \
+        "sasrec"
+    assert train["candidates"][1]["valid"]["ndcg@10"] > train["candidates"][0]["valid"]["ndcg@10"]
+    html = Path(summary["report"]).read_text()
+    assert 'id="candidates"' in html and "Model selection" in html
 
 
 @pytest.mark.integration

@@ -158,3 +158,19 @@ def test_pop_counts_every_training_event_not_only_the_window(home) -> None:
                       progress=False)
     # 20 users x (8 events - valid - test) = 120 training events, though inputs hold 3 each
     assert float(pop.model.counts.sum()) == 120.0
+
+
+def test_model_selection_keeps_the_best_candidate_on_validation(home, data) -> None:
+    from recops.errors import ConfigError
+    from recops.orchestration.fit import select_model
+
+    s = tiny_settings(home, **{"train.epochs": 8, "train.candidates": ["pop", "sasrec", "pop"]})
+    result, rows = select_model(s, data)
+    assert [r["kind"] for r in rows] == ["pop", "sasrec"]  # each kind once, in order
+    assert [r["chosen"] for r in rows] == [False, True]
+    assert result.checkpoint["kind"] == "sasrec"
+    assert rows[1]["valid"]["ndcg@10"] > rows[0]["valid"]["ndcg@10"]
+    dp = tiny_settings(home, **{"train.candidates": ["pop", "sasrec"], "privacy.enabled": True})
+    with pytest.raises(ConfigError, match="privacy"):
+        select_model(dp, data)
+
