@@ -9,6 +9,8 @@ from typing import Any
 # Probes stay open so an orchestrator can check a service whose token it does not hold.
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 MAX_BODY_BYTES = 64 * 1024
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+JSON = "application/json"
 
 
 async def _reply(send: Any, status: int, message: str, headers: list | None = None) -> None:
@@ -20,7 +22,8 @@ async def _reply(send: Any, status: int, message: str, headers: list | None = No
 
 
 class Guard:
-    """Rejects unauthenticated (401) and oversized (413) requests before BentoML parses them.
+    """Rejects unauthenticated (401), non-JSON (415) and oversized (413) requests before
+    BentoML parses them.
 
     Settings are read on the first request, in the worker (the service process is the
     boundary), so importing the service module has no side effects.
@@ -54,6 +57,13 @@ class Guard:
                 return await _reply(send, 401, "missing or wrong bearer token (Authorization: "
                                     "Bearer <serving.auth_token>)",
                                     [(b"www-authenticate", b"Bearer")])
+        if scope.get("method") in BODY_METHODS:
+            # Every API takes JSON. BentoML would also parse forms, and answers 500 to a
+            # multipart body without a boundary: refuse other media types here, with a 415.
+            media = headers.get(b"content-type", b"application/json").decode("latin-1")
+            if media.split(";")[0].strip().lower() != JSON:
+                return await _reply(send, 415, f"Content-Type {media!r} is not supported: send "
+                                    f"the body as JSON with Content-Type: {JSON}")
         length = headers.get(b"content-length")
         if length is not None:
             try:
@@ -63,7 +73,7 @@ class Guard:
             if n > self._max_body:
                 return await _reply(send, 413, f"request body of {n} bytes is over the limit "
                                     f"of {self._max_body} bytes")
-        if length is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+        if length is None and scope.get("method") in BODY_METHODS:
             # A chunked body carries no length: read it here, up to the limit, and replay it
             # (an error raised inside BentoML's handler would surface as a 500, not a 413).
             chunks, seen = [], 0

@@ -16,6 +16,7 @@ from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import BaseModel, ConfigDict, Field
 
 from recops.schema import EVENT_TYPES
+from serving.contract import Contract
 from serving.guard import Guard
 
 log = logging.getLogger("recops.serving")
@@ -221,3 +222,4 @@ class Recommender:
 
 # @bentoml.service made Recommender a bentoml Service; mypy keeps a decorated class's own type.
 Recommender.add_asgi_middleware(Guard)  # type: ignore[attr-defined]
+Recommender.add_asgi_middleware(Contract)  # type: ignore[attr-defined]
