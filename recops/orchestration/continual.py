@@ -207,13 +207,18 @@ def train(settings: Settings, run_id: str, dataset_version: str, *,
     if not 0 <= replay_fraction <= 1:
         raise TrainingError(f"replay_fraction must lie in [0, 1], got {replay_fraction}")
     run = RunDir.of(settings, run_id)
-    settings = settings.model_copy(update={"train": settings.train.model_copy(
-        update={"epochs": finetune_epochs or min(settings.train.epochs, FINETUNE_EPOCHS)})})
+    champion = registry.load(settings, registry.CHAMPION)
+    # Fine-tune the champion as it is: its kind (model selection may have chosen it), fewer
+    # epochs, no new selection.
+    settings = settings.model_copy(update={
+        "train": settings.train.model_copy(update={
+            "epochs": finetune_epochs or min(settings.train.epochs, FINETUNE_EPOCHS),
+            "candidates": []}),
+        "model": settings.model.model_copy(update={"kind": champion.checkpoint["kind"]})})
     key = {"dataset_version": dataset_version, "config_hash": pipeline.config_hash(settings),
            "replay_fraction": replay_fraction}
     if run.done(RunDir.TRAIN, key) and run.has(RunDir.CHECKPOINT):
         return {"run_dir": str(run.path), "reused": True}
-    champion = registry.load(settings, registry.CHAMPION)
     tables = lake_tables(settings, dataset_version)
     window = run.read_json(RunDir.WINDOW)
     labels = leave_last_out_labels(tables.interactions)
