@@ -10,14 +10,14 @@ ifneq ($(DATA_ROOT),)
 export RECOPS_DATA__ROOT ?= $(abspath $(DATA_ROOT))
 endif
 
-.PHONY: setup run test test-fast lint bench lock services clean
+.PHONY: setup run test test-fast lint bench lock services clean test-deps
 setup:
 	@scripts/bootstrap.sh
 
 run: setup
 	$(PY) -m recops.cli run $(ARGS)
 
-test: setup services
+test: setup services test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
@@ -33,6 +33,9 @@ bench: setup
 
 services:
 	@scripts/services.sh
+
+test-deps:
+	@scripts/test-deps.sh
 
 lock:
 	UV_FIND_LINKS=/opt/wheels uv pip compile requirements.in --python-version 3.11 \
