@@ -1,11 +1,13 @@
-"""Recommendation quality of Pop, MF, SASRec, SASRec + text, SASRec + DP on MovieLens and synthetic.
+"""Recommendation quality of Pop, MF, EASE, ItemKNN, SASRec (+ text, + DP) on MovieLens, synthetic.
 
 Protocol (docs/architecture.md): chronological leave-last-out per user, events ordered by
 (timestamp, item id); last event = test, second last = validation (early stopping on NDCG@10),
 the rest = training; users with < 3 events train only. Inputs are the last ``max_len`` items
 strictly before the label time. Every item of the catalogue is ranked; the user's training
 items (and the validation item, for test) are masked. Reported: test HR@10, NDCG@10, MRR,
-coverage@10, wall time of training.
+coverage@10, wall time of training, validation NDCG@10/HR@10, and the test NDCG@10 difference
+to the default configuration's SASRec (``sasrec-default``) with its paired 95% interval over the
+same users.
 
     .venv/bin/python benchmarks/bench_quality.py              # ml-latest-small + synthetic
     .venv/bin/python benchmarks/bench_quality.py --quick      # small, minutes
@@ -22,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -37,6 +41,13 @@ ROWS: dict[str, dict[str, Any]] = {
     "mf": {"model.kind": "mf", "model.max_len": 200, "model.d_model": 64, "train.lr": 2e-3,
            "train.batch_size": 64, "train.epochs": 200, "train.patience": 3,
            "train.eval_every": 5, "train.weight_decay": 0.0},
+    "mf-softmax": {"model.kind": "mf", "model.mf_loss": "softmax", "model.max_len": 200,
+                   "model.d_model": 64, "train.lr": 2e-3, "train.batch_size": 64,
+                   "train.epochs": 200, "train.patience": 3, "train.eval_every": 5},
+    # Closed form with the config's defaults (ease_lambda, neighbours chosen on validation).
+    "ease": {"model.kind": "ease"},
+    "itemknn": {"model.kind": "itemknn"},
+    "sasrec-default": {"model.kind": "sasrec"},  # what a user gets: every other setting default
     "sasrec": SASREC,
     "sasrec-text": {**SASREC, "model.text_init": True},
     "sasrec-dp-eps1": {**SASREC, "privacy.enabled": True, "privacy.target_epsilon": 1.0},
@@ -67,7 +78,8 @@ def load(name: str, quick: bool) -> tuple[Any, str]:
 def run_row(name: str, overrides: dict[str, Any], data: Any, dataset: str, home: Path,
             extra: dict[str, Any], threads: int) -> dict[str, Any]:
     from recops.config import load_settings
-    from recops.training.evaluation import evaluate_model
+    from recops.training.evaluation import evaluate_model, rank_targets
+    from recops.training.metrics import ndcg_gains
     from recops.training.trainer import train_model
 
     o = {**overrides}
@@ -81,10 +93,13 @@ def run_row(name: str, overrides: dict[str, Any], data: Any, dataset: str, home:
     res = train_model(settings, data, progress=sys.stderr.isatty())
     wall = time.perf_counter() - t0
     test = evaluate_model(res.model, data, "test")
+    ranks, _ = rank_targets(res.model, data, "test")
     return {"dataset": dataset, "model": name, **{k: test.overall[k] for k in
             ("hr@10", "ndcg@10", "mrr", "coverage@10")},
-            "valid_ndcg@10": res.valid_metrics["ndcg@10"], "epochs": len(res.history)
-            if settings.model.kind != "pop" else 0,
+            "valid_ndcg@10": res.valid_metrics["ndcg@10"],
+            "valid_hr@10": res.valid_metrics["hr@10"], "epochs": len(res.history)
+            if not res.model.closed_form else 0,
+            "test_gains": ndcg_gains(ranks, 10).tolist(),
             "best_epoch": max(res.history, key=lambda h: h.get("ndcg@10", -1))["epoch"],
             "epsilon": res.privacy["epsilon"] if res.privacy else None,
             "wall_s": wall, "per_segment": test.per_segment}
@@ -130,18 +145,37 @@ def main(argv: list[str] | None = None) -> None:
                 console.print(f"  {name}: ndcg@10={r['ndcg@10']:.4f} hr@10={r['hr@10']:.4f} "
                               f"({r['wall_s']:.0f}s, {r['epochs']} epochs)")
                 results.append(r)
+    paired_to_reference(results)
     title = "test split, full ranking, seen items masked" + (" (quick)" if args.quick else "")
     table = Table(title=title)
-    for c in ("dataset", "model", "HR@10", "NDCG@10", "MRR", "cov@10", "ε", "epochs", "wall s"):
+    for c in ("dataset", "model", "HR@10", "NDCG@10", "MRR", "cov@10", "valid HR@10",
+              "valid NDCG@10", f"ΔNDCG@10 vs {REFERENCE} (95%)", "ε", "epochs", "wall s"):
         table.add_column(c, justify="left" if c in ("dataset", "model") else "right")
     for r in results:
+        d = r.get("vs_reference")
         table.add_row(r["dataset"], r["model"], f"{r['hr@10']:.4f}", f"{r['ndcg@10']:.4f}",
-                      f"{r['mrr']:.4f}", f"{r['coverage@10']:.3f}",
+                      f"{r['mrr']:.4f}", f"{r['coverage@10']:.3f}", f"{r['valid_hr@10']:.4f}",
+                      f"{r['valid_ndcg@10']:.4f}", f"{d[0]:+.4f} ± {d[1]:.4f}" if d else "-",
                       f"{r['epsilon']:.2f}" if r["epsilon"] is not None else "-",
                       f"{r['epochs']} (best {r['best_epoch']})", f"{r['wall_s']:.1f}")
     console.print(table)
     if args.output:
-        args.output.write_text(json.dumps(results, indent=2))
+        args.output.write_text(json.dumps([{k: v for k, v in r.items() if k != "test_gains"}
+                                           for r in results], indent=2))
+
+
+REFERENCE = "sasrec-default"
+
+
+def paired_to_reference(results: list[dict[str, Any]]) -> None:
+    """Each row's test NDCG@10 minus the reference row's on the same dataset, paired per user."""
+    from recops.training.metrics import paired_difference
+
+    ref = {r["dataset"]: r["test_gains"] for r in results if r["model"] == REFERENCE}
+    for r in results:
+        if r["dataset"] in ref and r["model"] != REFERENCE:
+            r["vs_reference"] = paired_difference(np.asarray(r["test_gains"]),
+                                                  np.asarray(ref[r["dataset"]]))
 
 
 if __name__ == "__main__":

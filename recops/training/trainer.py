@@ -72,6 +72,12 @@ def build_model(settings: Settings, n_items: int,
                 raise TrainingError(f"text vectors must be [{n_items}, dim] (one row per item "
                                     f"index), got shape {tv.shape}")
             args.update(text_dim=tv.shape[1], text_vectors=torch.from_numpy(tv))
+    elif m.kind == "mf":
+        args.update(mf_loss=m.mf_loss, mf_negatives=m.mf_negatives)
+    elif m.kind in ("ease", "itemknn"):
+        args.update(neighbours=m.neighbours)
+        if m.kind == "ease":
+            args.update(ease_lambda=m.ease_lambda)
     return create_model(m.kind, n_items, args)
 
 
@@ -112,6 +118,10 @@ def fit_epochs(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float,
     are used and empty Poisson batches take a noise-only step.
     """
     core = _core(private.model if private is not None else model)
+    if core.closed_form and core.kind != "pop":
+        raise TrainingError(f"model.kind '{core.kind}' is fitted in closed form on all the data "
+                            "(train_model), not by epochs; its weights cannot be averaged "
+                            "across clients: use train.mode centralised")
     if core.kind == "pop":
         core.fit_sequences(torch.cat([loader.dataset.tensors[0], loader.dataset.tensors[1][:, -1:]],
                                      dim=1).numpy())
@@ -154,15 +164,20 @@ def fit_epochs(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float,
     return mean
 
 
-def fit_popularity(model: Pop, data: SequenceData) -> Pop:
-    """Count every training event into a popularity model (the baseline the gate compares to).
+def training_histories(data: SequenceData) -> list[np.ndarray]:
+    """Every user's whole training history: what closed-form kinds (pop, ease, itemknn) fit on.
 
     ``valid_seen`` holds evaluated users' whole train history (``train_seqs`` only its last
     ``max_len`` items); train-only users count with their sequences.
     """
     evaluated = set(data.eval_users.tolist())
-    model.fit_sequences([*data.valid_seen, *(s for u, s in zip(data.train_users,
-                         data.train_seqs, strict=True) if int(u) not in evaluated)])
+    return [*data.valid_seen, *(s for u, s in zip(data.train_users, data.train_seqs, strict=True)
+                                if int(u) not in evaluated)]
+
+
+def fit_popularity(model: Pop, data: SequenceData) -> Pop:
+    """Count every training event into a popularity model (the baseline the gate compares to)."""
+    model.fit_sequences(training_histories(data))
     return model.eval()
 
 
@@ -238,12 +253,12 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
                                n_users=data.n_users, n_eval_users=int(len(data.eval_users)),
                                **extra)
 
-    if model.kind == "pop":
+    if model.closed_form:
         if settings.privacy.enabled:
-            raise TrainingError("privacy.enabled with model.kind='pop': popularity counts are not "
-                                "trained with DP-SGD; use sasrec or mf")
-        assert isinstance(model, Pop)
-        fit_popularity(model, data)
+            raise TrainingError(f"privacy.enabled with model.kind='{model.kind}': a closed-form "
+                                "fit (counts, item-item weights) is not trained with DP-SGD; "
+                                "use sasrec or mf")
+        model.fit_sequences(training_histories(data))
         ev = evaluate_model(model, data, "valid")
         history.append({"epoch": 0, "loss": 0.0, **ev.overall})
         return TrainResult(model.eval(), checkpoint(model, ev.overall,

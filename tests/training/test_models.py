@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from recops.errors import DataError
 from recops.training.models import (
+    EASE,
     MF,
+    ItemKNN,
     Pop,
     SASRec,
     create_model,
@@ -25,15 +28,20 @@ def _models() -> list:
     torch.manual_seed(0)
     pop = Pop(9, max_len=6)
     pop.fit_sequences([torch.tensor([1, 2, 2, 3]).numpy()])
+    item_item = [EASE(9, max_len=6, d_model=4, neighbours=3, ease_lambda=2.0),
+                 ItemKNN(9, max_len=6, d_model=4, neighbours=3)]
+    for m in item_item:
+        m.fit_sequences([np.array(s) for s in ([1, 2, 3], [2, 3, 4, 6], [3, 4, 5], [5, 6, 2])])
     return [SASRec(9, max_len=6, d_model=8, n_layers=2, n_heads=2, dropout=0.0),
             SASRec(9, max_len=6, d_model=8, n_heads=2, text_dim=5, text_vectors=torch.randn(9, 5)),
-            MF(9, max_len=6, d_model=8), pop]
+            MF(9, max_len=6, d_model=8), pop, *item_item]
 
 
 SEQS = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 0, 0, 0, 0, 2]])
 
 
-@pytest.mark.parametrize("model", _models(), ids=["sasrec", "sasrec-text", "mf", "pop"])
+@pytest.mark.parametrize("model", _models(),
+                         ids=["sasrec", "sasrec-text", "mf", "pop", "ease", "itemknn"])
 def test_checkpoint_round_trip_gives_identical_scores(model, tmp_path) -> None:
     model.eval()
     ckpt = make_checkpoint(model, list(range(101, 110)), model_settings={}, train_settings={})
@@ -70,6 +78,27 @@ def test_cheap_training_loss_equals_dense_loss() -> None:
     from recops.training.models.base import sequence_ce
 
     assert torch.allclose(m.training_loss(x, y), sequence_ce(m(x), y), atol=1e-5)
+
+
+def test_mf_losses_bpr_with_negatives_and_full_softmax() -> None:
+    from recops.training.models.base import sequence_ce
+
+    torch.manual_seed(0)
+    x = torch.tensor([[0, 1, 2, 3], [0, 0, 4, 5]])
+    y = torch.tensor([[0, 2, 3, 4], [0, 0, 5, 6]])
+    soft = MF(9, max_len=4, d_model=8, mf_loss="softmax")
+    assert torch.allclose(soft.training_loss(x, y), sequence_ce(soft(x), y))
+    bpr = MF(9, max_len=4, d_model=8, mf_negatives=16)
+    loss = bpr.training_loss(x, y)
+    assert loss.shape == (2,) and (loss > 0).all()
+    # with the factors at 0, every pair scores the same: BPR is log 2 whatever the negatives
+    with torch.no_grad():
+        bpr.user_factors.weight.zero_()
+    assert torch.allclose(bpr.training_loss(x, y), torch.full((2,), math.log(2.0)))
+    ckpt = make_checkpoint(bpr, list(range(9)), model_settings={}, train_settings={})
+    assert load_checkpoint(ckpt).mf_negatives == 16
+    with pytest.raises(ValueError, match="mf_loss"):
+        MF(9, mf_loss="warp")
 
 
 def test_extend_checkpoint_keeps_old_scores_and_adds_rows() -> None:

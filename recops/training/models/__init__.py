@@ -1,4 +1,4 @@
-"""Recommenders behind one interface: SASRec, matrix factorisation, popularity; checkpoints."""
+"""Recommenders behind one interface: SASRec, MF, EASE, ItemKNN, popularity; checkpoints."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import torch
 from recops.errors import DataError
 from recops.training.models.base import Recommender
 from recops.training.models.baselines import MF, Pop
+from recops.training.models.itemitem import EASE, ItemKNN
 from recops.training.models.sasrec import SASRec
 
-MODELS: dict[str, type[Recommender]] = {"sasrec": SASRec, "mf": MF, "pop": Pop}
+MODELS: dict[str, type[Recommender]] = {"sasrec": SASRec, "mf": MF, "pop": Pop, "ease": EASE,
+                                        "itemknn": ItemKNN}
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_KEYS = ("format", "kind", "model_settings", "n_items", "item_ids", "state_dict",
                    "train_settings", "created_at")
@@ -88,9 +90,9 @@ def extend_checkpoint(ckpt: dict[str, Any], new_item_ids: list[int],
                       new_text: np.ndarray | None = None, seed: int = 0) -> dict[str, Any]:
     """A copy of ``ckpt`` with rows for new items appended (warm start on a grown catalogue).
 
-    New rows start small and random (zero for biases and counts); the text buffer gets
-    ``new_text`` rows (the new items' sentence vectors) so text-initialised models can score
-    them at once.
+    New rows start small and random (zero for biases and for closed-form kinds, whose new items
+    stay unscored until the next fit); the text buffer gets ``new_text`` rows (the new items'
+    sentence vectors) so text-initialised models can score them at once.
     """
     check_checkpoint(ckpt, "warm-start checkpoint")
     known = set(int(i) for i in ckpt["item_ids"])
@@ -98,9 +100,9 @@ def extend_checkpoint(ckpt: dict[str, Any], new_item_ids: list[int],
     if not new:
         return ckpt
     g = torch.Generator().manual_seed(seed)
-    rows = MODELS[ckpt["kind"]].item_rows
+    cls = MODELS[ckpt["kind"]]
     sd = dict(ckpt["state_dict"])
-    for key in rows:
+    for key in cls.item_rows:
         if key not in sd:
             continue
         old = sd[key]
@@ -110,7 +112,7 @@ def extend_checkpoint(ckpt: dict[str, Any], new_item_ids: list[int],
                 add = torch.zeros(shape)
             else:
                 add = torch.as_tensor(np.asarray(new_text), dtype=old.dtype).reshape(shape)
-        elif key.endswith("bias") or key.endswith("bias.weight") or key == "counts":
+        elif key.endswith("bias") or key.endswith("bias.weight") or cls.closed_form:
             add = torch.zeros(shape, dtype=old.dtype)
         elif "text_dim" in ckpt["model_settings"] and ckpt["model_settings"]["text_dim"]:
             # text carries new items; their free residual starts at 0
@@ -149,6 +151,6 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-__all__ = ["MF", "MODELS", "Pop", "Recommender", "SASRec", "check_checkpoint", "create_model",
-           "extend_checkpoint",
-           "load_checkpoint", "make_checkpoint", "read_checkpoint", "save_checkpoint"]
+__all__ = ["EASE", "MF", "MODELS", "ItemKNN", "Pop", "Recommender", "SASRec", "check_checkpoint",
+           "create_model", "extend_checkpoint", "load_checkpoint", "make_checkpoint",
+           "read_checkpoint", "save_checkpoint"]

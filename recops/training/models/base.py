@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,6 +53,8 @@ class Recommender(nn.Module):
     kind: ClassVar[str] = ""
     # State-dict entries with one row per item index (row 0 = padding): extended on warm start.
     item_rows: ClassVar[tuple[str, ...]] = ()
+    # Fitted in one step from the training histories (``fit_sequences``), not by gradient epochs.
+    closed_form: ClassVar[bool] = False
 
     def __init__(self, n_items: int, max_len: int) -> None:
         super().__init__()
@@ -69,6 +73,10 @@ class Recommender(nn.Module):
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return sequence_ce(self(x), self._clip_len(y))
+
+    def fit_sequences(self, seqs: Iterable[np.ndarray]) -> None:
+        """Closed-form kinds: fit from every user's whole training history (index space)."""
+        raise NotImplementedError(f"model kind '{self.kind}' is trained by epochs, not fitted")
 
     def _clip_len(self, seqs: torch.Tensor) -> torch.Tensor:
         if seqs.ndim != 2:

@@ -17,6 +17,7 @@ class Pop(Recommender):
 
     kind = "pop"
     item_rows = ("counts",)
+    closed_form = True
     counts: torch.Tensor  # buffer [n_items + 1]: how often each item index was seen
 
     def __init__(self, n_items: int, *, max_len: int = 50, **_: Any) -> None:
@@ -61,9 +62,12 @@ class MF(Recommender):
     kind = "mf"
     item_rows = ("user_factors.weight", "item_factors.weight", "item_bias.weight")
 
-    def __init__(self, n_items: int, *, max_len: int = 50, d_model: int = 64, **_: Any) -> None:
+    def __init__(self, n_items: int, *, max_len: int = 50, d_model: int = 64,
+                 mf_loss: str = "bpr", mf_negatives: int = 1, **_: Any) -> None:
         super().__init__(n_items, max_len)
-        self.d_model = d_model
+        if mf_loss not in ("bpr", "softmax"):
+            raise ValueError(f"mf_loss must be 'bpr' or 'softmax', got {mf_loss!r}")
+        self.d_model, self.mf_loss, self.mf_negatives = d_model, mf_loss, int(mf_negatives)
         V = n_items + 1
         self.user_factors = nn.Embedding(V, d_model, padding_idx=0)  # items as seen in a history
         self.item_factors = nn.Embedding(V, d_model)                  # items as candidates
@@ -75,7 +79,8 @@ class MF(Recommender):
             self.user_factors.weight[0].zero_()
 
     def model_args(self) -> dict[str, Any]:
-        return {"max_len": self.max_len, "d_model": self.d_model}
+        return {"max_len": self.max_len, "d_model": self.d_model, "mf_loss": self.mf_loss,
+                "mf_negatives": self.mf_negatives}
 
     def _prefix_users(self, x: torch.Tensor) -> torch.Tensor:
         """Mean factor of the items up to each position: [B, T, d]."""
@@ -91,14 +96,19 @@ class MF(Recommender):
         return torch.cat([pad_col, logits[..., 1:]], dim=-1)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """BPR per sequence: mean over positions of -log sigmoid(s(next) - s(random item))."""
+        """Per sequence: BPR, the mean over positions and ``mf_negatives`` uniform random items
+        of -log sigmoid(s(next) - s(negative)); or, with ``mf_loss='softmax'``, the dense
+        full-softmax cross-entropy."""
+        if self.mf_loss == "softmax":
+            return super().training_loss(x, y)
         x, y = self._clip_len(x), self._clip_len(y)
         u = self._prefix_users(x)
-        neg = torch.randint(1, self.n_items + 1, y.shape, device=y.device)
+        neg = torch.randint(1, self.n_items + 1, (*y.shape, self.mf_negatives), device=y.device)
         pos_s = (u * self.item_factors(y)).sum(-1) + self.item_bias(y).squeeze(-1)
-        neg_s = (u * self.item_factors(neg)).sum(-1) + self.item_bias(neg).squeeze(-1)
+        neg_s = ((u.unsqueeze(2) * self.item_factors(neg)).sum(-1)
+                 + self.item_bias(neg).squeeze(-1))
         valid = ((y > 0) & (x > 0)).float()
-        tok = torch.nn.functional.softplus(neg_s - pos_s) * valid
+        tok = torch.nn.functional.softplus(neg_s - pos_s.unsqueeze(-1)).mean(-1) * valid
         return tok.sum(1) / valid.sum(1).clamp(min=1)
 
     def user_vectors(self, seqs: torch.Tensor) -> torch.Tensor:
