@@ -77,7 +77,8 @@ def timestamp_text(value: Any) -> str:
         raise DataError(f"feedback event_timestamp {value!r} is not a timestamp")
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    text: str = value.astimezone(UTC).isoformat(timespec="microseconds")
+    return text
 
 
 def event_key(event: Mapping[str, Any]) -> str:

@@ -99,7 +99,7 @@ class GroupCommitter:
                 log.error("feedback batch of %d not logged (%s)", len(batch), type(exc).__name__)
                 log.debug("feedback log failure: %s", exc)
                 for _, fut in batch:
-                    fut.set_exception(exc)
+                    _settle(fut, exc)
                 continue
             self.batches += 1
             if self._on_commit:
@@ -134,4 +134,15 @@ class GroupCommitter:
                               len(fresh), type(exc).__name__)
                     log.debug("push failure: %s", exc)
             for _, fut, a in done:
-                fut.set_result(Receipt(a.offset, a.duplicate, None if a.duplicate else online))
+                _settle(fut, Receipt(a.offset, a.duplicate, None if a.duplicate else online))
+
+
+def _settle(fut: Future[Receipt], outcome: Receipt | BaseException) -> None:
+    """Resolve a request's future; one whose request went away (cancelled) is skipped, so a
+    client that hangs up cannot stop the committer threads."""
+    if not fut.set_running_or_notify_cancel():
+        return  # cancelled: the event is stored all the same; a retry gets "duplicate"
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)

@@ -25,6 +25,8 @@ class OnlineFeatures:
         self.store = feast_store.get_store(settings)
         self._ref = f"{f.USER_RECENT_VIEW}:{f.RECENT_ITEMS}"
         self._lock = threading.Lock()
+        # Workers of one host share this lock file: see push_many.
+        self._push_lock = settings.paths.feedback / "online-push.lock"
 
     def history(self, user_id: int) -> list[int] | None:
         """The user's recent item ids (most recent last); None for a user the store has no
@@ -50,6 +52,13 @@ class OnlineFeatures:
         self.push_many([event])
 
     def push_many(self, events: Sequence[Mapping[str, Any]]) -> None:
-        """Fold a batch of events into their users' rows: one online read and one push."""
-        with self._lock:
+        """Fold a batch of events into their users' rows: one online read and one push.
+
+        The read-modify-write is serialised across this host's workers too (a file lock):
+        two workers folding the same user's events at once would each write a row missing the
+        other's event, and that user's next /recommend would not see it.
+        """
+        from recops.fsutil import file_lock
+
+        with self._lock, file_lock(self._push_lock):
             self._fs.push_events(self.store, events)
