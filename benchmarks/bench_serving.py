@@ -3,17 +3,19 @@
 Builds a synthetic world (lake -> Feast sources -> a trained SASRec -> registry champion), then
 for each online store (SQLite, Redis): measures the in-process floor (Feast online read + model
 forward + top-k, the same code the service runs), starts `bentoml serve`, and drives it from a
-separate client process on loopback at several concurrencies. Also: feedback under load (rows
-written == requests acknowledged), feedback-to-visible latency, the service's RSS, and int8
-dynamic quantisation (forward latency and test NDCG@10).
+separate load-generator process on loopback (`hey` when installed, else benchmarks/loadgen.py)
+at concurrency 1, 8, 32 and 64: p50, p99, p99.9, max and req/s. Also: feedback under load (rows
+written == requests acknowledged), feedback-to-visible latency, RSS per worker, and int8
+dynamic quantisation (forward latency and test NDCG@10). Figures mean something only on a quiet
+machine (load average well under the core count; it is printed).
 
+    apt-get install -y hey   # optional: the Go load generator
     .venv/bin/python benchmarks/bench_serving.py --quick
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -21,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -30,71 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))] if s else float("nan")
-
-
-# --- client process ---------------------------------------------------------------------------
-
-def client_main(args: argparse.Namespace) -> None:
-    """Closed-loop load from this process: ``concurrency`` threads, each its own connection."""
-    import httpx
-
-    users = [int(u) for u in args.users.split(",")]
-    items = [int(i) for i in args.items.split(",")] if args.items else []
-    lat: list[float] = []
-    errors: list[str] = []
-    acked = 0
-    lock = threading.Lock()
-    counter = iter(range(args.requests))
-
-    def worker(w: int) -> None:
-        nonlocal acked
-        with httpx.Client(base_url=args.client, timeout=60) as c:
-            for n in counter:
-                if args.mode == "recommend":
-                    body = {"user_id": users[n % len(users)], "k": 10}
-                else:
-                    body = {"user_id": users[n % len(users)], "item_id": items[n % len(items)],
-                            "event_type": "view"}
-                t0 = time.perf_counter()
-                try:
-                    r = c.post("/" + args.mode, json=body)
-                    ok = r.status_code == 200
-                    err = None if ok else f"{r.status_code} {r.text[:100]}"
-                except httpx.HTTPError as exc:
-                    ok, err = False, repr(exc)
-                dt = time.perf_counter() - t0
-                with lock:
-                    if ok:
-                        lat.append(dt)
-                        acked += 1
-                    else:
-                        errors.append(err or "")
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(args.concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    print(json.dumps({"p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
-                      "rps": len(lat) / wall, "ok": acked, "errors": len(errors),
-                      "first_errors": errors[:3]}))
-
-
-def run_client(url: str, mode: str, concurrency: int, requests: int, users: list[int],
-               items: list[int] | None = None) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--client", url, "--mode", mode, "--concurrency",
-           str(concurrency), "--requests", str(requests), "--users", ",".join(map(str, users))]
-    if items:
-        cmd += ["--items", ",".join(map(str, items))]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
+from loadgen import pct, run  # noqa: E402 - benchmarks/ is this script's own folder
 
 # --- server -----------------------------------------------------------------------------------
 
@@ -131,12 +68,16 @@ class Server:
         self.stop()
         raise RuntimeError(f"bentoml serve not ready; see {log}")
 
-    def rss_mb(self) -> float:
+    def rss_mb(self) -> dict[str, Any]:
+        """RSS of the whole service and of each worker process, in MB."""
         import psutil
 
         root = psutil.Process(self.proc.pid)
         procs = [root, *root.children(recursive=True)]
-        return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+        workers = [p.memory_info().rss / 2**20 for p in procs
+                   if "_bentoml_impl.worker.service" in " ".join(p.cmdline())]
+        return {"total": sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20,
+                "workers": workers}
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -187,7 +128,8 @@ def build_world(home: Path, quick: bool) -> dict[str, Any]:
     registry.promote(settings, tag)
     return {"settings": settings, "data": data, "tag": tag, "test": test.overall,
             "train_s": train_s, "interactions": inter, "items": tables.items,
-            "sizes": sizes, "checkpoint": result.checkpoint}
+            "sizes": sizes, "checkpoint": result.checkpoint,
+            "history": inter.groupby(schema.USER_ID).size().to_dict()}
 
 
 def quantization(world: dict[str, Any], reps: int) -> list[list[Any]]:
@@ -271,7 +213,8 @@ def bench_store(world: dict[str, Any], store: str, args: argparse.Namespace,
     from recops.feedback import FeedbackLog
 
     ov = {"home": world["settings"].home, "stores.online": store,
-          "stores.feast_project": "bench" + uuid.uuid4().hex[:8], "train.num_threads": 1}
+          "stores.feast_project": "bench" + uuid.uuid4().hex[:8], "train.num_threads": 1,
+          "serving.workers": args.workers}
     settings = load_settings(overrides=ov)
     feast_store.apply(settings)
     feast_store.materialize(settings)
@@ -282,12 +225,14 @@ def bench_store(world: dict[str, Any], store: str, args: argparse.Namespace,
         res["floor"] = floor(settings, users, args.requests)
         server = Server(settings, logdir / f"bentoml-{store}.log")
         try:
-            run_client(server.url, "recommend", 4, 50, users)  # warm-up
-            res["http"] = {c: run_client(server.url, "recommend", c, args.requests, users)
-                           for c in args.concurrency}
+            # a user with a full history: every request reads and scores max_len items
+            heavy = sorted(users, key=lambda u: -world["history"].get(u, 0))
+            run(server.url, "/recommend", 4, 200, heavy, tool=args.tool)  # warm-up
+            res["http"] = {c: run(server.url, "/recommend", c, args.requests, heavy,
+                                  tool=args.tool) for c in args.concurrency}
             log = FeedbackLog(settings.paths.feedback)
             before = log.count()
-            fb = run_client(server.url, "feedback", 8, args.requests, users, items)
+            fb = run(server.url, "/feedback", 8, args.requests, users, items)
             res["feedback"] = {**fb, "rows_written": log.count() - before}
             vis = feedback_to_visible(server.url, items, 20 if args.quick else 50)
             res["visible"] = {"p50_ms": pct(vis, 50) * 1e3, "p99_ms": pct(vis, 99) * 1e3}
@@ -304,18 +249,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small world, fewer requests")
     ap.add_argument("--stores", default="sqlite,redis")
-    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--concurrency", default="1,8,32,64")
     ap.add_argument("--requests", type=int, default=None, help="requests per level")
+    ap.add_argument("--workers", type=int, default=0, help="serving.workers (0: one per core)")
+    ap.add_argument("--tool", choices=["auto", "hey", "python"], default="auto",
+                    help="/recommend load generator (auto: hey when installed)")
     ap.add_argument("--home", type=Path, default=None, help="keep state here (default: temp)")
-    # client mode (internal): this same file run as the load generator
-    ap.add_argument("--client", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--mode", default="recommend", help=argparse.SUPPRESS)
-    ap.add_argument("--users", default="", help=argparse.SUPPRESS)
-    ap.add_argument("--items", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.client:
-        args.concurrency = int(args.concurrency)
-        return client_main(args)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.requests = args.requests or (300 if args.quick else 2000)
     for k, v in {"BENTOML_DO_NOT_TRACK": "true", "FEAST_USAGE": "False"}.items():
@@ -340,30 +280,32 @@ def main() -> None:
         with con.status(f"{store}: floor, server, load"):
             results.append(bench_store(world, store, args, Path(tmp.name)))
 
-    t = Table(title=f"/recommend latency, {args.requests} requests per row (ratio = p50 / "
+    t = Table(title=f"/recommend latency, {args.requests} requests per row, "
+                    f"serving.workers={args.workers or 'one per core'} (ratio = p50 / "
                     "in-process floor p50)")
-    for col in ("store", "path", "concurrency", "p50 ms", "p99 ms", "req/s", "errors",
-                "p50 ratio"):
+    for col in ("store", "path", "concurrency", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
+                "req/s", "errors", "p50 ratio"):
         t.add_column(col, justify="left" if col in ("store", "path") else "right")
     for r in results:
         f = r["floor"]
         t.add_row(r["store"], f"in-process floor (Feast read {f['read_p50']:.1f} + model "
                   f"{f['model_p50']:.1f} ms)", "1", f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}",
-                  f"{f['rps']:.0f}", "0", "1.0")
+                  "", "", f"{f['rps']:.0f}", "0", "1.0")
         for c, h in r["http"].items():
-            t.add_row(r["store"], "HTTP, client process", str(c), f"{h['p50_ms']:.2f}",
-                      f"{h['p99_ms']:.2f}", f"{h['rps']:.0f}", str(h["errors"]),
-                      f"{h['p50_ms'] / f['p50_ms']:.1f}")
+            t.add_row(r["store"], f"HTTP, {h['tool']} process", str(c), f"{h['p50_ms']:.2f}",
+                      f"{h['p99_ms']:.2f}", f"{h['p999_ms']:.2f}", f"{h['max_ms']:.1f}",
+                      f"{h['rps']:.0f}", str(h["errors"]), f"{h['p50_ms'] / f['p50_ms']:.1f}")
     con.print(t)
     t2 = Table(title="feedback under load (concurrency 8), visibility, memory")
     for col in ("store", "acknowledged", "rows written", "errors", "fb p50 ms", "fb p99 ms",
-                "visible p50 ms", "visible p99 ms", "service RSS MB"):
+                "visible p50 ms", "visible p99 ms", "service RSS MB", "per worker MB"):
         t2.add_column(col, justify="right")
     for r in results:
         fb, v = r["feedback"], r["visible"]
         t2.add_row(r["store"], str(fb["ok"]), str(fb["rows_written"]), str(fb["errors"]),
                    f"{fb['p50_ms']:.2f}", f"{fb['p99_ms']:.2f}", f"{v['p50_ms']:.2f}",
-                   f"{v['p99_ms']:.2f}", f"{r['rss_mb']:.0f}")
+                   f"{v['p99_ms']:.2f}", f"{r['rss_mb']['total']:.0f}",
+                   " / ".join(f"{w:.0f}" for w in r["rss_mb"]["workers"]))
     con.print(t2)
     t3 = Table(title="int8 dynamic quantisation (1 thread, batch 1, forward + top-10)")
     for col in ("model", "p50 ms", "p99 ms", "test NDCG@10"):
