@@ -158,7 +158,7 @@ def validate(settings: Settings, run_id: str, batch: str) -> dict[str, Any]:
     if not checked.passed:
         reasons = row_reasons(checked.result, df)
         bad = reasons != "" if reasons is not None else None
-        if bad is not None and not bad.all():
+        if reasons is not None and bad is not None and not bad.all():
             qpath = quarantine_feedback(
                 settings, df[bad].assign(quarantine_reason=reasons[bad]), failed=checked.failed,
                 reason=f"{int(bad.sum())} of {len(df)} feedback events failed row-wise checks "
@@ -275,4 +275,5 @@ def run_cycle(settings: Settings, run_id: str | None = None, *, min_events: int 
                    finetune_epochs=finetune_epochs, progress=progress)
     done = pipeline.release_stages(step, trained["run_dir"], evaluate)
     return {"run_id": run_id, "n_events": col["n_events"],
+            "quarantined_rows": accepted.get("quarantined_rows", 0),
             "dataset_version": accepted["dataset_version"], **done, "timings": timings}
