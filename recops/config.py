@@ -264,7 +264,8 @@ class Settings(BaseSettings):
 
     def to_yaml(self) -> str:
         """The resolved settings as YAML (secrets masked), for reports and model metadata."""
-        return yaml.safe_dump(self.public_dict(), sort_keys=True)
+        text: str = yaml.safe_dump(self.public_dict(), sort_keys=True)
+        return text
 
     def public_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")  # SecretStr dumps as '**********'
