@@ -170,7 +170,7 @@ def run_gate(settings: Settings, tag: str, *, promote: bool = True) -> GateDecis
     decision = decide(settings, chall, champ)
     record = {"challenger": full, "champion": champ_tag, **decision.to_dict()}
     run_id = chall.get("run_id")
-    audit = {"inputs": {"challenger": full, "champion": champ_tag},
+    audit: dict[str, Any] = {"inputs": {"challenger": full, "champion": champ_tag},
              "outputs": {"promote": decision.promote},
              "result": "ok" if decision.promote else "rejected",
              "details": {"reasons": decision.reasons, "checks": decision.checks}}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,9 @@ from recops.fsutil import file_lock, write_atomic
 from recops.hashing import code_version
 
 if TYPE_CHECKING:
+    from bentoml import Model
+    from bentoml._internal.models import ModelStore
+
     from recops.config import Settings
 
 MODEL_NAME = "recops-recommender"
@@ -60,7 +64,7 @@ class RegisteredModel:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _store(settings: Settings):  # noqa: ANN202 - bentoml's ModelStore, imported lazily
+def _store(settings: Settings) -> ModelStore:
     """The model store under this home. BentoML reads BENTOML_HOME once per process, so we
     hand it an explicit store rather than trusting the environment (tests switch homes)."""
     home = settings.paths.bentoml_home
@@ -171,7 +175,7 @@ def register(
     return tag
 
 
-def _get(settings: Settings, tag: str):  # noqa: ANN202 - bentoml Model
+def _get(settings: Settings, tag: str) -> Model:
     from bentoml.exceptions import NotFound
 
     if tag == CHAMPION:
@@ -202,7 +206,8 @@ def metadata(settings: Settings, tag: str) -> dict[str, Any]:
     model = _get(settings, tag)
     path = Path(model.path_of(METADATA_FILE))
     try:
-        return json.loads(path.read_text())
+        meta: dict[str, Any] = json.loads(path.read_text())
+        return meta
     except (OSError, json.JSONDecodeError) as exc:
         raise RegistryError(f"metadata of {model.tag} at {path} is unreadable: {exc}") from exc
 
@@ -253,7 +258,8 @@ def _pointer(settings: Settings) -> Path:
 def read_pointer(path: Path) -> dict[str, Any] | None:
     """The champion record at ``path`` ({tag, promoted_at, history}) or None when unset."""
     try:
-        return json.loads(Path(path).read_text())
+        rec: dict[str, Any] = json.loads(Path(path).read_text())
+        return rec
     except FileNotFoundError:
         return None
     except (OSError, json.JSONDecodeError) as exc:
@@ -262,10 +268,11 @@ def read_pointer(path: Path) -> dict[str, Any] | None:
 
 def champion_tag(settings: Settings) -> str | None:
     rec = read_pointer(_pointer(settings))
-    return rec["tag"] if rec else None
+    tag: str | None = rec["tag"] if rec else None
+    return tag
 
 
-def _locked(settings: Settings):  # noqa: ANN202
+def _locked(settings: Settings) -> AbstractContextManager[None]:
     return file_lock(settings.paths.bentoml_home / "champion.lock")
 
 
@@ -302,7 +309,7 @@ def rollback(settings: Settings) -> str:
         if not rec or not rec.get("history"):
             raise RegistryError("nothing to roll back to: no earlier champion is recorded in "
                                 f"{_pointer(settings)}")
-        history = list(rec["history"])
+        history: list[str] = list(rec["history"])
         restored = history.pop()
         resolve(settings, restored)  # still in the store?
         _write_pointer(settings, {"tag": restored, "promoted_at": datetime.now(UTC).isoformat(),
