@@ -120,7 +120,7 @@ def _run(cmd: list[str], env: Mapping[str, str], log_path: Path,
     return rc, lines
 
 
-def _stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
+def _stop_group(proc: subprocess.Popen[str], grace: float = 30.0) -> None:
     """SIGTERM the group we started (the airflow process and its workers), then SIGKILL."""
     import signal
 
@@ -268,7 +268,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 240.0) -> None:
+def wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout: float = 240.0) -> None:
     """Block until the api-server on ``port`` answers its health check."""
     import httpx
 
@@ -289,7 +289,7 @@ def wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 240.0) -> N
         time.sleep(1.0)
 
 
-def stop(proc: subprocess.Popen, grace: float = 60.0) -> None:
+def stop(proc: subprocess.Popen[bytes], grace: float = 60.0) -> None:
     """SIGTERM, then SIGKILL after ``grace`` seconds: only the process we started."""
     if proc.poll() is not None:
         return
@@ -342,7 +342,7 @@ def run_stage(stage: str, *args: Any, module: str = "pipeline",
         fn = getattr(importlib.import_module(f"recops.orchestration.{module}"), stage)
         accepted = inspect.signature(fn).parameters
         kwargs = {k: v for k, v in kwargs.items() if v is not None and k in accepted}
-        out = fn(settings, safe_run_id(ctx["run_id"]), *args, **kwargs)
+        out: dict[str, Any] = fn(settings, safe_run_id(ctx["run_id"]), *args, **kwargs)
     except RecopsError as exc:
         raise AirflowFailException(f"{stage}: {type(exc).__name__}: {exc}") from exc
     if isinstance(out, dict) and out.get("skip"):
@@ -361,7 +361,7 @@ def reserialize(settings: Settings, on_line: Callable[[str], None] | None = None
 
 
 def start_api_server(settings: Settings, port: int, host: str = "127.0.0.1",
-                     *, all_admins: bool = False) -> subprocess.Popen:
+                     *, all_admins: bool = False) -> subprocess.Popen[bytes]:
     """Start `airflow api-server` (UI + REST API) on host:port; the caller stops it by PID.
 
     ``all_admins`` lets anyone in as admin (Airflow's simple auth manager): for a local trial
