@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -74,7 +74,8 @@ def online_features(target: Settings | FeatureStore, user_ids: Iterable[int]) ->
 
 def online_sequences(target: Settings | FeatureStore, user_ids: Iterable[int]) -> list[list[int]]:
     """Each user's recent item ids (most recent last; empty for an unknown user), in order."""
-    return online_features(target, user_ids)[f.RECENT_ITEMS].tolist()
+    seqs: list[list[int]] = online_features(target, user_ids)[f.RECENT_ITEMS].tolist()
+    return seqs
 
 
 def _parse_event(event: Mapping[str, Any]) -> tuple[int, int, pd.Timestamp, float | None]:
@@ -140,7 +141,8 @@ def updated_user_row(current: Mapping[str, Any], item_id: int, ts: pd.Timestamp,
     r_count = int(current.get(f.RATING_COUNT) or 0)
     mean = current.get(f.MEAN_RATING)
     if rating is not None:
-        mean = ((float(mean) * r_count if r_count else 0.0) + rating) / (r_count + 1)
+        # A user with rated events has a mean (MEAN_RATING is None only while r_count is 0).
+        mean = ((float(cast(float, mean)) * r_count if r_count else 0.0) + rating) / (r_count + 1)
         r_count += 1
     last = current.get(f.LAST_EVENT_TS)
     days = int(current.get(f.DAYS_ACTIVE) or 0)

@@ -132,8 +132,9 @@ def materialize(settings: Settings, end: datetime | None = None, *, full: bool =
     """
     manifest = f.read_manifest(settings)
     store = get_store(settings)
-    end = pd.Timestamp(end or datetime.now(UTC))
-    end = (end.tz_localize(UTC) if end.tzinfo is None else end.tz_convert(UTC)).to_pydatetime()
+    stamp = pd.Timestamp(end or datetime.now(UTC))
+    stamp = stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
+    end = stamp.to_pydatetime()
     start = (pd.Timestamp(manifest["min_source_timestamp"]) - pd.Timedelta(seconds=1))
     try:
         marks = watermarks(store)
