@@ -61,7 +61,7 @@ class PrivateTraining:
 
     model: nn.Module
     optimizer: Any  # opacus DPOptimizer
-    loader: DataLoader
+    loader: DataLoader[tuple[torch.Tensor, ...]]
     criterion: Any | None  # opacus DPLossFastGradientClipping in ghost mode, else None
     noise_multiplier: float
     sample_rate: float
@@ -138,7 +138,8 @@ class PrivateTraining:
             population=self.population, run_id=run_id)
 
 
-def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+def make_private(model: nn.Module, optimizer: torch.optim.Optimizer,
+                 loader: DataLoader[tuple[torch.Tensor, ...]],
                  settings: Settings, n_users: int, epochs: int, *,
                  noise_generator: torch.Generator | None = None,
                  population: str | None = None, ignore_index: int = 0) -> PrivateTraining:
@@ -229,7 +230,8 @@ def grad_sample_error(model: nn.Module, seqs: torch.Tensor, targets: torch.Tenso
     # loss_reduction="sum" with the sum of per-user losses: grad_sample[i] = d loss_i / d theta.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Full backward hook")
-        (loss_fn(gsm(seqs), targets) * len(seqs)).backward()
+        # torch leaves Tensor.backward unannotated.
+        (loss_fn(gsm(seqs), targets) * len(seqs)).backward()  # type: ignore[no-untyped-call]
     params = [p for p in clone.parameters() if p.requires_grad]
 
     def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -239,16 +241,18 @@ def grad_sample_error(model: nn.Module, seqs: torch.Tensor, targets: torch.Tenso
     for p in params:
         if p.grad is None:
             continue
-        if getattr(p, "grad_sample", None) is None:
+        grad_sample: torch.Tensor | None = getattr(p, "grad_sample", None)  # set by the hooks
+        if grad_sample is None:
             gsm._close()
             return math.inf  # a trained parameter Opacus does not see at all
-        worst = max(worst, rel(p.grad_sample.sum(dim=0), p.grad))
+        worst = max(worst, rel(grad_sample.sum(dim=0), p.grad))
     for i in range(len(seqs)):
         ref = prepared(model)
-        loss_fn(ref(seqs[i:i + 1]), targets[i:i + 1]).backward()
+        loss_fn(ref(seqs[i:i + 1]), targets[i:i + 1]).backward()  # type: ignore[no-untyped-call]
         ref_params = [q for q in ref.parameters() if q.requires_grad]
         for p, q in zip(params, ref_params, strict=True):
-            if q.grad is not None and getattr(p, "grad_sample", None) is not None:
-                worst = max(worst, rel(p.grad_sample[i], q.grad))
+            grad_sample = getattr(p, "grad_sample", None)
+            if q.grad is not None and grad_sample is not None:
+                worst = max(worst, rel(grad_sample[i], q.grad))
     gsm._close()
     return worst
