@@ -97,7 +97,8 @@ def _lake(settings: Settings) -> tuple[dict[str, list[dict[str, Any]]], list[dic
     return tables, superseded
 
 
-def _privacy(settings: Settings, meta: dict[str, Any]) -> tuple[list[dict], dict[str, Any]]:
+def _privacy(settings: Settings,
+             meta: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from recops.training.privacy import PrivacyLedger, default_population
 
     spend = meta.get("privacy") or {}
