@@ -77,9 +77,9 @@ class SampleLevelTracker:
     def spend(self, population: str, run_id: str | None = None,
               accountant: str = "rdp") -> PrivacySpend | None:
         """The run's user-level spend, carrying the worst client's parameters."""
-        if not self.clients:
-            return None
         eps, who = self.epsilon(accountant)
+        if who is None:  # no client has reported a step
+            return None
         c = self.clients[who]
         return PrivacySpend(
             epsilon=eps, delta=c["delta"], noise_multiplier=c["noise_multiplier"],

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 
@@ -72,7 +73,8 @@ def train(msg: Message, context: Context) -> Message:
     run_dir, settings = settings_for_run(context.run_config)
     pid, n_parts = _partition(context)
     data = load_partition(run_dir, pid, n_parts)
-    cfg: ConfigRecord = msg.content["config"]
+    # The server's ConfigRecord of scalars (flwr types a record's values as any of its kinds).
+    cfg: Mapping[str, Any] = msg.content["config"]
     server_round = int(cfg["server-round"])
     torch.set_num_threads(max(1, int(settings.train.num_threads)))
     torch.manual_seed(settings.seed * 100_003 + server_round * 1_009 + pid)
@@ -99,7 +101,9 @@ def train(msg: Message, context: Context) -> Message:
         # σ is calibrated once for the whole run (all rounds × local epochs), so each round
         # spends its share; the server sums the steps each client actually took.
         pt = make_private(model, optimizer, loader, settings,
-                          n_users=len(loader.dataset), epochs=fed.rounds * fed.local_epochs)
+                          # torch's Dataset declares no __len__; this one is a TensorDataset.
+                          n_users=len(loader.dataset),  # type: ignore[arg-type]
+                          epochs=fed.rounds * fed.local_epochs)
         loss = fit_epochs(pt.model, pt.loader, epochs=fed.local_epochs, lr=settings.train.lr,
                           weight_decay=settings.train.weight_decay, proximal_mu=mu,
                           global_params=global_params, optimizer=pt.optimizer, private=pt)

@@ -235,10 +235,10 @@ def _account(settings: Settings, run_dir: Path, ledger: Any, population: str,
     if settings.privacy.enabled and dp_path.is_file():
         clients = json.loads(dp_path.read_text())
         tracker = SampleLevelTracker({int(k): v for k, v in clients.items()})
-        spend = tracker.spend(population, run_id, acc)
-        if spend is not None:
-            ledger.append(spend)
-            out["sample_level"] = spend.to_dict()
+        sample_spend = tracker.spend(population, run_id, acc)
+        if sample_spend is not None:
+            ledger.append(sample_spend)
+            out["sample_level"] = sample_spend.to_dict()
     if not out:
         return None
     # The headline spend (registry metadata's "privacy"): the sample-level one when present

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    MetricRecord,
+    MetricRecordValues,
+    RecordDict,
+)
 from flwr.serverapp import Grid, ServerApp
 
 from federated.accounting import SampleLevelTracker, client_level_delta
@@ -29,6 +37,13 @@ from recops.fsutil import write_json
 app = ServerApp()
 
 
+def _metrics(reply: RecordDict) -> Mapping[str, Any]:
+    """A client's "metrics" record: the scalars our client app sends (flwr types a record's
+    values as any of its kinds)."""
+    metrics: Mapping[str, Any] = reply["metrics"]
+    return metrics
+
+
 class RoundRecorder:
     """Collects per-round replies (through the strategy's aggregation hooks); writes rows."""
 
@@ -46,7 +61,7 @@ class RoundRecorder:
         """Mean train loss over the replies that arrived; also tracks per-client DP-SGD steps."""
         losses, weights, seconds = [], [], []
         for rd in contents:
-            m = rd["metrics"]
+            m = _metrics(rd)
             losses.append(float(m["train-loss"]))
             weights.append(float(m[weight_key]))
             seconds.append(float(m.get("train-seconds", 0.0)))
@@ -66,11 +81,11 @@ class RoundRecorder:
 
     def eval_aggr(self, contents: list[RecordDict], weight_key: str) -> MetricRecord:
         """Client-side validation metrics, weighted by each client's number of validation users."""
-        n = [int(rd["metrics"]["eval-users"]) for rd in contents]
+        n = [int(_metrics(rd)["eval-users"]) for rd in contents]
         total = sum(n)
-        out = {}
+        out: dict[str, MetricRecordValues] = {}
         for key in EVAL_METRICS:
-            vals = [float(rd["metrics"][key]) for rd in contents]
+            vals = [float(_metrics(rd)[key]) for rd in contents]
             out[key] = sum(v * w for v, w in zip(vals, n, strict=True)) / total if total else 0.0
         self.pending["client_eval"] = out
         return MetricRecord(out)
@@ -152,7 +167,8 @@ def main(grid: Grid, context: Context) -> None:
     def global_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         load_arrays(model, arrays)
         res = evaluate_model(model, valid, split="valid", k=10, segments=False)
-        metrics = {k: float(v) for k, v in res.overall.items() if math.isfinite(float(v))}
+        metrics: dict[str, MetricRecordValues] = {
+            k: float(v) for k, v in res.overall.items() if math.isfinite(float(v))}
         recorder.record(server_round, metrics)
         return MetricRecord(metrics)
 
