@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 import typer
 from rich.console import Console
@@ -125,7 +125,7 @@ def evaluate(
     with Console(stderr=True).status(f"ranking every item for each user ({split})"):
         model, data = model_for_data(ckpt, SequenceData.from_labelled(
             labelled, tables.items, interactions=tables.interactions))
-        res = evaluate_model(model, data, split=split, k=k)
+        res = evaluate_model(model, data, split=cast(Literal["valid", "test"], split), k=k)
     rows = {"all": res.overall, **res.per_segment}
     target = write_json(output or ckpt_path.parent / f"evaluation_{split}.json",
                         {"checkpoint": str(ckpt_path), "kind": ckpt["kind"], "split": split,
