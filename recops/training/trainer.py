@@ -12,7 +12,7 @@ import copy
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ def training_pairs(seqs: Iterable[np.ndarray], max_len: int) -> tuple[torch.Tens
 
 
 def make_train_loader(data: SequenceData, settings: Settings, seed: int,
-                      max_len: int | None = None) -> DataLoader:
+                      max_len: int | None = None) -> DataLoader[tuple[torch.Tensor, ...]]:
     """One sample per user with >= 2 training items: (x, y) left-padded [max_len], shuffled."""
     x, y = training_pairs(data.train_seqs, max_len or settings.model.max_len)
     if not len(x):
@@ -103,10 +103,12 @@ def make_train_loader(data: SequenceData, settings: Settings, seed: int,
 
 
 def _core(model: nn.Module) -> Recommender:
-    return getattr(model, "_module", model)
+    # A Recommender, or an Opacus wrapper holding one as ``_module``.
+    return cast(Recommender, getattr(model, "_module", model))
 
 
-def fit_epochs(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float,
+def fit_epochs(model: nn.Module, loader: DataLoader[tuple[torch.Tensor, ...]], *, epochs: int,
+               lr: float,
                weight_decay: float = 0.0, proximal_mu: float = 0.0,
                global_params: list[torch.Tensor] | None = None,
                optimizer: torch.optim.Optimizer | None = None, private: Any | None = None,
@@ -123,8 +125,8 @@ def fit_epochs(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float,
                             "(train_model), not by epochs; its weights cannot be averaged "
                             "across clients: use train.mode centralised")
     if core.kind == "pop":
-        core.fit_sequences(torch.cat([loader.dataset.tensors[0], loader.dataset.tensors[1][:, -1:]],
-                                     dim=1).numpy())
+        pairs = cast(TensorDataset, loader.dataset).tensors  # make_train_loader's (x, y)
+        core.fit_sequences(torch.cat([pairs[0], pairs[1][:, -1:]], dim=1).numpy())
         return 0.0
     if private is not None:
         model, optimizer, loader = private.model, private.optimizer, private.loader
@@ -150,7 +152,7 @@ def fit_epochs(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float,
             else:
                 loss = core.training_loss(x, y).mean()
                 value = float(loss.item())
-            if proximal_mu:
+            if proximal_mu and global_params is not None:  # (None was refused above)
                 prox = sum(((p - g.detach()) ** 2).sum() for p, g in zip(params, global_params,
                                                                           strict=True))
                 loss = loss + proximal_mu / 2 * prox
@@ -291,7 +293,7 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
                                               state["best_state"], state["bad"])
         history = state["history"]
         torch.set_rng_state(state["torch_rng"])
-        loader.generator.set_state(state["loader_rng"])  # type: ignore[union-attr]
+        loader.generator.set_state(state["loader_rng"])
         if bad >= cfg.patience:
             start_epoch = cfg.epochs + 1
 
@@ -322,7 +324,7 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
                           "optimizer_state": optimizer.state_dict(), "best": best,
                           "best_state": best_state, "bad": bad, "history": history,
                           "torch_rng": torch.get_rng_state(),
-                          "loader_rng": loader.generator.get_state()})  # type: ignore[union-attr]
+                          "loader_rng": loader.generator.get_state()})
             if stop:
                 break
     if best_state is not None:

@@ -144,7 +144,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"checkpoint file {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises several types for a corrupt file
         raise DataError(f"checkpoint file {path} cannot be read: {exc}") from exc
     check_checkpoint(ckpt, str(path))
