@@ -200,6 +200,9 @@ class ServingSettings(_Section):
     auth_token: SecretStr | None = None
     max_k: int = Field(100, ge=1)
     quantize: bool = False
+    # `bentoml serve` worker processes, each serving one request at a time on one torch
+    # thread; 0: one per core (BentoML counts the cores this process may use).
+    workers: int = Field(0, ge=0, le=256)
 
 
 class FeedbackSettings(_Section):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from recops.config import Settings
 
+
+# The name of the BentoML service (serving/service.py), which its config section is keyed by.
+BENTO_SERVICE = "recops"
 
 PHONE_HOME_OFF = {
     "GX_ANALYTICS_ENABLED": "false",
@@ -40,9 +44,16 @@ def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict
         AIRFLOW_HOME=str(p.airflow_home),
         BENTOML_HOME=str(p.bentoml_home),
         FLWR_HOME=str(p.flwr_home),
+        BENTOML_CONFIG_OVERRIDES=json.dumps(bentoml_config(settings)),
         **feast_env(settings),
     )
     return env
+
+
+def bentoml_config(settings: Settings) -> dict[str, Any]:
+    """BentoML configuration from settings (the service's worker processes)."""
+    workers = settings.serving.workers or "cpu_count"
+    return {"services": {BENTO_SERVICE: {"workers": workers}}}
 
 
 def feast_env(settings: Settings) -> dict[str, str]:

@@ -13,8 +13,10 @@ from typing import Annotated, Any, Literal
 
 import bentoml
 from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
+from bentoml.validators import ContentType
 from pydantic import BaseModel, ConfigDict, Field
 
+from recops.environment import BENTO_SERVICE
 from recops.schema import EVENT_TYPES
 from serving.contract import Contract
 from serving.guard import Guard
@@ -24,6 +26,9 @@ log = logging.getLogger("recops.serving")
 Id = Annotated[int, Field(strict=True, ge=0, le=2**62)]
 MAX_CONTEXT = 200
 POLL_SECONDS = 1.0  # how often a worker looks at the champion pointer
+# A JSON object answer. Without the declared media type BentoML builds a pydantic TypeAdapter
+# and its JSON schema for every response (to find the media type): CPU and garbage per request.
+JSONObject = Annotated[dict, ContentType("application/json")]
 
 
 class RecommendRequest(BaseModel):
@@ -77,7 +82,8 @@ def _metrics() -> dict[str, Any]:
     return _METRICS
 
 
-@bentoml.service(name="recops", traffic={"timeout": 30})
+# Workers (one per core by default, serving.workers) come from recops.environment.child_env.
+@bentoml.service(name=BENTO_SERVICE, traffic={"timeout": 30})
 class Recommender:
     """Serves the current champion; a promotion is picked up by a background watcher."""
 
@@ -111,11 +117,13 @@ class Recommender:
     def _load(self, tag: str):  # noqa: ANN202 - serving.engine.Engine
         from recops.release import registry
         from serving.engine import Engine
+        from serving.runtime import freeze_heap
 
         engine = Engine(registry.load(self.settings, tag), quantize=self.settings.serving.quantize)
         self.metrics["swap"].inc()
         log.info("serving %s (%s, %d items, quantized=%s)", engine.tag, engine.kind,
                  engine.n_items, engine.quantized)
+        freeze_heap()  # full GC passes over the frameworks' objects stalled requests
         return engine
 
     def _pointer_stamp(self) -> tuple[int, int] | None:
@@ -155,8 +163,9 @@ class Recommender:
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     def recommend(self, user_id: int, k: int = 10, exclude_seen: bool = True,
-                  context_items: list[int] | None = None) -> dict:
-        """Top-k items for a user from their recent sequence in the online store."""
+                  context_items: list[int] | None = None) -> JSONObject:
+        """Top-k items for a user: one online-store read of their recent sequence, then the
+        model's forward pass and top-k."""
         self._check_k(k)
         from recops.errors import FeatureError
 
@@ -209,7 +218,7 @@ class Recommender:
                 "duplicate": got.duplicate}
 
     @bentoml.api(route="/similar", input_spec=SimilarRequest)
-    def similar(self, item_id: int, k: int = 10) -> dict:
+    def similar(self, item_id: int, k: int = 10) -> JSONObject:
         """Items nearest to ``item_id`` in the model's item embedding space (cosine)."""
         self._check_k(k)
         engine = self.engine
