@@ -28,8 +28,8 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
 
 def train(
     ctx: typer.Context,
-    kind: Annotated[str | None, typer.Option("--kind", help="sasrec, mf or pop "
-                                             "(else model.kind).")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="sasrec, mf, pop, ease "
+                                             "or itemknn (else model.kind).")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Max epochs (train.epochs).")
                       ] = None,
     max_len: Annotated[int | None, typer.Option("--max-len", help="Sequence length "

@@ -67,3 +67,18 @@ def test_bad_inputs_exit_2_with_one_line(monkeypatch, capsys, home, tmp_path) ->
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "bad.pt"),
                            "--split", "train")
     assert code == 2 and "--split" in err
+
+
+def test_train_ease_from_the_cli_and_evaluate_it(monkeypatch, capsys, lake, home) -> None:
+    from recops.training.models import read_checkpoint
+
+    code, out, err = run_cli(monkeypatch, capsys, "train", "--kind", "ease", "--run-id", "e1",
+                             *SMALL)
+    assert code == 0, err
+    ckpt = read_checkpoint(home / "runs" / "e1" / "checkpoint.pt")
+    assert ckpt["kind"] == "ease" and ckpt["model_settings"]["ease_lambda"] == 200.0
+    assert ckpt["valid_metrics"]["ndcg@10"] > 0.5  # the cyclic walk, learnt in one fit
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", str(home / "runs" / "e1"))
+    assert code == 0, err
+    report = json.loads((home / "runs" / "e1" / "evaluation_test.json").read_text())
+    assert report["kind"] == "ease" and report["overall"]["ndcg@10"] > 0.5
