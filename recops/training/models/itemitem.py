@@ -93,8 +93,8 @@ class ItemItem(Recommender):
         self.nbr_weight[act, :k] = torch.where(keep, top.values, 0.0)
         del w, gram
         q = min(self.d_model, n, len(rows))
-        _, s, v = torch.svd_lowrank(x, q=q, niter=4)
-        self.vectors[act, :q] = v * s
+        _, sing, v = torch.svd_lowrank(x, q=q, niter=4)
+        self.vectors[act, :q] = v * sing
 
     def score(self, seqs: torch.Tensor) -> torch.Tensor:
         x = self._clip_len(seqs)
