@@ -8,7 +8,8 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ENDPOINTS = ("/recommend", "/feedback", "/similar")
-VALID = {"/recommend": {"user_id": 1}, "/feedback": {"user_id": 1, "item_id": 10,
+# Feedback from a user outside the data: the shared world's histories stay as other tests read them.
+VALID = {"/recommend": {"user_id": 1}, "/feedback": {"user_id": 990_000_001, "item_id": 10,
                                                      "event_type": "view"},
          "/similar": {"item_id": 10}}
 

@@ -55,8 +55,10 @@ def test_freeze_heap_keeps_live_objects_out_of_full_collections() -> None:
 def test_two_workers_serve(world, tmp_path_factory) -> None:
     from tests.serving.conftest import start_server
 
-    s = load_settings(world.settings.paths.resolved_config,
-                      {"home": world.settings.home, "serving.workers": 2})
+    # The world's own settings: its settings.yaml is rewritten by every server another test
+    # starts (an auth token, another online store), so it is not read back here.
+    s = world.settings.model_copy(update={
+        "serving": world.settings.serving.model_copy(update={"workers": 2})})
     srv = start_server(s, tmp_path_factory.mktemp("workers") / "bentoml.log")
     try:
         workers = [p for p in psutil.Process(srv.proc.pid).children(recursive=True)
