@@ -34,15 +34,22 @@ class LakeTables:
     users: pd.DataFrame
 
 
+def check_version(lake: Lake, dataset_version: str) -> str:
+    """The lake's version, refused unless it is still the one this run validated."""
+    current = lake.dataset_version()
+    if current != dataset_version:
+        raise DataError(f"the lake is at dataset version {current}, not {dataset_version} that "
+                        "this run validated: new data landed since; start a new run")
+    return current
+
+
 def lake_tables(settings: Settings, dataset_version: str | None = None) -> LakeTables:
     """The lake's interactions, items and users; ``dataset_version`` must be the current one."""
     from recops.lake import Lake
 
     lake = Lake(settings.paths.lake)
-    current = lake.dataset_version()
-    if dataset_version is not None and current != dataset_version:
-        raise DataError(f"the lake is at dataset version {current}, not {dataset_version} that "
-                        "this run validated: new data landed since; start a new run")
+    current = (lake.dataset_version() if dataset_version is None
+               else check_version(lake, dataset_version))
     interactions = lake.read(schema.INTERACTIONS)
     if interactions.empty:
         raise DataError(f"the lake at {settings.paths.lake} holds no interactions: run "
@@ -65,8 +72,7 @@ def ensure_features(settings: Settings, lake: Lake, *, run_id: str | None = None
     try:
         manifest = read_manifest(settings)
         fresh = (manifest["dataset_version"] == lake.dataset_version()
-                 and manifest["max_len"] == settings.model.max_len
-                 and feast_store.yaml_file(settings).exists())
+                 and manifest["max_len"] == settings.model.max_len)
     except FeatureError:
         fresh = False
     if fresh:

@@ -115,12 +115,10 @@ def features(settings: Settings, run_id: str, dataset_version: str) -> dict[str,
     from recops.features import feast_store
     from recops.features.featurize import build_sources
     from recops.lake import Lake
+    from recops.orchestration.fit import check_version
 
     lake = Lake(settings.paths.lake)
-    if lake.dataset_version() != dataset_version:
-        raise DataError(f"the lake is at dataset version {lake.dataset_version()}, not "
-                        f"{dataset_version} that this run validated: new data landed since; "
-                        "start a new run")
+    check_version(lake, dataset_version)
     sources = build_sources(settings, lake)
     applied = feast_store.apply(settings, run_id=run_id)
     materialized = feast_store.materialize(settings, run_id=run_id)

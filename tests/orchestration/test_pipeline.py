@@ -187,3 +187,5 @@ def test_training_refuses_a_lake_that_moved_on(done: dict) -> None:
     lake.append(schema.INTERACTIONS, newest, source="test:late-event")
     with pytest.raises(DataError, match="new data landed"):
         pipeline.train(s, "another-run", summary["dataset_version"])
+    with pytest.raises(DataError, match="new data landed"):
+        pipeline.features(s, "another-run", summary["dataset_version"])
