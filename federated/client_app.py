@@ -20,6 +20,7 @@ from federated.common import (
     settings_for_run,
 )
 from federated.partition import load_partition, read_manifest
+from federated.secagg_client import secagg_mod
 from federated.strategies import DP_WEIGHT, EVAL_METRICS, NUM_EXAMPLES
 
 app = ClientApp()
@@ -63,7 +64,8 @@ def _model(settings: Any, run_dir: Path, n_items: int) -> Any:
     return model
 
 
-@app.train(mods=[client_dp_mod])
+# SecAgg+ outermost: its protocol messages never reach the other mods in legacy form.
+@app.train(mods=[secagg_mod, client_dp_mod])
 def train(msg: Message, context: Context) -> Message:
     """Local epochs from the global weights; reply with the new weights and what DP spent."""
     import torch

@@ -30,19 +30,24 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "client-noise-multiplier": "federated.client_noise_multiplier",
     "client-clipping-norm": "federated.client_clipping_norm",
     "sample-dp": "privacy.enabled",
+    "secagg": "federated.secure_aggregation",
+    "secagg-num-shares": "federated.secagg_num_shares",
+    "secagg-reconstruction-threshold": "federated.secagg_reconstruction_threshold",
+    "secagg-clipping-range": "federated.secagg_clipping_range",
+    "secagg-quantization-range": "federated.secagg_quantization_range",
 }
 # Run-config keys with no settings counterpart.
-EXTRA_KEYS = ("run-dir", "round-timeout", "secagg", "local-batch-size")
+EXTRA_KEYS = ("run-dir", "round-timeout", "local-batch-size")
 
 
 def run_config_from_settings(settings: Settings, run_dir: Path, *, round_timeout: float = 600.0,
-                             secagg: bool = False, local_batch_size: int = 0) -> dict[str, Any]:
+                             local_batch_size: int = 0) -> dict[str, Any]:
     """The run config for one run: every federated knob plus the run folder.
 
     ``local_batch_size`` 0 means steps-matched (see :func:`local_batch_size`).
     """
     out: dict[str, Any] = {"run-dir": str(Path(run_dir).resolve()),
-                           "round-timeout": float(round_timeout), "secagg": bool(secagg),
+                           "round-timeout": float(round_timeout),
                            "local-batch-size": int(local_batch_size)}
     for key, dotted in RUN_CONFIG_KEYS.items():
         section, name = dotted.split(".")

@@ -244,4 +244,5 @@ def _account(settings: Settings, run_dir: Path, ledger: Any, population: str,
     # The headline spend (registry metadata's "privacy"): the sample-level one when present
     # (unit = user, like centralised DP), else the client-level one.
     headline = out.get("sample_level") or out["client_level"]
-    return {**headline, "components": out}
+    # SecAgg+ hides each client's update from the server; it adds no noise, so it changes no ε.
+    return {**headline, "components": out, "secure_aggregation": fed.secure_aggregation}

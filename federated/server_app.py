@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flwr.app import (
+    Array,
     ArrayRecord,
     ConfigRecord,
     Context,
@@ -31,7 +32,7 @@ from federated.common import (
     settings_for_run,
 )
 from federated.partition import load_server_valid, read_manifest
-from federated.strategies import EVAL_METRICS, build_strategy
+from federated.strategies import EVAL_METRICS, NUM_EXAMPLES, build_strategy
 from recops.fsutil import write_json
 
 app = ServerApp()
@@ -59,9 +60,13 @@ class RoundRecorder:
 
     def train_aggr(self, contents: list[RecordDict], weight_key: str) -> MetricRecord:
         """Mean train loss over the replies that arrived; also tracks per-client DP-SGD steps."""
+        return MetricRecord(self.train_metrics([_metrics(rd) for rd in contents], weight_key))
+
+    def train_metrics(self, replies: list[Mapping[str, Any]],
+                      weight_key: str = NUM_EXAMPLES) -> dict[str, MetricRecordValues]:
+        """:meth:`train_aggr` on the clients' metrics themselves (the SecAgg+ path's form)."""
         losses, weights, seconds = [], [], []
-        for rd in contents:
-            m = _metrics(rd)
+        for m in replies:
             losses.append(float(m["train-loss"]))
             weights.append(float(m[weight_key]))
             seconds.append(float(m.get("train-seconds", 0.0)))
@@ -74,10 +79,10 @@ class RoundRecorder:
                     mechanism="dp-sgd-ghost" if int(m.get("dp-ghost", 0)) else "dp-sgd")
         total = sum(weights) or 1.0
         loss = sum(x * w for x, w in zip(losses, weights, strict=True)) / total
-        self.pending.update(participants=len(contents), train_loss=loss,
+        self.pending.update(participants=len(replies), train_loss=loss,
                             client_train_seconds=max(seconds) if seconds else 0.0,
                             client_train_seconds_sum=sum(seconds))
-        return MetricRecord({"train-loss": loss, "participants": len(contents)})
+        return {"train-loss": loss, "participants": len(replies)}
 
     def eval_aggr(self, contents: list[RecordDict], weight_key: str) -> MetricRecord:
         """Client-side validation metrics, weighted by each client's number of validation users."""
@@ -148,8 +153,6 @@ def main(grid: Grid, context: Context) -> None:
     fed_dir = run_dir / FED_DIR
     manifest = read_manifest(run_dir)
     num_clients = int(manifest["num_partitions"])
-    if bool(context.run_config.get("secagg", False)):
-        raise ValueError("secagg=true is not supported by this ServerApp (see docs/federated.md)")
     torch.set_num_threads(max(1, int(settings.train.num_threads)))
     strategy, info = build_strategy(settings.federated, num_clients, lr=settings.train.lr)
     round_timeout = float(context.run_config.get("round-timeout", 600.0))
@@ -172,14 +175,30 @@ def main(grid: Grid, context: Context) -> None:
         recorder.record(server_round, metrics)
         return MetricRecord(metrics)
 
-    train_config = ConfigRecord({"client-dp": settings.federated.client_dp})
-    result = strategy.start(
-        grid=grid, initial_arrays=arrays_from_model(model),
-        num_rounds=settings.federated.rounds,
-        timeout=round_timeout,
-        train_config=train_config, evaluate_fn=global_eval)
-    if len(result.arrays):  # empty when no round aggregated (every client failed)
-        load_arrays(model, result.arrays)
+    if settings.federated.secure_aggregation:
+        # SecAgg+ exists only on Flower's workflow API: this path alone runs on it.
+        from federated.secagg import run_secagg
+
+        def secagg_eval(server_round: int, weights: dict[str, Any]) -> dict[str, Any]:
+            return dict(global_eval(server_round, ArrayRecord(
+                {k: Array(v) for k, v in weights.items()})))
+
+        initial = {k: v.numpy() for k, v in arrays_from_model(model).items()}
+        final = run_secagg(
+            grid, context, fed=settings.federated, num_clients=num_clients, initial=initial,
+            max_weight=float(max(c["n_users"] for c in manifest["clients"])),
+            round_timeout=round_timeout, train_metrics=recorder.train_metrics,
+            evaluate=secagg_eval)
+        load_arrays(model, ArrayRecord({k: Array(v) for k, v in final.items()}))
+    else:
+        train_config = ConfigRecord({"client-dp": settings.federated.client_dp})
+        result = strategy.start(
+            grid=grid, initial_arrays=arrays_from_model(model),
+            num_rounds=settings.federated.rounds,
+            timeout=round_timeout,
+            train_config=train_config, evaluate_fn=global_eval)
+        if len(result.arrays):  # empty when no round aggregated (every client failed)
+            load_arrays(model, result.arrays)
     torch.save(model.state_dict(), fed_dir / FINAL_STATE)
     accountant = settings.privacy.accountant
     summary = {"strategy": info, "rounds": recorder.rows, "num_clients": num_clients,

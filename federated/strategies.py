@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from federated.secagg import secagg_info
 from recops.config import FederatedSettings
 from recops.errors import ConfigError
 from recops.schema import METRIC_KEYS
@@ -66,6 +67,7 @@ def build_strategy(fed: FederatedSettings, num_clients: int, *, lr: float) -> tu
     plan = plan_rounds(fed, num_clients)
     if fed.client_dp not in CLIENT_DP:
         raise ConfigError(f"federated.client_dp must be one of {CLIENT_DP}, got {fed.client_dp!r}")
+    secure = secagg_info(fed, plan.clients_per_round)
     dp = fed.client_dp != "off"
     if dp and not fed.client_noise_multiplier > 0:
         raise ConfigError("federated.client_noise_multiplier must be > 0 when federated.client_dp "
@@ -113,5 +115,6 @@ def build_strategy(fed: FederatedSettings, num_clients: int, *, lr: float) -> tu
         "client_noise_multiplier": noise, "client_clipping_norm":
             fed.client_clipping_norm if dp else None,
         "proximal_mu": fed.proximal_mu if fed.strategy == "fedprox" else None,
+        "secure_aggregation": secure,
     }
     return strategy, info

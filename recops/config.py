@@ -160,6 +160,30 @@ class FederatedSettings(_Section):
     client_noise_multiplier: float = Field(0.1, ge=0)
     client_clipping_norm: float = Field(1.0, gt=0)
     num_cpus_per_client: float = Field(1.0, gt=0)
+    # SecAgg+ (Flower's SecAggPlusWorkflow + secaggplus_mod): the server learns only the sum of
+    # the clients' clipped, quantised updates. Each client's key is split into num_shares shares
+    # (itself and num_shares - 1 neighbours); reconstruction_threshold of them recover it, so a
+    # client's neighbourhood tolerates num_shares - threshold dropouts. Each client clips its
+    # update (new - global weights) to L2 norm clipping_range, which also bounds every
+    # coordinate for the quantiser of quantization_range levels.
+    secure_aggregation: bool = False
+    secagg_num_shares: int = Field(3, ge=3)
+    secagg_reconstruction_threshold: int = Field(2, ge=2)
+    secagg_clipping_range: float = Field(1.0, gt=0)
+    secagg_quantization_range: int = Field(2**22, ge=2**8, lt=2**32)
+
+    @model_validator(mode="after")
+    def _secagg_shares(self) -> FederatedSettings:
+        t, n = self.secagg_reconstruction_threshold, self.secagg_num_shares
+        if t >= n:
+            raise ValueError(f"secagg_reconstruction_threshold ({t}) must be below "
+                             f"secagg_num_shares ({n})")
+        if 2 * t <= n:
+            # Below a majority, a server could ask one half of a client's neighbours for its
+            # mask seed and the other half for its key, and unmask that client alone.
+            raise ValueError(f"secagg_reconstruction_threshold ({t}) must be more than half "
+                             f"of secagg_num_shares ({n})")
+        return self
 
 
 class ValidationSettings(_Section):

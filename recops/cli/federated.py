@@ -31,6 +31,16 @@ Clip = Annotated[float | None, typer.Option("--clip", help="Client update clippi
                  "(federated.client_clipping_norm).")]
 SampleDP = Annotated[bool | None, typer.Option("--sample-dp/--no-sample-dp", help="User-level "
                      "DP-SGD (Opacus) inside each client (privacy.enabled).")]
+SecAgg = Annotated[bool | None, typer.Option("--secure-aggregation/--no-secure-aggregation",
+                   help="SecAgg+: the server learns only the sum of the clients' clipped updates "
+                   "(federated.secure_aggregation).")]
+Shares = Annotated[int | None, typer.Option("--secagg-shares", help="SecAgg+ shares per client, "
+                   "odd, at least 3 (federated.secagg_num_shares).")]
+Threshold = Annotated[int | None, typer.Option("--secagg-threshold", help="SecAgg+ shares that "
+                      "recover a key: more than half the shares, fewer than all "
+                      "(federated.secagg_reconstruction_threshold).")]
+SecAggClip = Annotated[float | None, typer.Option("--secagg-clip", help="L2 norm each client "
+                       "clips its update to under SecAgg+ (federated.secagg_clipping_range).")]
 Engine = Annotated[str | None, typer.Option("--engine", "-e", help="simulation (virtual "
                    "clients in one Flower simulation) or deployment (a SuperLink and one "
                    "SuperNode process per client, over TLS) (federated.engine).")]
@@ -42,7 +52,9 @@ def federated(ctx: typer.Context, engine: Engine = None, clients: Clients = None
               partition: Partition = None, alpha: Alpha = None, strategy: Strategy = None,
               rounds: Rounds = None, local_epochs: LocalEpochs = None, fraction: Fraction = None,
               min_clients: MinClients = None, client_dp: ClientDP = None, noise: Noise = None,
-              clip: Clip = None, sample_dp: SampleDP = None, run_id: RunId = None) -> None:
+              clip: Clip = None, sample_dp: SampleDP = None, secure_aggregation: SecAgg = None,
+              secagg_shares: Shares = None, secagg_threshold: Threshold = None,
+              secagg_clip: SecAggClip = None, run_id: RunId = None) -> None:
     """Train on the lake with Flower: the rounds as they finish, then their table and plot."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -59,7 +71,10 @@ def federated(ctx: typer.Context, engine: Engine = None, clients: Clients = None
              "federated.local_epochs": local_epochs, "federated.fraction_train": fraction,
              "federated.min_clients": min_clients, "federated.client_dp": client_dp,
              "federated.client_noise_multiplier": noise, "federated.client_clipping_norm": clip,
-             "privacy.enabled": sample_dp}
+             "privacy.enabled": sample_dp, "federated.secure_aggregation": secure_aggregation,
+             "federated.secagg_num_shares": secagg_shares,
+             "federated.secagg_reconstruction_threshold": secagg_threshold,
+             "federated.secagg_clipping_range": secagg_clip}
     settings = ctx.obj.settings(**{"train.mode": "federated", **flags})
     check_settings(settings)  # bad flags fail here, before any data is read
     run = RunDir.of(settings, run_id or "fed-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))
@@ -70,7 +85,8 @@ def federated(ctx: typer.Context, engine: Engine = None, clients: Clients = None
     fed = settings.federated
     out.print(f"[bold]{fed.engine}[/]: {fed.num_clients} clients ({fed.partition}), "
               f"{fed.strategy}, {fed.rounds} rounds, client DP {fed.client_dp}, sample DP "
-              f"{'on' if settings.privacy.enabled else 'off'}; run {run.path}")
+              f"{'on' if settings.privacy.enabled else 'off'}, secure aggregation "
+              f"{'SecAgg+' if fed.secure_aggregation else 'off'}; run {run.path}")
     with Progress(TextColumn("[bold]rounds[/] {task.description}"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=out) as bar:
         task = bar.add_task("starting Flower", total=fed.rounds)

@@ -16,6 +16,12 @@ from tests.conftest import run_cli_text
     (["--client-dp", "fixed", "--strategy", "fedadam"], "fedavg"),
     (["--clients", "4", "--min-clients", "5"], "more than the 4 clients"),
     (["--engine", "nowhere"], "federated.engine"),
+    (["--secure-aggregation", "--secagg-shares", "3", "--secagg-threshold", "3"],
+     "must be below"),
+    (["--secure-aggregation", "--clients", "4", "--secagg-shares", "5",
+      "--secagg-threshold", "3"], "more than the 4 clients sampled"),
+    (["--secure-aggregation", "--secagg-clip", "0"], "federated.secagg_clipping_range"),
+    (["--secure-aggregation", "--client-dp", "fixed"], "does not combine"),
 ])
 def test_bad_flags_give_one_line_and_exit_2(monkeypatch, capsys, home, flags, words) -> None:
     code, text = run_cli_text(monkeypatch, capsys, "federated", *flags)
