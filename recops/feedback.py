@@ -37,6 +37,19 @@ REQUIRED = (schema.USER_ID, schema.ITEM_ID, schema.EVENT_TYPE, schema.EVENT_TIME
 
 
 @dataclass(frozen=True)
+class Erased:
+    """What :meth:`EventLog.erase_user` removed: the record count and, for a log whose offsets
+    are byte positions, the ``(start, length)`` byte spans cut out (to shift watermarks)."""
+
+    removed: int
+    spans: tuple[tuple[int, int], ...] = ()
+
+    def shift(self, offset: int) -> int:
+        """Where a reader's ``offset`` of the old log points in the rewritten one."""
+        return offset - sum(min(length, max(0, offset - start)) for start, length in self.spans)
+
+
+@dataclass(frozen=True)
 class Appended:
     """Where an event's record is, and whether it was there already (a repeat, not re-stored)."""
 
@@ -56,6 +69,8 @@ class EventLog(Protocol):
     def read(self, since: int = 0) -> tuple[pd.DataFrame, int]: ...
 
     def count(self) -> int: ...
+
+    def erase_user(self, user_id: int) -> Erased: ...
 
 
 def open_log(settings: Settings) -> EventLog:
@@ -123,6 +138,7 @@ class FeedbackLog:
         self._mu = threading.Lock()
         self._keys: dict[str, int] = {}  # idempotency key -> offset, for bytes [0, _scanned)
         self._scanned = 0
+        self._inode: int | None = None  # of the file _keys describes (an erasure replaces it)
 
     def append(self, event: Mapping[str, Any]) -> int:
         """Write one event and fsync it; returns the byte offset where its record starts."""
@@ -140,9 +156,8 @@ class FeedbackLog:
             return []
         self.root.mkdir(parents=True, exist_ok=True)
         with self._mu:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+            fd = self._open_locked()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
                 size = self._repair_tail(fd)
                 self._catch_up(fd, size)
                 out, lines, end = [], [], size
@@ -177,6 +192,23 @@ class FeedbackLog:
                 os.close(dfd)
         return out
 
+    def _open_locked(self) -> int:
+        """The log open for appending under the writers' lock: the file now at ``path``.
+
+        An erasure may have renamed a new file over the one opened here while this process
+        waited for the lock; appending to the old one would lose the records, so reopen.
+        """
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+
     def _repair_tail(self, fd: int) -> int:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -189,9 +221,11 @@ class FeedbackLog:
 
     def _catch_up(self, fd: int, size: int) -> None:
         """Learn the keys of records other processes appended since this one last looked."""
-        if size < self._scanned:  # the file was replaced: start over
+        inode = os.fstat(fd).st_ino
+        if size < self._scanned or inode != self._inode:  # the file was replaced: start over
             self._keys.clear()
             self._scanned = 0
+            self._inode = inode
         pos = self._scanned
         if size > pos:
             for raw in os.pread(fd, size - pos, pos).splitlines(keepends=True):
@@ -224,6 +258,45 @@ class FeedbackLog:
                 rows.append(self._parse(raw, pos))
             pos += len(raw)
         return frame(rows), since + end
+
+    def erase_user(self, user_id: int) -> Erased:
+        """Rewrite the log without ``user_id``'s records: atomically and durably.
+
+        Under the writers' lock: the kept lines go to a temporary file that is fsync'd, renamed
+        over the log, and the folder fsync'd, so a crash leaves the old log or the new one.
+        Appenders in other processes notice the new file (its inode) and rescan it.
+        """
+        if not self.path.exists():
+            return Erased(0)
+        with self._mu:
+            fd = self._open_locked()
+            try:
+                size = self._repair_tail(fd)
+                data = os.pread(fd, size, 0)
+                kept, spans, pos = [], [], 0
+                for raw in data.splitlines(keepends=True):
+                    if raw.strip() and int(self._parse(raw, pos)[schema.USER_ID]) == user_id:
+                        spans.append((pos, len(raw)))
+                    else:
+                        kept.append(raw)
+                    pos += len(raw)
+                if spans:
+                    tmp = self.path.with_name(self.path.name + ".erase.tmp")
+                    with open(tmp, "wb") as f:
+                        f.write(b"".join(kept))
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, self.path)
+                    dfd = os.open(self.root, os.O_RDONLY)
+                    try:
+                        os.fsync(dfd)
+                    finally:
+                        os.close(dfd)
+                    self._keys.clear()
+                    self._scanned = 0
+            finally:
+                os.close(fd)  # the lock goes with it; writers waiting on it then see the new file
+        return Erased(len(spans), tuple(spans))
 
     def count(self) -> int:
         """Number of complete records (cheap enough for tests and benchmarks)."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from recops.errors import DataError
-from recops.feedback import Appended, event_key, frame, prepare_record, record_json
+from recops.feedback import Appended, Erased, event_key, frame, prepare_record, record_json
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -160,6 +160,27 @@ class PostgresFeedbackLog:
         rows = self._run(work)
         nxt = int(rows[-1][0]) if rows else since
         return frame([r for _, r in rows]), nxt
+
+    def erase_user(self, user_id: int) -> Erased:
+        """Delete ``user_id``'s events in one transaction, then VACUUM the table.
+
+        Offsets (``seq``) of the other events do not move. The transaction holds the writers'
+        advisory lock, so no batch commits half-way through it; VACUUM then clears the deleted
+        row versions from the table's pages (a DELETE alone leaves them there until vacuumed).
+        """
+        from psycopg import sql
+
+        def work(conn: Connection[Any]) -> int:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_name,))
+                cur = conn.execute(sql.SQL("DELETE FROM {} WHERE (record->>'user_id')::bigint "
+                                           "= %s").format(self._t), (int(user_id),))
+                removed = cur.rowcount
+            if removed:
+                conn.execute(sql.SQL("VACUUM {}").format(self._t))  # autocommit: no transaction
+            return int(removed)
+
+        return Erased(self._run(work))
 
     def count(self) -> int:
         from psycopg import sql

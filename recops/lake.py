@@ -5,6 +5,7 @@ Layout under ``<home>/lake``::
     <table>/batches/<batch_id>.parquet      one accepted batch, never rewritten
     <table>/batches/<batch_id>.json         its manifest (rows, hash, source, time)
     <table>/log.jsonl                       the batch ids in the order they were accepted
+    tombstones.json                         hashes of erased subjects, refused by ``append``
 
 An erasure (``recops subject erase``) never edits the log: it appends a ``supersede`` entry that
 puts a rewritten batch (or nothing) in the place of the old one, whose Parquet file is deleted.
@@ -43,6 +44,8 @@ class BatchManifest:
     source: str
     created_at: str
     path: str
+    # Rows of erased subjects (recops.compliance.tombstones) refused when the batch landed.
+    erased_rows_dropped: int = 0
 
 
 def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -141,8 +144,14 @@ class Lake:
         return new
 
     def append(self, table: str, df: pd.DataFrame, source: str) -> BatchManifest:
-        """Land an accepted batch; returns its manifest. Idempotent on identical content."""
-        df = conform(df, table)
+        """Land an accepted batch; returns its manifest. Idempotent on identical content.
+
+        Rows of an erased subject (listed in the lake's tombstones) are dropped first, so no
+        ingestion path brings an erased user back; the manifest counts them.
+        """
+        from recops.compliance.tombstones import drop_erased
+
+        df, dropped = drop_erased(conform(df, table), self.root)
         content_hash = sha256_frame(df)
         batch_id = content_hash[:16]
         for existing in self.batches(table):
@@ -157,6 +166,7 @@ class Lake:
         manifest = BatchManifest(
             table=table, batch_id=batch_id, rows=len(df), content_hash=content_hash,
             source=source, created_at=datetime.now(UTC).isoformat(), path=str(path),
+            erased_rows_dropped=dropped,
         )
         write_atomic(path.with_suffix(".json"), json.dumps(asdict(manifest), indent=2))
         with open(self._table_dir(table) / "log.jsonl", "a", encoding="utf-8") as f:

@@ -1,4 +1,4 @@
-"""`recops audit verify|show`, `recops report MODEL` and `recops subject show|erase USER_ID`."""
+"""`recops audit verify|show`, `recops report MODEL`, `recops subject show|erase|export USER`."""
 
 from __future__ import annotations
 
@@ -172,15 +172,15 @@ def subject_erase_cmd(
     "data subject erasure request",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Remove USER_ID's events from the lake (as superseding batches) and mark models to retrain."""
+    """Remove USER_ID's rows everywhere recops holds them (lake, files, logs, online store)."""
     from recops.compliance.subjects import erase, parse_user_id
 
     uid = parse_user_id(user_id)
     settings = ctx.obj.settings()
     if not yes:
-        typer.confirm(f"Erase every row of user {uid} from the lake under {settings.paths.home}?",
-                      abort=True)
-    with out.status("rewriting lake batches"):
+        typer.confirm(f"Erase every row of user {uid} under {settings.paths.home} and from its "
+                      "feedback log and online store?", abort=True)
+    with out.status("rewriting lake batches, files, logs and the online store"):
         res = erase(settings, uid, reason=reason)
     table = Table(title=f"erasure {res.erasure_id}: {res.rows_removed} row(s) removed")
     for c in ("table", "superseded batch", "new batch", "rows removed"):
@@ -188,14 +188,43 @@ def subject_erase_cmd(
     for s in res.superseded:
         table.add_row(s["table"], s["old"], s["new"] or "(removed)", str(s["rows_removed"]))
     out.print(table)
+    places = Table(title=f"other places rewritten ({len(res.places)})")
+    for c in ("where", "path", "rows"):
+        places.add_column(c, overflow="fold")
+    for p in res.places:
+        places.add_row(p["where"], p["path"], str(p["rows"]))
+    out.print(places)
     out.print(f"new dataset version: {res.dataset_version}; models marked for retraining: "
               f"{', '.join(res.models_marked) or 'none'}; runs marked: "
               f"{', '.join(res.runs_marked) or 'none'}", highlight=False, soft_wrap=True)
     for r in res.remaining:
-        out.print(f"[yellow]still holds derived data:[/] {r['where']}: {r['path']} ({r['what']})",
+        out.print(f"[yellow]not rewritten:[/] {r['where']} ({r['what']})",
                   highlight=False, soft_wrap=True)
-    if not res.superseded and not res.files_rewritten:
-        out.print(f"user {uid} has no rows left in the lake: nothing erased (recorded)")
+    if not res.superseded and not res.places:
+        out.print(f"user {uid} was erased before and has no rows left: nothing erased "
+                  "(recorded)")
+
+
+@subject_app.command("export")
+def subject_export_cmd(
+    ctx: typer.Context, user_id: UserId,
+    output: Annotated[Path, typer.Option("--out", "-o", dir_okay=True, help="The JSON file to "
+                                         "write (it names the user: keep it out of the home).")],
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+) -> None:
+    """Write everything held about USER_ID (rows, features, logs, models) to one JSON file."""
+    from recops.compliance.export import check_out, export
+    from recops.compliance.subjects import parse_user_id
+
+    uid = parse_user_id(user_id)
+    check_out(output, force=force)  # before the (slow) gathering
+    settings = ctx.obj.settings()
+    with out.status("gathering what is held about the user"):
+        summary = export(settings, uid, output, force=force)
+    out.print(f"wrote {summary['path']}: {summary['lake_rows']} lake row(s), "
+              f"{summary['places']} other place(s), {summary['online_rows']} online row(s), "
+              f"{summary['runs']} run(s), {summary['models']} model(s)",
+              highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

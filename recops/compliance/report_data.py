@@ -44,6 +44,8 @@ class ReportData:
     segment_gap: dict[str, Any] | None
     retrain: dict[str, Any] | None
     figures: list[Figure] = field(default_factory=list)
+    # Every erasure that removed rows, and whether this model's data version excludes them.
+    erasures: list[dict[str, Any]] = field(default_factory=list)
 
 
 MISSING = object()  # a record file that is absent (a file holding JSON null is "recorded: none")
@@ -95,6 +97,24 @@ def _lake(settings: Settings) -> tuple[dict[str, list[dict[str, Any]]], list[dic
         tables[table] = [asdict(b) for b in lake.batches(table)]
         superseded += [e for e in lake.log_entries(table) if e.get("op") == SUPERSEDE]
     return tables, superseded
+
+
+def erasures_for(settings: Settings, data_version: str | None) -> list[dict[str, Any]]:
+    """Each erasure that removed rows: its id and time, and ``excluded``: whether the dataset
+    version ``data_version`` is free of the erased rows (no version holding them is it)."""
+    from recops.compliance.subjects import versions_containing
+    from recops.lake import Lake
+
+    lake = Lake(settings.paths.lake)
+    out = []
+    for r in AuditLog(settings.paths.audit_log).records():
+        superseded = set(r.get("inputs", {}).get("superseded", [])) if r["stage"] == "erase" \
+            else set()
+        if superseded:
+            held = versions_containing(lake, superseded)
+            out.append({"erasure_id": r["details"].get("erasure_id"), "time": r.get("time"),
+                        "excluded": data_version is not None and data_version not in held})
+    return out
 
 
 def _privacy(settings: Settings,
@@ -198,7 +218,8 @@ def gather(settings: Settings, tag: str | None = None, *, run_id: str | None = N
         superseded=superseded, quarantined=_quarantined(settings), ledger=ledger,
         privacy_total=total, privacy_words=privacy_in_words(meta, total),
         segment_gap=segment_gap(meta.get("per_segment") or {}, gate_metric),
-        retrain=retrain_required(settings).get(full))
+        retrain=retrain_required(settings).get(full),
+        erasures=erasures_for(settings, meta.get("data_version")))
     data.figures = figures(data)
     return data
 

@@ -1,31 +1,35 @@
 """Data-subject requests: what recops holds about one user (access) and erasing it (erasure).
 
-Erasure rewrites every lake batch holding the user's rows as a new batch without them, in the
-old batch's place (``Lake.supersede``: the lake's log stays append-only and says what was
-replaced), deletes the old files, rewrites staged and quarantined Parquet copies, records an
-``erase`` audit record, and marks every model and run trained on the superseded batches in
-``<home>/audit/retrain_required.json`` (read by the report and the pipeline; independent of
-the model store). The audit trail names the user only by a hash.
+Erasure reaches every place the user's rows sit: it rewrites every lake batch holding them as a
+new batch without them, in the old batch's place (``Lake.supersede``: the lake's log stays
+append-only and says what was replaced) and deletes the old files; rewrites every other file
+under the home that holds them (staged and quarantined batches, the feature sources, run files,
+downloaded datasets: :mod:`recops.compliance.places`) and the event logs (feedback, file or
+PostgreSQL); deletes the user's rows from Feast's online store
+(:mod:`recops.compliance.online_rows`); adds the user's hash to the lake's tombstones, so no
+later ingestion or retraining cycle brings them back; records an ``erase`` audit record; and
+marks every model and run trained on data that held the user in
+``<home>/audit/retrain_required.json`` (read by the report and the pipeline). Records name the
+user only by a hash.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow.parquet as pq
 
 from recops import schema
+from recops.compliance import online_rows, places, tombstones
 from recops.compliance.audit import AuditLog
+from recops.compliance.tombstones import subject_hash
 from recops.errors import DataError
+from recops.fsutil import file_lock, write_json
 from recops.hashing import sha256_json
 
 if TYPE_CHECKING:
@@ -33,12 +37,8 @@ if TYPE_CHECKING:
     from recops.lake import Lake
 
 USER_TABLES = (schema.INTERACTIONS, schema.USERS)
-
-
-def subject_hash(user_id: int) -> str:
-    """How records name a subject. User ids are small integers, so this is pseudonymous, not
-    anonymous: it keeps the raw id out of the audit trail, not out of reach of a guesser."""
-    return hashlib.sha256(f"recops-subject:{int(user_id)}".encode()).hexdigest()[:24]
+__all__ = ["erase", "parse_user_id", "retrain_required", "show", "subject_hash",
+           "versions_containing"]
 
 
 def parse_user_id(raw: str | int) -> int:
@@ -76,15 +76,11 @@ def retrain_required(settings: Settings) -> dict[str, dict[str, Any]]:
 
 def _mark(settings: Settings, entries: dict[str, dict[str, Any]]) -> None:
     path = retrain_marker_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(path.with_suffix(".lock")):
         current = retrain_required(settings)
         for key, info in entries.items():
             current.setdefault(key, info)  # the first erasure that hit a model is its reason
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        write_json(path, current)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,8 +146,9 @@ class SubjectView:
     runs: list[dict[str, Any]] = field(default_factory=list)
     models: list[dict[str, Any]] = field(default_factory=list)
     privacy_spends: list[dict[str, Any]] = field(default_factory=list)
-    copies: list[dict[str, Any]] = field(default_factory=list)
+    copies: list[dict[str, Any]] = field(default_factory=list)  # places.Place, as dicts
     feedback_events: int = 0
+    online_rows: int = 0
     erasures: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,73 +169,81 @@ def _runs(settings: Settings) -> list[tuple[str, Path, dict[str, Any]]]:
     return out
 
 
-def _staged_and_quarantined(settings: Settings) -> list[Path]:
-    files: list[Path] = []
-    for root in (settings.paths.staging, settings.paths.quarantine):
-        if root.is_dir():
-            files += sorted(root.rglob("*.parquet"))
-    return files
+def erasures_of(settings: Settings, subject: str) -> list[dict[str, Any]]:
+    """The ``erase`` audit records of ``subject`` (its hash), oldest first."""
+    return [r for r in AuditLog(settings.paths.audit_log).records() if r["stage"] == "erase"
+            and r.get("details", {}).get("subject") == subject]
 
 
-def show(settings: Settings, user_id: int) -> SubjectView:
-    """Datasets/batches, runs, model versions and privacy spends that involved ``user_id``."""
-    from recops.feedback import FeedbackLog
-    from recops.lake import Lake
-    from recops.release import registry
-    from recops.training.privacy import PrivacyLedger
-
-    lake = Lake(settings.paths.lake)
-    view = SubjectView(user_id, subject_hash(user_id))
-    hit_ids: set[str] = set()
+def _lake_hits(lake: Lake, user_id: int) -> list[dict[str, Any]]:
+    out = []
     for table in USER_TABLES:
         for b in lake.batches(table):
             n = _user_rows(b.path, user_id)
             if n:
-                hit_ids.add(b.batch_id)
-                view.batches.append({"table": table, "batch_id": b.batch_id, "rows": n,
-                                     "source": b.source, "created_at": b.created_at})
-                if table == schema.INTERACTIONS:
-                    view.events += n
-    # Past erasures of this subject: the versions that held the superseded batches still count.
-    log = AuditLog(settings.paths.audit_log)
-    view.erasures = [r for r in log.records() if r["stage"] == "erase"
-                     and r.get("details", {}).get("subject") == view.subject]
-    for r in view.erasures:
-        hit_ids |= set(r.get("inputs", {}).get("superseded", []))
-    versions = versions_containing(lake, hit_ids) if hit_ids else set()
-    run_ids = set()
-    for rid, rdir, info in _runs(settings):
-        labels = rdir / "labels.parquet"
-        in_labels = labels.is_file() and _user_rows(labels, user_id) > 0
-        if in_labels or info.get("dataset_version") in versions:
+                out.append({"table": table, "batch_id": b.batch_id, "rows": n,
+                            "source": b.source, "created_at": b.created_at})
+    return out
+
+
+def _run_ids_in(settings: Settings, found: list[places.Place]) -> set[str]:
+    runs = settings.paths.runs
+    return {Path(p.path).relative_to(runs).parts[0] for p in found
+            if runs in Path(p.path).parents}
+
+
+def _trained_on(settings: Settings, versions: set[str], run_hits: set[str]
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:
+    """(runs, models, run ids) built from a dataset version in ``versions`` or a run whose
+    files held the user."""
+    from recops.release import registry
+
+    runs, run_ids = [], set()
+    for rid, _, info in _runs(settings):
+        if rid in run_hits or info.get("dataset_version") in versions:
             run_ids.add(rid)
-            view.runs.append({"run_id": rid, "dataset_version": info.get("dataset_version"),
-                              "mode": info.get("mode"), "in_labels": in_labels})
-            if in_labels:
-                view.copies.append({"where": "run labels", "path": str(labels)})
+            runs.append({"run_id": rid, "dataset_version": info.get("dataset_version"),
+                         "mode": info.get("mode"), "in_files": rid in run_hits})
+    marks = retrain_required(settings)
+    models = []
     for m in registry.list_models(settings):
         meta = m.metadata
         if meta.get("run_id") in run_ids or meta.get("data_version") in versions:
             run_ids.add(str(meta.get("run_id")))
-            view.models.append({"tag": m.tag, "run_id": meta.get("run_id"),
-                                "data_version": meta.get("data_version"),
-                                "champion": m.champion,
-                                "retrain_required": m.tag in retrain_required(settings)})
-    view.privacy_spends = [s.to_dict() for s in
-                           PrivacyLedger(settings.paths.privacy_ledger).entries()
-                           if s.run_id in run_ids]
-    for f in _staged_and_quarantined(settings):
-        n = _user_rows(f, user_id)
-        if n:
-            view.copies.append({"where": "staging" if settings.paths.staging in f.parents
-                                else "quarantine", "path": str(f), "rows": n})
+            models.append({"tag": m.tag, "run_id": meta.get("run_id"),
+                           "data_version": meta.get("data_version"), "champion": m.champion,
+                           "retrain_required": m.tag in marks})
+    return runs, models, run_ids
+
+
+def show(settings: Settings, user_id: int) -> SubjectView:
+    """Datasets/batches, copies, runs, model versions and privacy spends that involved the user."""
+    from recops.lake import Lake
+    from recops.training.privacy import PrivacyLedger
+
+    lake = Lake(settings.paths.lake)
+    view = SubjectView(user_id, subject_hash(user_id))
+    view.batches = _lake_hits(lake, user_id)
+    view.events = sum(b["rows"] for b in view.batches if b["table"] == schema.INTERACTIONS)
+    hit_ids = {b["batch_id"] for b in view.batches}
+    # Past erasures of this subject: the versions that held the superseded batches still count.
+    view.erasures = erasures_of(settings, view.subject)
+    for r in view.erasures:
+        hit_ids |= set(r.get("inputs", {}).get("superseded", []))
+    found = places.find(settings, user_id)
     for table in USER_TABLES:
         for f in lake.orphans(table):
             if _user_rows(f, user_id):
-                view.copies.append({"where": "orphaned lake file", "path": str(f)})
-    fb, _ = FeedbackLog(settings.paths.feedback).read(0)
-    if len(fb) and schema.USER_ID in fb.columns:
-        view.feedback_events = int((fb[schema.USER_ID] == user_id).sum())
+                found.append(places.Place("orphan", "orphaned lake file", str(f), 0))
+    view.copies = [p.to_dict() for p in found]
+    view.feedback_events = sum(p.rows for p in found if p.where == "feedback log")
+    view.online_rows = online_rows.count(settings, user_id)
+    versions = versions_containing(lake, hit_ids) if hit_ids else set()
+    view.runs, view.models, run_ids = _trained_on(settings, versions,
+                                                  _run_ids_in(settings, found))
+    view.privacy_spends = [s.to_dict() for s in
+                           PrivacyLedger(settings.paths.privacy_ledger).entries()
+                           if s.run_id in run_ids]
     return view
 
 
@@ -258,81 +263,85 @@ class ErasureResult:
     runs_marked: list[str]
     remaining: list[dict[str, Any]]
     dataset_version: str | None
+    places: list[dict[str, Any]] = field(default_factory=list)  # every place rewritten
+    online_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _rewrite_without(path: Path, user_id: int) -> int:
-    df = pd.read_parquet(path)
-    keep = df[df[schema.USER_ID] != user_id]
-    tmp = path.with_suffix(".parquet.tmp")
-    keep.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return len(df) - len(keep)
+# What erasure leaves, on purpose, for the operator to know.
+REMAINING = [
+    {"where": "model weights", "path": "registry",
+     "what": "models trained on the user are marked (retrain_required.json) and replaced by the "
+             "next training, which no longer sees the user"},
+    {"where": "item aggregates", "path": "features",
+     "what": "item popularity counts in the feature sources and online store include the "
+             "user's events (no user id) until the next `features` stage rebuilds them"},
+]
 
 
 def erase(settings: Settings, user_id: int, *, reason: str = "data subject erasure request",
           run_id: str | None = None) -> ErasureResult:
-    """Remove ``user_id``'s rows from the lake (and staged/quarantined copies); mark models.
+    """Remove the user's rows from every place recops holds them; mark models; tombstone.
 
-    Idempotent: a second call finds nothing left to remove and records that it found nothing.
+    A user held nowhere and never erased is refused (DataError) with nothing changed. A repeat
+    is idempotent: it finds nothing left to remove and records that it found nothing.
     """
     from recops.lake import Lake
-    from recops.release import registry
 
     lake = Lake(settings.paths.lake)
     subject = subject_hash(user_id)
+    hits = _lake_hits(lake, user_id)
+    orphans = [f for t in USER_TABLES for f in lake.orphans(t) if _user_rows(f, user_id)]
+    found = places.find(settings, user_id)
+    online = online_rows.count(settings, user_id)
+    before = erasures_of(settings, subject)
+    if not (hits or orphans or found or online or before):
+        raise DataError(f"user {user_id} is held nowhere under {settings.paths.home} (lake, "
+                        "files, feedback log, online store) and was never erased: nothing to "
+                        f"erase, nothing changed. Check the id with `recops subject show "
+                        f"{user_id}`")
     erasure_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    # First, so an ingestion running meanwhile already refuses the user's rows.
+    tombstones.add(settings.paths.lake, subject, erasure_id)
     superseded: list[dict[str, Any]] = []
-    removed = 0
-    for table in USER_TABLES:
-        for b in lake.batches(table):
-            n = _user_rows(b.path, user_id)
-            if not n:
-                continue
-            df = lake.read(table, [b.batch_id])
-            new = lake.supersede(table, b.batch_id, df[df[schema.USER_ID] != user_id],
-                                 source=b.source, reason=f"erasure {erasure_id}")
-            superseded.append({"table": table, "old": b.batch_id, "rows_removed": n,
-                               "new": new.batch_id if new else None})
-            removed += n
-    rewritten = []
-    for f in _staged_and_quarantined(settings):
-        if _user_rows(f, user_id):
-            removed += _rewrite_without(f, user_id)
-            rewritten.append(str(f))
-    for table in USER_TABLES:
-        for f in lake.orphans(table):  # left by an erasure interrupted between log and delete
-            if _user_rows(f, user_id):
-                f.unlink()
-                rewritten.append(str(f))
+    for h in hits:
+        df = lake.read(h["table"], [h["batch_id"]])
+        new = lake.supersede(h["table"], h["batch_id"], df[df[schema.USER_ID] != user_id],
+                             source=h["source"], reason=f"erasure {erasure_id}")
+        superseded.append({"table": h["table"], "old": h["batch_id"], "rows_removed": h["rows"],
+                           "new": new.batch_id if new else None})
+    removed = sum(h["rows"] for h in hits)
+    for f in orphans:  # left by an erasure interrupted between log and delete
+        f.unlink()
+    run_hits = _run_ids_in(settings, found)
+    done = []
+    for place in found:  # files and logs; the feature sources before the online store
+        removed += places.erase(settings, place, user_id)
+        done.append(place.to_dict())
+    online = online_rows.delete(settings, user_id) if online else 0
+    if online:
+        done.append({"kind": "online", "where": "online store",
+                     "path": online_rows.where(settings), "rows": online})
+    rewritten = [str(f) for f in orphans] + [p.path for p in found if p.kind != "log"]
     old_ids: set[str] = {str(s["old"]) for s in superseded}
     # Earlier erasures of this subject count too, so a rerun after a crash still marks.
-    for r in AuditLog(settings.paths.audit_log).records():
-        if r["stage"] == "erase" and r.get("details", {}).get("subject") == subject:
-            old_ids |= set(r.get("inputs", {}).get("superseded", []))
+    for r in before:
+        old_ids |= set(r.get("inputs", {}).get("superseded", []))
     versions = versions_containing(lake, old_ids) if old_ids else set()
+    runs, models, _ = _trained_on(settings, versions, run_hits)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     why = {"reason": f"trained on data that held erased rows ({reason})",
            "erasure_id": erasure_id, "time": now}
-    marks: dict[str, dict[str, Any]] = {}
-    runs_marked = []
-    for rid, rdir, info in _runs(settings):
-        labels = rdir / "labels.parquet"
-        if info.get("dataset_version") in versions or (labels.is_file()
-                                                       and _user_rows(labels, user_id)):
-            runs_marked.append(rid)
-            marks[f"run:{rid}"] = {**why, "run_id": rid}
-    models_marked = []
-    for m in registry.list_models(settings):
-        meta = m.metadata
-        if meta.get("data_version") in versions or meta.get("run_id") in runs_marked:
-            models_marked.append(m.tag)
-            marks[m.tag] = {**why, "run_id": meta.get("run_id"), "champion": m.champion}
+    marks: dict[str, dict[str, Any]] = {f"run:{r['run_id']}": {**why, "run_id": r["run_id"]}
+                                        for r in runs}
+    marks.update({m["tag"]: {**why, "run_id": m["run_id"], "champion": m["champion"]}
+                  for m in models})
     if marks:
         _mark(settings, marks)
-    remaining = [c for c in show_copies_outside_lake(settings, user_id, runs_marked)]
+    runs_marked = [r["run_id"] for r in runs]
+    models_marked = [m["tag"] for m in models]
     try:
         version = lake.dataset_version()
     except DataError:
@@ -340,29 +349,12 @@ def erase(settings: Settings, user_id: int, *, reason: str = "data subject erasu
     AuditLog(settings.paths.audit_log).append(
         "erase", run_id=run_id, inputs={"superseded": sorted(s["old"] for s in superseded)},
         outputs={"new_batches": [s["new"] for s in superseded if s["new"]],
-                 "dataset_version": version, "files_rewritten": rewritten},
-        result="ok" if superseded or rewritten else "nothing-found",
+                 "dataset_version": version, "files_rewritten": rewritten,
+                 "places": [{k: p[k] for k in ("where", "path", "rows")} for p in done]},
+        result="ok" if superseded or orphans or done else "nothing-found",
         details={"subject": subject, "erasure_id": erasure_id, "reason": reason,
-                 "rows_removed": removed, "models_marked": models_marked,
-                 "runs_marked": runs_marked, "remaining": remaining})
+                 "rows_removed": removed, "online_rows": online,
+                 "models_marked": models_marked, "runs_marked": runs_marked,
+                 "remaining": REMAINING})
     return ErasureResult(erasure_id, user_id, subject, superseded, removed, rewritten,
-                         models_marked, runs_marked, remaining, version)
-
-
-def show_copies_outside_lake(settings: Settings, user_id: int,
-                             runs: list[str]) -> list[dict[str, Any]]:
-    """Derived copies erasure leaves for their owners' next run, so the operator knows them."""
-    from recops.feedback import FeedbackLog
-
-    out = [{"where": "run directory", "path": str(settings.paths.runs / rid),
-            "what": "labels / partitions of a run now marked for retraining"} for rid in runs]
-    if settings.paths.features.is_dir():
-        out.append({"where": "feature sources and online store", "path":
-                    str(settings.paths.features), "what": "rebuilt from the lake by the next "
-                    "`features` stage (recops features build + materialize)"})
-    fb, _ = FeedbackLog(settings.paths.feedback).read(0)
-    if len(fb) and schema.USER_ID in fb.columns and (fb[schema.USER_ID] == user_id).any():
-        out.append({"where": "feedback log", "path": str(settings.paths.feedback),
-                    "what": f"{int((fb[schema.USER_ID] == user_id).sum())} feedback event(s); "
-                    "the log is append-only with consumer offsets"})
-    return out
+                         models_marked, runs_marked, REMAINING, version, done, online)

@@ -83,6 +83,24 @@ def _advance(settings: Settings, run_id: str, from_offset: int, to_offset: int,
             write_json(state_path(settings), state)
 
 
+def shift_watermark(settings: Settings, log_name: str, shift: Callable[[int], int]) -> None:
+    """Move the watermark of ``log_name`` after the log was rewritten (an erasure cut records
+    out of it, so byte offsets moved): ``shift`` maps an old offset to the new one."""
+    path = state_path(settings)
+    if not path.exists():
+        return
+    with file_lock(path.with_suffix(".lock")):
+        state = read_state(settings)
+        old = watermark(state, log_name)
+        new = shift(old)
+        if new != old:
+            offsets = {**state.get("offsets", {}), log_name: new}
+            if state.get("log", "file") == log_name:
+                state["offset"] = new
+            state["offsets"] = offsets
+            write_json(path, state)
+
+
 def pending(settings: Settings) -> int:
     """How many feedback events wait for the next cycle."""
     from recops.feedback import open_log
@@ -108,6 +126,7 @@ def check_feedback(settings: Settings, run_id: str, min_events: int = MIN_NEW_EV
 
 def collect(settings: Settings, run_id: str, min_events: int = 1) -> dict[str, Any]:
     """Snapshot the feedback since the watermark into the run directory as interactions."""
+    from recops.compliance.tombstones import drop_erased
     from recops.feedback import open_log
 
     run = RunDir.of(settings, run_id)
@@ -117,15 +136,17 @@ def collect(settings: Settings, run_id: str, min_events: int = 1) -> dict[str, A
     log = open_log(settings)
     since = watermark(read_state(settings), log.name)
     df, until = log.read(since)
-    if len(df) < min_events:
-        return {"skip": f"{len(df)} new feedback event(s) since offset {since} < {min_events}",
-                "n_events": len(df)}
     cols = [c for c in schema.PANDAS_DTYPES[schema.INTERACTIONS] if c in df.columns]
-    batch = df[cols]
+    # Events of an erased subject (logged while the erasure ran) never reach the run's files.
+    batch, erased_dropped = drop_erased(df[cols], settings.paths.lake)
+    if len(batch) < min_events:
+        return {"skip": f"{len(batch)} new feedback event(s) since offset {since} < {min_events}"
+                + (f" ({erased_dropped} of an erased subject dropped)" if erased_dropped else ""),
+                "n_events": len(batch)}
     path = run.write_frame(RunDir.FEEDBACK, batch)
     ts = batch[schema.EVENT_TIMESTAMP]
     out = {"batch": str(path), "n_events": len(batch), "from_offset": since, "to_offset": until,
-           "log": log.name,
+           "log": log.name, "erased_dropped": erased_dropped,
            "users": int(batch[schema.USER_ID].nunique()),
            "start": ts.min().isoformat(), "end": ts.max().isoformat()}
     run.write_json(RunDir.COLLECT, out)
