@@ -33,13 +33,16 @@ def client_level_delta(num_clients: int, delta: float | None = None) -> float:
 
 def client_level_spend(*, noise_multiplier: float, clipping_norm: float, sample_rate: float,
                        rounds: int, delta: float, mechanism: str, population: str,
-                       run_id: str | None = None, accountant: str = "rdp") -> PrivacySpend:
-    """The spend of ``rounds`` rounds of DP-FedAvg (σ, q), recomputable from its fields."""
+                       run_id: str | None = None, accountant: str = "rdp",
+                       unit: str = "client") -> PrivacySpend:
+    """The spend of ``rounds`` rounds of DP-FedAvg (σ, q), recomputable from its fields.
+
+    ``unit`` is "user" when every client holds exactly one user (users as clients)."""
     eps = epsilon_for(noise_multiplier, sample_rate, rounds, delta, accountant)
     return PrivacySpend(
         epsilon=eps, delta=delta, noise_multiplier=noise_multiplier,
         max_grad_norm=clipping_norm, sample_rate=sample_rate, steps=rounds, epochs=rounds,
-        accountant=accountant, unit="client", mechanism=mechanism, population=population,
+        accountant=accountant, unit=unit, mechanism=mechanism, population=population,
         run_id=run_id)
 
 

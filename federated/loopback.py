@@ -94,3 +94,17 @@ class LoopbackGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
         return list(self.pull_messages(self.push_messages(messages)))
+
+
+def run_in_process(settings: Any, run_dir: Any, run_config: dict[str, Any], *, num_clients: int,
+                   timeout: float = 3600.0, poll: Any = None) -> None:
+    """The ServerApp over a :class:`LoopbackGrid`, in this process: same signature as the
+    engines' runners (``federated.engines.run_simulation``), for tests and quick measurements."""
+    from federated import client_app, server_app
+
+    grid = LoopbackGrid(client_app.app, run_config, num_clients)
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                      run_config=dict(run_config))
+    server_app.main(grid, context)
+    if poll is not None:
+        poll()

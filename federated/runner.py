@@ -36,6 +36,9 @@ def check_settings(settings: Settings, num_clients: int | None = None) -> None:
     if settings.model.kind == "pop":
         raise ConfigError("federated training needs model.kind 'sasrec' or 'mf': a popularity "
                           "model has no weights to average")
+    if settings.federated.users_as_clients and settings.federated.engine != "simulation":
+        raise ConfigError("federated.users_as_clients needs federated.engine 'simulation': "
+                          "thousands of users are virtual clients, not one process each")
     build_strategy(settings.federated, num_clients or settings.federated.num_clients,
                    lr=settings.train.lr)
 
@@ -125,6 +128,11 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
     engine = engine or settings.federated.engine
     if engine not in ENGINES:
         raise ConfigError(f"federated engine must be one of {ENGINES}, got {engine!r}")
+    if settings.federated.users_as_clients:
+        # One client per training user (an iid split into singletons); set on the caller's
+        # settings so every record of the run names the real number of clients.
+        settings.federated.engine = engine
+        settings.federated.num_clients = int(len(data.train_users))
     check_settings(settings)
     if data.n_users < settings.federated.num_clients:
         raise TrainingError(f"{data.n_users} users cannot be split across "
@@ -228,7 +236,7 @@ def _account(settings: Settings, run_dir: Path, ledger: Any, population: str,
             sample_rate=plan.sample_rate, rounds=done,
             delta=client_level_delta(plan.num_clients, settings.privacy.delta),
             mechanism=f"client-level-{fed.client_dp}", population=population, run_id=run_id,
-            accountant=acc)
+            accountant=acc, unit="user" if fed.users_as_clients else "client")
         ledger.append(spend)
         out["client_level"] = spend.to_dict()
     dp_path = run_dir / FED_DIR / DP_CLIENTS_FILE

@@ -78,9 +78,12 @@ def build_strategy(fed: FederatedSettings, num_clients: int, *, lr: float) -> tu
         # mechanism on a bounded-sensitivity sum any more.
         raise ConfigError("federated.client_dp needs strategy 'fedavg' or 'fedprox', not "
                           "'fedadam' (the DP noise must be added to the clipped mean itself)")
+    # Users as clients: no client-side evaluation (one user's metrics; the server evaluates).
+    fraction_evaluate = 0.0 if fed.users_as_clients else fed.fraction_train
     common: dict[str, Any] = dict(
-        fraction_train=fed.fraction_train, fraction_evaluate=fed.fraction_train,
-        min_train_nodes=fed.min_clients, min_evaluate_nodes=fed.min_clients,
+        fraction_train=fed.fraction_train, fraction_evaluate=fraction_evaluate,
+        min_train_nodes=fed.min_clients,
+        min_evaluate_nodes=0 if fed.users_as_clients else fed.min_clients,
         min_available_nodes=max(fed.min_clients, 2),
         weighted_by_key=DP_WEIGHT if dp else NUM_EXAMPLES,
     )
@@ -115,6 +118,7 @@ def build_strategy(fed: FederatedSettings, num_clients: int, *, lr: float) -> tu
         "client_noise_multiplier": noise, "client_clipping_norm":
             fed.client_clipping_norm if dp else None,
         "proximal_mu": fed.proximal_mu if fed.strategy == "fedprox" else None,
-        "secure_aggregation": secure,
+        "secure_aggregation": secure, "users_as_clients": fed.users_as_clients,
+        "privacy_unit": ("user" if fed.users_as_clients else "client") if dp else None,
     }
     return strategy, info

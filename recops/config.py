@@ -160,6 +160,10 @@ class FederatedSettings(_Section):
     client_noise_multiplier: float = Field(0.1, ge=0)
     client_clipping_norm: float = Field(1.0, gt=0)
     num_cpus_per_client: float = Field(1.0, gt=0)
+    # Cross-device: every user is a client of its own (num_clients becomes the number of
+    # training users; simulation engine only). With client_dp the client-level guarantee is
+    # then user-level, and no client-side evaluation runs (a client holds one user).
+    users_as_clients: bool = False
     # SecAgg+ (Flower's SecAggPlusWorkflow + secaggplus_mod): the server learns only the sum of
     # the clients' clipped, quantised updates. Each client's key is split into num_shares shares
     # (itself and num_shares - 1 neighbours); reconstruction_threshold of them recover it, so a

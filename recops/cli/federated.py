@@ -41,6 +41,9 @@ Threshold = Annotated[int | None, typer.Option("--secagg-threshold", help="SecAg
                       "(federated.secagg_reconstruction_threshold).")]
 SecAggClip = Annotated[float | None, typer.Option("--secagg-clip", help="L2 norm each client "
                        "clips its update to under SecAgg+ (federated.secagg_clipping_range).")]
+UsersAsClients = Annotated[bool | None, typer.Option("--users-as-clients/--no-users-as-clients",
+                           help="Cross-device: every user is a virtual client of its own "
+                           "(simulation only; federated.users_as_clients).")]
 Engine = Annotated[str | None, typer.Option("--engine", "-e", help="simulation (virtual "
                    "clients in one Flower simulation) or deployment (a SuperLink and one "
                    "SuperNode process per client, over TLS) (federated.engine).")]
@@ -54,7 +57,8 @@ def federated(ctx: typer.Context, engine: Engine = None, clients: Clients = None
               min_clients: MinClients = None, client_dp: ClientDP = None, noise: Noise = None,
               clip: Clip = None, sample_dp: SampleDP = None, secure_aggregation: SecAgg = None,
               secagg_shares: Shares = None, secagg_threshold: Threshold = None,
-              secagg_clip: SecAggClip = None, run_id: RunId = None) -> None:
+              secagg_clip: SecAggClip = None, users_as_clients: UsersAsClients = None,
+              run_id: RunId = None) -> None:
     """Train on the lake with Flower: the rounds as they finish, then their table and plot."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -74,7 +78,8 @@ def federated(ctx: typer.Context, engine: Engine = None, clients: Clients = None
              "privacy.enabled": sample_dp, "federated.secure_aggregation": secure_aggregation,
              "federated.secagg_num_shares": secagg_shares,
              "federated.secagg_reconstruction_threshold": secagg_threshold,
-             "federated.secagg_clipping_range": secagg_clip}
+             "federated.secagg_clipping_range": secagg_clip,
+             "federated.users_as_clients": users_as_clients}
     settings = ctx.obj.settings(**{"train.mode": "federated", **flags})
     check_settings(settings)  # bad flags fail here, before any data is read
     run = RunDir.of(settings, run_id or "fed-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))
