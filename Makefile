@@ -10,12 +10,22 @@ ifneq ($(DATA_ROOT),)
 export RECOPS_DATA__ROOT ?= $(abspath $(DATA_ROOT))
 endif
 
-.PHONY: setup run test test-fast lint bench lock services clean test-deps
+.PHONY: setup run test test-fast lint bench lock services clean test-deps up down status
 setup:
 	@scripts/bootstrap.sh
 
 run: setup
 	$(PY) -m recops.cli run $(ARGS)
+
+# The platform: Airflow (UI, scheduler, dag-processor, triggerer) and the champion's service.
+up: setup
+	$(PY) -m recops.cli up $(ARGS)
+
+status: setup
+	$(PY) -m recops.cli status
+
+down: setup
+	$(PY) -m recops.cli down
 
 test: setup services test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,7 +1,7 @@
 """
 ### recops_feedback_watch: turn "enough new feedback" into an asset event
 
-Every 15 minutes, counts the feedback events logged since the last retraining cycle. When there
+Every 5 minutes, counts the feedback events logged since the last retraining cycle. When there
 are at least `min_new_events`, its task succeeds and updates the `recops_feedback` asset, which
 starts `recops_retrain`; otherwise the task is skipped and no asset event is emitted.
 """
@@ -17,7 +17,7 @@ FEEDBACK = Asset(name="recops_feedback", uri="recops://feedback/events", group="
 
 @dag(
     dag_id="recops_feedback_watch",
-    schedule=timedelta(minutes=15),
+    schedule=timedelta(minutes=5),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,

@@ -242,6 +242,16 @@ class FeedbackSettings(_Section):
     max_batch: int = Field(256, ge=1, le=10_000)
 
 
+class PlatformSettings(_Section):
+    """`recops up`: Airflow's api-server (UI + REST API) and how long to wait for health."""
+
+    host: str = "127.0.0.1"  # loopback: the UI's login is a generated password, not SSO
+    airflow_port: int = Field(8080, ge=1, le=65535)
+    # LocalExecutor task slots: two cores are shared with the service and the Airflow daemons.
+    parallelism: int = Field(2, ge=1, le=64)
+    start_timeout: float = Field(600.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All of recops' settings. Build with :func:`load_settings`, not directly."""
 
@@ -264,6 +274,7 @@ class Settings(BaseSettings):
     gate: GateSettings = GateSettings()
     serving: ServingSettings = ServingSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    platform: PlatformSettings = PlatformSettings()
 
     @model_validator(mode="after")
     def _feedback_dsn(self) -> Settings:

@@ -72,5 +72,10 @@ class Paths:
         return self._p("reports")
 
     @property
+    def platform(self) -> Path:
+        """`recops up`'s state (PIDs, ports), the UI's password file and the components' logs."""
+        return self._p("platform")
+
+    @property
     def resolved_config(self) -> Path:
         return self._p("settings.yaml")

@@ -160,6 +160,7 @@ def test_report_figures_and_numbers_come_from_the_records(settings, fed_model) -
     assert f"Largest gap on ndcg@10: <strong>{gap:.4f}</strong>" in html
     # Federated participation and the gate's reasons.
     assert "3 clients, 3 of 3 rounds completed" in html
+    assert "Secure aggregation: off: the server saw each sampled client" in html
     gate = json.loads((fed_model["rdir"] / "gate.json").read_text())
     for reason in gate["reasons"]:
         assert escape(reason) in html

@@ -1,0 +1,296 @@
+"""`recops up` / `down`: Airflow's api-server, scheduler, dag-processor and triggerer, and the
+champion's BentoML service, as processes under ``<home>/platform`` started and stopped by PID.
+
+Nothing watches the components once `up` returns: a component that dies is reported as dead by
+:func:`recops.orchestration.platform_health.status`, and `up` run again starts the missing ones
+on their recorded ports (all healthy: it says the platform is already up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from recops.config import Settings
+from recops.errors import RecopsError
+from recops.fsutil import write_json
+from recops.orchestration.processes import ProcRecord, alive, check_ports, spawn, stop_all
+
+AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+SERVICE = "service"
+COMPONENTS = (*AIRFLOW_COMPONENTS, SERVICE)
+DAG_IDS = ("recops_pipeline", "recops_retrain", "recops_feedback_watch")
+USER = "admin"  # the UI's one user (Airflow's SimpleAuthManager, role admin)
+SERVICE_TARGET = "serving.service:Recommender"
+
+
+def client_host(host: str) -> str:
+    """The address a client on this machine uses to reach a server bound to ``host``."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def _url(host: str, port: int) -> str:
+    h = client_host(host)
+    return f"http://[{h}]:{port}" if ":" in h else f"http://{h}:{port}"
+
+
+@dataclass
+class PlatformState:
+    """What `up` started and where: the state file's content, and how to reach each part."""
+
+    home: str
+    airflow_host: str
+    airflow_port: int
+    service_host: str
+    service_port: int
+    password_file: str
+    started_at: str
+    procs: dict[str, ProcRecord] = field(default_factory=dict)
+    healthy_after_s: float | None = None
+    champion: str | None = None
+
+    @property
+    def ui_url(self) -> str:
+        """The Airflow UI (the REST API is under ``api/v2``)."""
+        return _url(self.airflow_host, self.airflow_port) + "/"
+
+    @property
+    def api_url(self) -> str:
+        return self.ui_url + "api/v2"
+
+    @property
+    def service_url(self) -> str | None:
+        """The BentoML service, or None when `up` did not start it (no champion)."""
+        return _url(self.service_host, self.service_port) if SERVICE in self.procs else None
+
+    def login(self) -> tuple[str, str]:
+        """(user, password) of the Airflow UI and REST API."""
+        return USER, read_password(Path(self.password_file))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "procs"}
+        out["procs"] = {n: r.to_dict() for n, r in self.procs.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlatformState:
+        fields = {k: v for k, v in data.items() if k != "procs"}
+        return cls(**fields, procs={n: ProcRecord.from_dict(r)
+                                    for n, r in data.get("procs", {}).items()})
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.paths.platform / "state.json"
+
+
+def read_state(settings: Settings) -> PlatformState | None:
+    """The platform's state file, or None when `up` has not run (or `down` removed it)."""
+    import json
+
+    path = state_path(settings)
+    if not path.exists():
+        return None
+    try:
+        return PlatformState.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise RecopsError(f"platform state file {path} is unreadable ({exc}): stop what it "
+                          "started by hand if anything runs, then delete the file") from None
+
+
+def platform_state(settings: Settings) -> PlatformState | None:
+    """The running platform (URLs, login, PIDs) for programs and tests; None when not up."""
+    state = read_state(settings)
+    if state is None or not any(alive(r) for r in state.procs.values()):
+        return None
+    return state
+
+
+def _write_state(settings: Settings, state: PlatformState) -> None:
+    path = write_json(state_path(settings), state.to_dict(), sync_dir=True)
+    path.chmod(0o600)
+
+
+def read_password(path: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads(path.read_text())[USER])
+    except (OSError, ValueError, KeyError) as exc:
+        raise RecopsError(f"cannot read the UI password from {path} ({exc}): run "
+                          "`recops down`, delete the file and `recops up` again") from None
+
+
+def _password_file(settings: Settings) -> Path:
+    """The UI's password file (mode 0600), created once per home with a random password."""
+    import json
+
+    path = settings.paths.platform / "passwords.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({USER: secrets.token_urlsafe(18)}) + "\n")
+    path.chmod(0o600)
+    read_password(path)
+    return path
+
+
+def airflow_platform_env(settings: Settings, state: PlatformState) -> dict[str, str]:
+    """Airflow's environment (airflow_runner's) plus the platform's API URL and login."""
+    from recops.orchestration import airflow_runner
+
+    env = airflow_runner.airflow_env(settings, parallelism=settings.platform.parallelism)
+    env.update({
+        # LocalExecutor workers report to the execution API of this platform's api-server.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": state.ui_url + "execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": state.password_file,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__API__HOST": state.airflow_host,
+        "AIRFLOW__API__PORT": str(state.airflow_port),
+    })
+    return env
+
+
+def _command(name: str, state: PlatformState) -> list[str]:
+    from recops.orchestration import airflow_runner
+
+    af = airflow_runner.airflow_bin()
+    # Task logs are files on this machine, read by the api-server itself: no log servers.
+    return {
+        "api-server": [af, "api-server", "--host", state.airflow_host, "--port",
+                       str(state.airflow_port), "--workers", "1"],
+        "scheduler": [af, "scheduler", "--skip-serve-logs"],
+        "dag-processor": [af, "dag-processor"],
+        "triggerer": [af, "triggerer", "--skip-serve-logs"],
+        SERVICE: [sys.executable, "-m", "bentoml", "serve", SERVICE_TARGET, "--host",
+                  state.service_host, "--port", str(state.service_port)],
+    }[name]
+
+
+def _start(settings: Settings, state: PlatformState, names: list[str]) -> None:
+    from recops.environment import child_env
+
+    logs = settings.paths.platform / "logs"
+    af_env = airflow_platform_env(settings, state)
+    for name in names:
+        env = child_env(settings) if name == SERVICE else af_env
+        port = {"api-server": state.airflow_port, SERVICE: state.service_port}.get(name)
+        state.procs[name] = spawn(name, _command(name, state), env, logs / f"{name}.log", port)
+        _write_state(settings, state)  # recorded at once: `down` finds it whatever happens next
+
+
+@dataclass
+class UpResult:
+    state: PlatformState
+    started: list[str]
+    seconds: float
+    already_up: bool = False
+
+    @property
+    def no_champion(self) -> bool:
+        return self.state.service_url is None
+
+
+Progress = Callable[[str], None]
+
+
+def up(settings: Settings, *, timeout: float | None = None,
+       on_progress: Progress | None = None) -> UpResult:
+    """Start what is not running and wait until every component is healthy; see the module."""
+    from recops.orchestration import airflow_runner
+    from recops.orchestration.platform_health import unpause_dags, wait_healthy
+    from recops.release import registry
+
+    t0 = time.monotonic()
+    say = on_progress or (lambda _msg: None)
+    champion = registry.champion_tag(settings)
+    state = read_state(settings)
+    if state is not None and not any(alive(r) for r in state.procs.values()):
+        stop_all(state.procs.values())  # whatever a dead leader left behind
+        clear_state(settings)
+        state = None
+    fresh = state is None
+    if state is None:
+        p = settings.platform
+        ports = {"Airflow api-server": (p.host, p.airflow_port)}
+        if champion:
+            ports["service"] = (settings.serving.host, settings.serving.port)
+        check_ports(ports)
+        say("preparing Airflow's database")
+        airflow_runner.prepare(settings)
+        _sqlite_wal(settings)
+        state = PlatformState(
+            home=str(settings.paths.home), airflow_host=p.host, airflow_port=p.airflow_port,
+            service_host=settings.serving.host, service_port=settings.serving.port,
+            password_file=str(_password_file(settings)),
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    wanted = [*AIRFLOW_COMPONENTS, *([SERVICE] if champion else [])]
+    missing = [n for n in wanted if n not in state.procs or not alive(state.procs[n])]
+    if not missing:
+        return UpResult(state, [], round(time.monotonic() - t0, 1), already_up=True)
+    if not fresh:
+        stop_all([state.procs[n] for n in missing if n in state.procs])  # dead leaders' leftovers
+        check_ports({what: where for name, what, where in (
+            ("api-server", "Airflow api-server", (state.airflow_host, state.airflow_port)),
+            (SERVICE, "service", (state.service_host, state.service_port))) if name in missing})
+    state.champion = champion
+    deadline = t0 + (timeout or settings.platform.start_timeout)
+    try:
+        say("starting " + ", ".join(missing))
+        # The scheduler last: a task it launches before the execution API answers fails.
+        _start(settings, state, [n for n in missing if n != "scheduler"])
+        if "scheduler" in missing:
+            wait_healthy(state, deadline, say, only=["api-server"])
+            _start(settings, state, ["scheduler"])
+        wait_healthy(state, deadline, say)
+        unpause_dags(state)
+    except BaseException:
+        stop_all([state.procs[n] for n in (state.procs if fresh else missing) if n in state.procs])
+        if fresh:
+            clear_state(settings)
+        else:
+            for n in missing:
+                state.procs.pop(n, None)
+            _write_state(settings, state)
+        raise
+    state.healthy_after_s = round(time.monotonic() - t0, 1)
+    _write_state(settings, state)
+    return UpResult(state, missing, state.healthy_after_s)
+
+
+def _sqlite_wal(settings: Settings) -> None:
+    """SQLite in WAL mode: readers stop blocking the one writer among Airflow's processes.
+
+    In the default rollback journal, one execution-API call waited 35 s for the lock while the
+    scheduler, dag-processor and triggerer wrote (a platform started on 2 busy cores).
+    """
+    import sqlite3
+
+    if settings.stores.airflow_db != "sqlite":
+        return
+    with contextlib.closing(sqlite3.connect(settings.paths.airflow_home / "airflow.db")) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+
+
+def clear_state(settings: Settings) -> None:
+    state_path(settings).unlink(missing_ok=True)
+
+
+def down(settings: Settings, grace: float = 30.0) -> list[str] | None:
+    """Stop every recorded component and what it started; None when the platform was not up."""
+    state = read_state(settings)
+    if state is None:
+        return None
+    stopped = stop_all(state.procs.values(), grace=grace)
+    clear_state(settings)
+    return stopped
+
