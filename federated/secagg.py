@@ -33,10 +33,14 @@ def secagg_info(fed: FederatedSettings, clients_per_round: int) -> dict[str, Any
     """Check the SecAgg+ settings against the round size; the record of what ran."""
     if not fed.secure_aggregation:
         return {"enabled": False}
-    if fed.client_dp != "off":
+    if fed.client_dp == "adaptive":
         raise ConfigError("federated.secure_aggregation does not combine with "
-                          f"federated.client_dp '{fed.client_dp}' yet: Flower's client-level DP "
-                          "wrappers clip on the server side of the Message API")
+                          "federated.client_dp 'adaptive': the server cannot count how many "
+                          "updates were clipped without seeing them; use 'fixed'")
+    if fed.client_dp == "fixed" and fed.client_clipping_norm > fed.secagg_clipping_range:
+        raise ConfigError(f"federated.client_clipping_norm ({fed.client_clipping_norm}) must "
+                          f"not exceed federated.secagg_clipping_range "
+                          f"({fed.secagg_clipping_range}), the quantiser's range")
     if fed.strategy not in ("fedavg", "fedprox"):
         raise ConfigError("federated.secure_aggregation needs strategy 'fedavg' or 'fedprox' "
                           f"(the server only sees the mean update), not {fed.strategy!r}")
@@ -62,10 +66,22 @@ def secagg_info(fed: FederatedSettings, clients_per_round: int) -> dict[str, Any
             "tolerated_dropouts_per_neighbourhood": shares - threshold,
             "clipping_range": fed.secagg_clipping_range, "quantization_range": q,
             "modulus_range": MODULUS_RANGE,
-            "quantization_step": 2 * fed.secagg_clipping_range / q}
+            "quantization_step": 2 * fed.secagg_clipping_range / q,
+            "clipping_norm": update_clip(fed.client_dp, fed.client_clipping_norm,
+                                         fed.secagg_clipping_range),
+            # DP-FedAvg on top: the server adds N(0, (σ·clip/m)²) to the unmasked mean of the
+            # m equally weighted clipped updates. The server sees that mean before the noise.
+            "server_noise": fed.client_dp == "fixed"}
+
+
+def update_clip(client_dp: str, client_clipping_norm: float, secagg_clipping_range: float) -> float:
+    """The L2 norm a client clips its update to: the DP clip under DP-FedAvg, else the
+    quantiser's range."""
+    return client_clipping_norm if client_dp == "fixed" else secagg_clipping_range
 
 
 def _legacy_fedavg() -> type:
+    import numpy as np
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server.strategy import FedAvg as LegacyFedAvg
 
@@ -74,6 +90,8 @@ def _legacy_fedavg() -> type:
         aggregated mean update (every reply carries that same mean after SecAgg+)."""
 
         current: list[Any] = []
+        noise_multiplier = 0.0
+        clip = 0.0
 
         def configure_fit(self, server_round: int, parameters: Any,
                           client_manager: Any) -> Any:
@@ -85,6 +103,12 @@ def _legacy_fedavg() -> type:
             if not results:
                 return None, {}
             mean_update = parameters_to_ndarrays(results[0][1].parameters)
+            if self.noise_multiplier > 0:
+                # DP-FedAvg: m equally weighted updates of L2 norm <= clip; the mean moves by
+                # at most clip/m when one client's update changes.
+                std = self.noise_multiplier * self.clip / len(results)
+                rng = np.random.default_rng()
+                mean_update = [d + rng.normal(0.0, std, d.shape) for d in mean_update]
             new = [(g + d).astype(g.dtype)
                    for g, d in zip(self.current, mean_update, strict=True)]
             self.current = new
@@ -171,6 +195,10 @@ def run_secagg(grid: Any, context: Any, *, fed: FederatedSettings, num_clients: 
         initial_parameters=ndarrays_to_parameters(list(initial.values())),
         on_fit_config_fn=fit_config, evaluate_fn=evaluate_fn,
         fit_metrics_aggregation_fn=lambda pairs: train_metrics([m for _, m in pairs]))
+    if fed.client_dp == "fixed":
+        strategy.noise_multiplier = fed.client_noise_multiplier
+        strategy.clip = fed.client_clipping_norm
+        max_weight = 1.0  # every client weighs 1 (DP-FedAvg)
     workflow = _checked_workflow()(
         fed.secagg_num_shares, fed.secagg_reconstruction_threshold,
         max_weight=max_weight, clipping_range=fed.secagg_clipping_range,

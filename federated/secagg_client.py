@@ -18,7 +18,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
-from federated.secagg import PARAM_NAMES_KEY
+from federated.secagg import PARAM_NAMES_KEY, update_clip
 from federated.strategies import NUM_EXAMPLES
 
 CLIP_KEY = "secagg-clipping-range"
@@ -50,9 +50,12 @@ def _clipped_update(legacy: Message, ctxt: Context, train: ClientAppCallable) ->
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.compat.common import recorddict_compat as compat
 
-    if CLIP_KEY not in ctxt.run_config:
+    run_config: Mapping[str, Any] = ctxt.run_config
+    if CLIP_KEY not in run_config:
         raise ValueError(f"run config lacks {CLIP_KEY!r}: this client cannot bound its update")
-    max_norm = float(ctxt.run_config[CLIP_KEY])  # type: ignore[arg-type]
+    dp = run_config.get("client-dp", "off")
+    max_norm = update_clip(dp, float(run_config.get("client-clipping-norm", 0.0)),
+                           float(run_config[CLIP_KEY]))
     fitins = compat.recorddict_to_fitins(legacy.content, keep_input=True)
     cfg: Mapping[str, Any] = fitins.config
     names = str(cfg[PARAM_NAMES_KEY]).split(",")
@@ -70,6 +73,8 @@ def _clipped_update(legacy: Message, ctxt: Context, train: ClientAppCallable) ->
     update = [trained[n].numpy() - s for n, s in zip(names, start, strict=True)]
     clipped, _ = clip_update(update, max_norm)
     metrics: dict[str, Any] = dict(reply.content["metrics"])
+    # Under DP-FedAvg every client weighs the same (a big client may not move the mean more).
+    weight = 1 if dp == "fixed" else int(metrics[NUM_EXAMPLES])
     fitres = FitRes(status=Status(Code.OK, "ok"), parameters=ndarrays_to_parameters(clipped),
-                    num_examples=int(metrics[NUM_EXAMPLES]), metrics=metrics)
+                    num_examples=weight, metrics=metrics)
     return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=legacy)

@@ -21,7 +21,7 @@ from tests.conftest import run_cli_text
     (["--secure-aggregation", "--clients", "4", "--secagg-shares", "5",
       "--secagg-threshold", "3"], "more than the 4 clients sampled"),
     (["--secure-aggregation", "--secagg-clip", "0"], "federated.secagg_clipping_range"),
-    (["--secure-aggregation", "--client-dp", "fixed"], "does not combine"),
+    (["--secure-aggregation", "--client-dp", "adaptive"], "does not combine"),
     (["--users-as-clients", "--engine", "deployment"], "virtual clients"),
 ])
 def test_bad_flags_give_one_line_and_exit_2(monkeypatch, capsys, home, flags, words) -> None:

@@ -201,6 +201,36 @@ def test_a_client_clips_its_update_and_sends_no_plain_arrays(tiny_data, tmp_path
         assert all(len(r) == 0 for r in msg.content.array_records.values())
 
 
+def test_secagg_with_dp_fedavg_noises_the_mean_of_equally_weighted_clipped_updates(
+        tiny_data, tmp_path, plain) -> None:
+    from federated.secagg_client import clip_update
+
+    clip, sigma = 0.05, 1.0
+    final, _, run_dir = _run(tiny_data, tmp_path, secure=True, **{
+        "federated.client_dp": "fixed", "federated.client_noise_multiplier": sigma,
+        "federated.client_clipping_norm": clip, "privacy.budget_epsilon": 1e6})
+    _, initial, clients = plain
+    names = list(final)
+    clipped = {}
+    for pid, (trained, _) in clients.items():
+        update = [trained[k] - initial[k].numpy() for k in names]
+        clipped[pid], norm = clip_update(update, clip)
+        assert norm > clip  # the clip binds: the sum's sensitivity is the clip
+    noise = np.concatenate([
+        (final[k].numpy().astype(np.float64) - initial[k].numpy()
+         - sum(clipped[p][i] for p in clients) / N).ravel() for i, k in enumerate(names)])
+    assert noise.size > 5000
+    # N(0, (σ·clip/m)²) on every coordinate, m = 5 equally weighted clients
+    assert noise.std() == pytest.approx(sigma * clip / N, rel=0.1)
+    assert abs(noise.mean()) < 5 * sigma * clip / N / np.sqrt(noise.size)
+    import json
+
+    summary = json.loads((run_dir / FED_DIR / SUMMARY_FILE).read_text())
+    sa = summary["strategy"]["secure_aggregation"]
+    assert sa["server_noise"] and sa["clipping_norm"] == clip
+    assert summary["rounds"][-1]["epsilon"]["client_level"] > 0
+
+
 @pytest.mark.parametrize("overrides, words", [
     ({"federated.secagg_num_shares": 3, "federated.secagg_reconstruction_threshold": 3},
      "must be below secagg_num_shares"),
@@ -224,7 +254,9 @@ def test_bad_secagg_values_are_refused_when_settings_are_read(make_settings, ove
     ({"federated.secagg_quantization_range": 3000}, "power of 2"),
     ({"federated.num_clients": 2000, "federated.min_clients": 2},
      r"below 2\^32, or the masked sum wraps around; lower it to at most 2097152"),
-    ({"federated.client_dp": "fixed"}, "does not combine"),
+    ({"federated.client_dp": "adaptive"}, "does not combine"),
+    ({"federated.client_dp": "fixed", "federated.client_clipping_norm": 2.0,
+      "federated.secagg_clipping_range": 1.0}, "must not exceed"),
     ({"federated.strategy": "fedadam"}, "'fedavg' or 'fedprox'"),
 ])
 def test_secagg_settings_that_do_not_fit_the_round_fail_before_anything_starts(
