@@ -195,15 +195,33 @@ def _rewrite_csv(path: Path, kept: list[str]) -> None:
 # Event logs
 
 
-def _feedback_log(settings: Settings) -> EventLog:
+def _feedback_log(settings: Settings) -> EventLog | None:
     from recops.feedback import open_log
 
     return open_log(settings)
 
 
+def _old_file_log(settings: Settings) -> EventLog | None:
+    """The file log left behind when the backend became PostgreSQL (it still holds events)."""
+    from recops.feedback import FILENAME, FeedbackLog
+
+    if settings.feedback.backend == "file" or not (settings.paths.feedback / FILENAME).exists():
+        return None
+    return FeedbackLog(settings.paths.feedback)
+
+
 # Every log of user events: the feedback log today; an impression log is added here, and is
-# then read by `subject export` and rewritten by `subject erase` like the feedback log.
-USER_LOGS: dict[str, Callable[[Settings], EventLog]] = {"feedback log": _feedback_log}
+# then read by `subject export` and rewritten by `subject erase` like the feedback log. An
+# opener returns None where its log does not apply.
+USER_LOGS: dict[str, Callable[[Settings], EventLog | None]] = {
+    "feedback log": _feedback_log, "feedback log (file, before postgres)": _old_file_log}
+
+
+def _open(name: str, settings: Settings) -> EventLog:
+    log = USER_LOGS[name](settings)
+    if log is None:
+        raise DataError(f"the {name} does not apply to these settings")
+    return log
 
 
 def _log_rows(log: EventLog, user_id: int) -> pd.DataFrame:
@@ -231,6 +249,8 @@ def find(settings: Settings, user_id: int) -> list[Place]:
             places.append(Place("csv", "dataset download", str(path), len(theirs)))
     for name, opener in USER_LOGS.items():
         log = opener(settings)
+        if log is None:
+            continue
         n = len(_log_rows(log, user_id))
         if n:
             places.append(Place("log", name, str(getattr(log, "path", log.name)), n))
@@ -252,7 +272,7 @@ def read(settings: Settings, place: Place, user_id: int) -> list[dict[str, Any]]
         return [dict(zip(header, next(csv.reader(io.StringIO(ln))), strict=False))
                 for ln in theirs]
     if place.kind == "log":
-        return records(_log_rows(USER_LOGS[place.where](settings), user_id))
+        return records(_log_rows(_open(place.where, settings), user_id))
     raise DataError(f"unknown kind of place {place.kind!r}")
 
 
@@ -272,7 +292,7 @@ def erase(settings: Settings, place: Place, user_id: int) -> int:
         _rewrite_csv(path, kept)
         return len(theirs)
     if place.kind == "log":
-        log = USER_LOGS[place.where](settings)
+        log = _open(place.where, settings)
         erased = log.erase_user(user_id)
         if erased.spans:  # byte offsets moved: consumers' watermarks move with them
             from recops.orchestration.continual import shift_watermark

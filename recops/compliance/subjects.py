@@ -236,7 +236,7 @@ def show(settings: Settings, user_id: int) -> SubjectView:
             if _user_rows(f, user_id):
                 found.append(places.Place("orphan", "orphaned lake file", str(f), 0))
     view.copies = [p.to_dict() for p in found]
-    view.feedback_events = sum(p.rows for p in found if p.where == "feedback log")
+    view.feedback_events = sum(p.rows for p in found if p.where.startswith("feedback log"))
     view.online_rows = online_rows.count(settings, user_id)
     versions = versions_containing(lake, hit_ids) if hit_ids else set()
     view.runs, view.models, run_ids = _trained_on(settings, versions,

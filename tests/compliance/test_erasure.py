@@ -398,3 +398,40 @@ def test_erasure_on_movielens_small(movielens_small: Path, tmp_path: Path) -> No
 
     view = show(s, user)
     assert (view.batches, view.copies, view.online_rows, view.feedback_events) == ([], [], 0, 0)
+
+
+@pytest.mark.integration
+def test_erase_reaches_the_postgres_log_and_the_file_log_left_before_it(
+        postgres_dsn: str, tmp_path: Path) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from recops.compliance.subjects import erase, show
+    from recops.config import libpq_dsn, load_settings
+    from recops.feedback import FeedbackLog, open_log
+    from recops.lake import Lake
+    from tests.compliance.conftest import small_tables
+
+    table = f"t_erase_{uuid.uuid4().hex[:10]}"
+    s = load_settings(overrides={"home": tmp_path / "h", "feedback.backend": "postgres",
+                                 "feedback.table": table, "stores.postgres_dsn": postgres_dsn})
+    lake = Lake(s.paths.lake)
+    for name, df in small_tables().items():
+        lake.append(name, df, "test")
+    ev = [{"user_id": u, "item_id": 1, "event_type": "click",
+           "event_timestamp": f"2026-02-01T00:00:{n:02d}Z"} for n, u in enumerate([7, 8, 7])]
+    FeedbackLog(s.paths.feedback).append_many(ev)  # written while the backend was "file"
+    pg = open_log(s)
+    try:
+        pg.append_many(ev)
+        assert show(s, 7).feedback_events == 4
+        res = erase(s, 7)
+        logs = sorted(p["where"] for p in res.places if p["kind"] == "log")
+        assert logs == ["feedback log", "feedback log (file, before postgres)"]
+        assert pg.read(0)[0].user_id.tolist() == [8]
+        assert FeedbackLog(s.paths.feedback).read(0)[0].user_id.tolist() == [8]
+        assert show(s, 7).feedback_events == 0
+    finally:
+        pg.close()  # type: ignore[attr-defined]  # the PostgreSQL log's connection
+        with psycopg.connect(libpq_dsn(postgres_dsn), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
