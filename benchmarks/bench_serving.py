@@ -16,7 +16,9 @@ machine (load average well under the core count; it is printed).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -31,7 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from loadgen import pct, run  # noqa: E402 - benchmarks/ is this script's own folder
+from loadgen import hey, pct, run  # noqa: E402 - benchmarks/ is this script's own folder
 
 # --- server -----------------------------------------------------------------------------------
 
@@ -42,7 +44,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, settings: Any, log: Path) -> None:
+    def __init__(self, settings: Any, log: Path, target: str = "serving.service:Recommender",
+                 cwd: Path = REPO, env: dict[str, str] | None = None) -> None:
         import httpx
 
         from recops.environment import child_env
@@ -51,10 +54,10 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "serving.service:Recommender",
-             "--host", "127.0.0.1", "--port", str(self.port)], cwd=REPO,
-            env=child_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            [sys.executable, "-m", "bentoml", "serve", target,
+             "--host", "127.0.0.1", "--port", str(self.port)], cwd=cwd,
+            env={**child_env(settings), **(env or {})}, stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -88,6 +91,51 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self.log.close()
+
+
+class FeastServer:
+    """`feast serve` over the same repo, yaml and project: the feature read alone, over HTTP.
+
+    Same worker count as the service; --max-requests is raised so that its workers are not
+    recycled every 1,000 requests (the recycling is a stall of its own, not the read's cost).
+    """
+
+    def __init__(self, settings: Any, workers: int, log: Path) -> None:
+        import httpx
+
+        from recops.environment import child_env
+        from recops.features import feast_store
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
+        feast = Path(sys.executable).with_name("feast")
+        self.proc = subprocess.Popen(
+            [str(feast), "-c", str(feast_store.REPO), "-f", str(feast_store.yaml_file(settings)),
+             "serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
+             "--workers", str(workers), "--max-requests", "100000000"],
+            env=child_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"feast serve exited; see {log}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"feast serve not ready; see {log}")
+
+    def body(self, user: int) -> dict[str, Any]:
+        from recops.features import featurize as f
+
+        return {"features": [f"{f.USER_RECENT_VIEW}:{f.RECENT_ITEMS}"],
+                "entities": {"user_id": [user]}}
+
+    stop = Server.stop
 
 
 # --- world ------------------------------------------------------------------------------------
@@ -239,6 +287,30 @@ def bench_store(world: dict[str, Any], store: str, args: argparse.Namespace,
             res["rss_mb"] = server.rss_mb()
         finally:
             server.stop()
+        # The framework's floor: the same request model, a constant answer, same workers.
+        workers = args.workers or os.cpu_count() or 1
+        from recops.environment import bentoml_config
+
+        floor_srv = Server(settings, logdir / f"floor-{store}.log", "floor_service:Floor",
+                           REPO / "benchmarks", {"FLOOR_WORKERS": str(workers),
+                           "BENTOML_CONFIG_OVERRIDES": json.dumps(bentoml_config(settings,
+                                                                                 "floor"))})
+        try:
+            run(floor_srv.url, "/recommend", 4, 200, heavy, tool=args.tool)  # warm-up
+            res["bentoml_floor"] = {c: run(floor_srv.url, "/recommend", c, args.requests, heavy,
+                                           tool=args.tool) for c in args.concurrency}
+        finally:
+            floor_srv.stop()
+        if shutil.which("hey"):  # the feature read alone, for the p99 target's reference
+            fs = FeastServer(settings, args.workers or os.cpu_count() or 1,
+                             logdir / f"feast-{store}.log")
+            try:
+                url = fs.url + "/get-online-features"
+                hey(url, fs.body(heavy[0]), 4, 200)  # warm-up
+                res["feast"] = {c: hey(url, fs.body(heavy[0]), c, args.requests)
+                                for c in args.concurrency}
+            finally:
+                fs.stop()
     finally:
         if store == "redis":
             feast_store.teardown(settings)
@@ -295,6 +367,18 @@ def main() -> None:
             t.add_row(r["store"], f"HTTP, {h['tool']} process", str(c), f"{h['p50_ms']:.2f}",
                       f"{h['p99_ms']:.2f}", f"{h['p999_ms']:.2f}", f"{h['max_ms']:.1f}",
                       f"{h['rps']:.0f}", str(h["errors"]), f"{h['p50_ms'] / f['p50_ms']:.1f}")
+        for c, h in r.get("bentoml_floor", {}).items():
+            t.add_row(r["store"], "BentoML floor (constant answer)", str(c),
+                      f"{h['p50_ms']:.2f}", f"{h['p99_ms']:.2f}", f"{h['p999_ms']:.2f}",
+                      f"{h['max_ms']:.1f}", f"{h['rps']:.0f}", str(h["errors"]), "")
+        for c, h in r.get("feast", {}).items():
+            t.add_row(r["store"], "feast serve (feature read alone)", str(c),
+                      f"{h['p50_ms']:.2f}", f"{h['p99_ms']:.2f}", f"{h['p999_ms']:.2f}",
+                      f"{h['max_ms']:.1f}", f"{h['rps']:.0f}", str(h["errors"]), "")
+    for r in results:
+        if "feast" in r and 1 in r["http"] and 1 in r["feast"]:
+            con.print(f"{r['store']}: /recommend p99 at concurrency 1 is "
+                      f"{r['http'][1]['p99_ms'] / r['feast'][1]['p99_ms']:.2f}x feast serve's")
     con.print(t)
     t2 = Table(title="feedback under load (concurrency 8), visibility, memory")
     for col in ("store", "acknowledged", "rows written", "errors", "fb p50 ms", "fb p99 ms",

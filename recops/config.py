@@ -228,9 +228,17 @@ class ServingSettings(_Section):
     auth_token: SecretStr | None = None
     max_k: int = Field(100, ge=1)
     quantize: bool = False
-    # `bentoml serve` worker processes, each serving one request at a time on one torch
+    # `bentoml serve` worker processes, each computing one batch at a time on one torch
     # thread; 0: one per core (BentoML counts the cores this process may use).
     workers: int = Field(0, ge=0, le=256)
+    # Adaptive batching of /recommend: the requests that arrive while one batch is computed
+    # (at most this many) form the next; a lone request waits for nothing.
+    max_batch: int = Field(64, ge=1, le=4096)
+    # One log line per request (BentoML's access log) and an OpenTelemetry span per request
+    # (useful only with a tracing exporter in BentoML's configuration). Off by default: together
+    # they took ~30% of a worker's CPU at full load; a proxy in front usually logs access.
+    access_log: bool = False
+    request_tracing: bool = False
 
 
 class FeedbackSettings(_Section):

@@ -50,10 +50,16 @@ def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict
     return env
 
 
-def bentoml_config(settings: Settings) -> dict[str, Any]:
-    """BentoML configuration from settings (the service's worker processes)."""
-    workers = settings.serving.workers or "cpu_count"
-    return {"services": {BENTO_SERVICE: {"workers": workers}}}
+def bentoml_config(settings: Settings, service: str = BENTO_SERVICE) -> dict[str, Any]:
+    """BentoML configuration from settings: the service's worker processes, its access log and
+    OpenTelemetry spans per request (each a third of a worker's CPU at full load when on)."""
+    s = settings.serving
+    config: dict[str, Any] = {"services": {service: {
+        "workers": s.workers or "cpu_count",
+        "logging": {"access": {"enabled": s.access_log}}}}}
+    if not s.request_tracing:
+        config["tracing"] = {"excluded_urls": [".*"]}  # the middleware passes every request
+    return config
 
 
 def feast_env(settings: Settings) -> dict[str, str]:

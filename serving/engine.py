@@ -7,6 +7,7 @@ model they started with.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -16,6 +17,17 @@ from torch import nn
 
 from recops import schema
 from recops.release.registry import RegisteredModel
+
+
+@dataclass(frozen=True)
+class Query:
+    """One /recommend after the feature read: the user's history (item ids, most recent last),
+    how many items, whether to drop what they have seen, and the request's context items."""
+
+    history_ids: Sequence[int]
+    k: int
+    exclude_seen: bool = True
+    context_ids: Sequence[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,15 +101,9 @@ class Engine:
     # --- ranking ------------------------------------------------------------------------------
     def rank(self, history: list[int], k: int, *, exclude: list[int] | None = None) -> Ranked:
         """Top-k item indices for a history (indices, most recent last); seen items masked."""
-        k = min(k, self.n_items)
         with torch.inference_mode():
             scores = self.model.score(self.sequence(history))[0].float().clone()
-            scores[0] = -torch.inf
-            if exclude:
-                scores[torch.tensor(exclude, dtype=torch.long)] = -torch.inf
-            n_ok = int(torch.isfinite(scores).sum())
-            top = torch.topk(scores, min(k, n_ok))
-        return Ranked(top.indices.tolist(), top.values.tolist(), None)
+        return self._top(scores, k, exclude)
 
     def rank_popular(self, k: int, *, exclude: list[int] | None = None) -> Ranked:
         banned = set(exclude or ())
@@ -144,12 +150,37 @@ class Engine:
         fallback: None (personal history), "context" (only the request's context items) or
         "popular" (nothing known about the user).
         """
-        own = self.to_indices(list(history_ids))
-        hist = own + self.to_indices(list(context_ids or []))
-        exclude = hist if exclude_seen else None
-        if not hist:
-            ranked = self.rank_popular(k, exclude=exclude)
-            return self.describe(ranked), "popular"
-        ranked = self.rank(hist, k, exclude=exclude)
-        fallback = None if own else "context"
-        return self.describe(ranked, self.reasons(ranked.indices, hist)), fallback
+        return self.recommend_many([Query(history_ids, k, exclude_seen, context_ids)])[0]
+
+    def recommend_many(self, queries: Sequence[Query]) -> list[tuple[list[dict], str | None]]:
+        """:meth:`recommend` for several requests with one forward pass over their sequences
+        (a [B, max_len] batch costs far less than B forwards of [1, max_len])."""
+        out: list[tuple[list[dict], str | None] | None] = [None] * len(queries)
+        scored: list[tuple[int, list[int], list[int] | None, int, bool]] = []
+        for n, q in enumerate(queries):
+            own = self.to_indices(list(q.history_ids))
+            hist = own + self.to_indices(list(q.context_ids or []))
+            exclude = hist if q.exclude_seen else None
+            if not hist:
+                out[n] = (self.describe(self.rank_popular(q.k, exclude=exclude)), "popular")
+            else:
+                scored.append((n, hist, exclude, q.k, bool(own)))
+        if scored:
+            seqs = torch.cat([self.sequence(hist) for _, hist, _, _, _ in scored])
+            with torch.inference_mode():
+                scores = self.model.score(seqs).float().clone()
+            for row, (n, hist, exclude, k, personal) in enumerate(scored):
+                ranked = self._top(scores[row], k, exclude)
+                out[n] = (self.describe(ranked, self.reasons(ranked.indices, hist)),
+                          None if personal else "context")
+        return [o for o in out if o is not None]
+
+    def _top(self, scores: torch.Tensor, k: int, exclude: list[int] | None) -> Ranked:
+        """Top-k of one row of scores (modified in place): padding and ``exclude`` masked."""
+        with torch.inference_mode():
+            scores[0] = -torch.inf
+            if exclude:
+                scores[torch.tensor(exclude, dtype=torch.long)] = -torch.inf
+            n_ok = int(torch.isfinite(scores).sum())
+            top = torch.topk(scores, min(k, self.n_items, n_ok))
+        return Ranked(top.indices.tolist(), top.values.tolist(), None)

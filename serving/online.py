@@ -6,9 +6,6 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from recops import schema
-from recops.features import featurize as f
-
 if TYPE_CHECKING:
     from recops.config import Settings
 
@@ -20,33 +17,27 @@ class OnlineFeatures:
 
     def __init__(self, settings: Settings) -> None:
         from recops.features import feast_online, feast_store
+        from recops.features.online_rows import UserRows
 
         self._fs = feast_online
         self.store = feast_store.get_store(settings)
-        self._ref = f"{f.USER_RECENT_VIEW}:{f.RECENT_ITEMS}"
+        self.rows = UserRows(self.store)
         self._lock = threading.Lock()
         # Workers of one host share this lock file: see push_many.
         self._push_lock = settings.paths.feedback / "online-push.lock"
 
     def history(self, user_id: int) -> list[int] | None:
         """The user's recent item ids (most recent last); None for a user the store has no
-        events for.
+        events for."""
+        return self.histories([user_id])[0]
 
-        Reads the one feature the model needs straight through Feast's public API: measured
-        ~1 ms against ~35 ms for ``feast_online.online_sequences`` (which also reads the stats
-        view and re-resolves the feature view each call) on the same store.
-        """
-        from recops.errors import FeatureError
-
-        try:
-            got = self.store.get_online_features(
-                features=[self._ref], entity_rows=[{schema.USER_ID: int(user_id)}]).to_dict()
-        except Exception as exc:  # Feast raises many types for a store it cannot reach
-            raise FeatureError(f"online read of '{self._ref}' failed: {exc}") from exc
-        seq = got[f.RECENT_ITEMS][0]
-        if seq is None or isinstance(seq, float):  # no row (null / NaN)
-            return None
-        return [int(i) for i in seq] or None
+    def histories(self, user_ids: Sequence[int]) -> list[list[int] | None]:
+        """:meth:`history` of several users in one online read (the store's own read of the
+        one feature the model needs, through :class:`~recops.features.online_rows.UserRows`:
+        ~0.3 ms against ~1 ms through ``get_online_features`` and ~35 ms through
+        ``feast_online.online_sequences``, which also reads the stats view)."""
+        return [None if h is None else [int(i) for i in h]
+                for h in self.rows.recent_items(user_ids)]
 
     def push(self, event: dict[str, Any]) -> None:
         self.push_many([event])
@@ -61,4 +52,4 @@ class OnlineFeatures:
         from recops.fsutil import file_lock
 
         with self._lock, file_lock(self._push_lock):
-            self._fs.push_events(self.store, events)
+            self._fs.push_events(self.rows, events)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recops.environment import BENTO_SERVICE
 from recops.schema import EVENT_TYPES
+from serving.batching import MicroBatcher
 from serving.contract import Contract
 from serving.guard import Guard
 
@@ -109,6 +110,8 @@ class Recommender:
         self._pointer = self.settings.paths.bentoml_home / "champion.json"
         self._stamp = self._pointer_stamp()
         self.engine = self._load("champion")
+        self.batcher = MicroBatcher(self._recommend_batch, name="recommend",
+                                    max_batch=self.settings.serving.max_batch, inline=True)
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="champion-watcher", daemon=True)
         self._watcher.start()
@@ -162,26 +165,36 @@ class Recommender:
                                   f"serving.max_k={self.settings.serving.max_k}")
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
-    def recommend(self, user_id: int, k: int = 10, exclude_seen: bool = True,
-                  context_items: list[int] | None = None) -> JSONObject:
+    async def recommend(self, user_id: int, k: int = 10, exclude_seen: bool = True,
+                        context_items: list[int] | None = None) -> JSONObject:
         """Top-k items for a user: one online-store read of their recent sequence, then the
-        model's forward pass and top-k."""
+        model's forward pass and top-k, batched with the requests that arrive meanwhile."""
         self._check_k(k)
         from recops.errors import FeatureError
 
-        engine = self.engine
         try:
-            history = self.online.history(user_id)
+            items, fallback, history_size, tag = await self.batcher.submit(
+                (user_id, k, exclude_seen, context_items))
         except FeatureError as exc:
             # No silent fallback: without the user's features we say so (503, retryable).
             log.error("online feature read failed (%s)", type(exc).__name__)
             raise ServiceUnavailable("the online feature store is unavailable; retry") from None
-        items, fallback = engine.recommend(history or [], k, exclude_seen=exclude_seen,
-                                           context_ids=context_items)
         if fallback:
             self.metrics["fallback"].labels(kind=fallback).inc()
         return {"user_id": user_id, "items": items, "fallback": fallback,
-                "history_size": len(history or []), "model": engine.tag}
+                "history_size": history_size, "model": tag}
+
+    def _recommend_batch(self, reqs: list[tuple[int, int, bool, list[int] | None]]
+                         ) -> list[tuple[list[dict], str | None, int, str]]:
+        """A batch of /recommend: one online read for all its users, one forward pass."""
+        from serving.engine import Query
+
+        engine = self.engine  # one model for the whole batch, even across a swap
+        histories = self.online.histories([r[0] for r in reqs])
+        answers = engine.recommend_many([Query(h or [], k, ex, ctx) for h, (_, k, ex, ctx)
+                                         in zip(histories, reqs, strict=True)])
+        return [(items, fallback, len(h or []), engine.tag)
+                for (items, fallback), h in zip(answers, histories, strict=True)]
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
     async def feedback(self, user_id: int, item_id: int, event_type: str,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
     from recops.config import Settings
+    from recops.features.online_rows import UserRows
 
 _VIEW_OF = {**{c: f.USER_RECENT_VIEW for c in f.USER_SEQUENCE_FEATURES},
             **{c: f.USER_STATS_VIEW for c in f.USER_STAT_FEATURES}}
@@ -91,6 +93,9 @@ def _parse_event(event: Mapping[str, Any]) -> tuple[int, int, pd.Timestamp, floa
         raise FeatureError(f"event user_id/item_id must be integers: got "
                            f"{event[schema.USER_ID]!r}, {event[schema.ITEM_ID]!r}") from exc
     raw_ts = event[schema.EVENT_TIMESTAMP]
+    if type(raw_ts) is datetime:  # what the service sends: already to the microsecond
+        aware = raw_ts.astimezone(UTC) if raw_ts.tzinfo else raw_ts.replace(tzinfo=UTC)
+        return uid, iid, pd.Timestamp(aware), _rating(event.get(schema.RATING))
     try:
         ts = (pd.Timestamp(raw_ts, unit="s", tz=UTC) if isinstance(raw_ts, (int, float))
               else pd.Timestamp(raw_ts))
@@ -99,27 +104,17 @@ def _parse_event(event: Mapping[str, Any]) -> tuple[int, int, pd.Timestamp, floa
     if pd.isna(ts):
         raise FeatureError(f"event_timestamp {raw_ts!r} is not a timestamp")
     ts = (ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)).floor("us")
-    rating = event.get(schema.RATING)
-    if rating is not None:
-        try:
-            rating = float(rating)
-        except (TypeError, ValueError) as exc:
-            raise FeatureError(f"event rating {rating!r} is not a number") from exc
-        if np.isnan(rating):
-            rating = None
-    return uid, iid, ts, rating
+    return uid, iid, ts, _rating(event.get(schema.RATING))
 
 
-def _row_timestamps(resp: Any, n: int) -> list[pd.Timestamp | None]:
-    """Per entity row, the newest event time (to the nanosecond) Feast holds, or None."""
-    newest: list[pd.Timestamp | None] = [None] * n
-    for res in resp.proto.results:
-        for i, ts in enumerate(res.event_timestamps):
-            if ts.seconds or ts.nanos:
-                t = pd.Timestamp(ts.seconds * 1_000_000_000 + ts.nanos, unit="ns", tz=UTC)
-                held = newest[i]
-                newest[i] = t if held is None or t > held else held
-    return newest
+def _rating(rating: Any) -> float | None:
+    if rating is None:
+        return None
+    try:
+        value = float(rating)
+    except (TypeError, ValueError) as exc:
+        raise FeatureError(f"event rating {rating!r} is not a number") from exc
+    return None if math.isnan(value) else value
 
 
 def updated_user_row(current: Mapping[str, Any], item_id: int, ts: pd.Timestamp,
@@ -164,57 +159,45 @@ def push_event(target: Settings | FeatureStore, event: Mapping[str, Any]) -> dic
     return push_events(target, [event])[0]
 
 
-def push_events(target: Settings | FeatureStore, events: Sequence[Mapping[str, Any]]
-                ) -> list[dict[str, Any]]:
-    """Fold a batch of feedback events into their users' online features: one read, one push.
+def push_events(target: Settings | FeatureStore | UserRows,
+                events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Fold a batch of feedback events into their users' online features: one read, one write.
 
     Reads the current rows of the batch's users in one online read, applies each user's events
-    in order (:func:`updated_user_row`) and pushes one new row per user, so the next online read
-    reflects them all. Returns the rows pushed, one per user in first-seen order.
+    in order (:func:`updated_user_row`) and writes one new row per user to the views the user
+    push source feeds, so the next online read reflects them all. Returns the rows written, one
+    per user in first-seen order. A long-lived caller (the service) passes its
+    :class:`~recops.features.online_rows.UserRows`, which has the views resolved already.
 
     Writers in different processes that fold events of the same user at the same moment can
     lose one of the two updates in the online store (the feedback log keeps both; the next
     materialisation restores them): a process serialises its own batches.
     """
-    store, max_len = _resolve(target)
+    from recops.features.online_rows import UserRows
+
+    rows_io = target if isinstance(target, UserRows) else UserRows(_resolve(target)[0])
     parsed = [_parse_event(e) for e in events]
     if not parsed:
         return []
     uids = list(dict.fromkeys(p[0] for p in parsed))
-    try:
-        resp = store.get_online_features(features=USER_FEATURE_REFS,
-                                         entity_rows=[{schema.USER_ID: u} for u in uids])
-    except Exception as exc:
-        raise FeatureError(f"online read before push failed for {len(uids)} user(s) "
-                           f"({uids[:5]}...): {exc}") from exc
-    got = resp.to_dict()
-    held = _row_timestamps(resp, len(uids))
+    current_rows = rows_io.read(uids)
     rows = []
-    for i, uid in enumerate(uids):
-        current: dict[str, Any] = {k: v[i] for k, v in got.items()}
+    for uid, (held_ts, held) in zip(uids, current_rows, strict=True):
+        current: dict[str, Any] = dict(held or {})
         newest = None
         for u, iid, ts, rating in parsed:
             if u == uid:
-                current = {**current, **updated_user_row(current, iid, ts, rating, max_len)}
+                current = {**current, **updated_user_row(current, iid, ts, rating,
+                                                         rows_io.max_len)}
                 newest = ts if newest is None or ts > newest else newest
         assert newest is not None  # every user in uids has an event
         # Redis keeps a value only if its time is newer than the stored one: stamp the row
         # after whatever the store holds, or a late (out-of-order) event would be dropped.
-        h = held[i]
+        h = None if held_ts is None else pd.Timestamp(held_ts)
         stamp = newest if h is None or newest > h else (h + ONE_US).floor("us")
-        row = {c: current[c] for c in USER_FEATURES}
+        row = {c: current.get(c) for c in USER_FEATURES}
         rows.append({schema.USER_ID: uid, schema.EVENT_TIMESTAMP: stamp, **row})
-    df = pd.DataFrame(rows)
-    for c in (f.INTERACTION_COUNT, f.RATING_COUNT, f.DAYS_ACTIVE, f.LAST_EVENT_TS):
-        df[c] = df[c].astype("int64")
-    df[f.MEAN_RATING] = df[f.MEAN_RATING].astype("float32")
-    from feast.data_source import PushMode
-
-    try:
-        store.push(f.USER_PUSH_SOURCE, df, to=PushMode.ONLINE)
-    except Exception as exc:
-        raise FeatureError(f"push of {len(rows)} user row(s) to '{f.USER_PUSH_SOURCE}' failed: "
-                           f"{exc}") from exc
+    rows_io.write(rows)
     return rows
 
 

@@ -26,13 +26,17 @@ def test_one_batch_for_several_users_equals_the_batch_definition(applied, monkey
         # Late (older than the one before it) for the new user: inserted in time order.
         {"user_id": NEW_USER + 7, "item_id": 9, "event_timestamp": t - pd.Timedelta(minutes=1)},
     ]
-    reads, pushes = [], []
-    real_read, real_push = store.get_online_features, store.push
-    monkeypatch.setattr(store, "get_online_features",
-                        lambda *a, **kw: (reads.append(1), real_read(*a, **kw))[1])
-    monkeypatch.setattr(store, "push", lambda *a, **kw: (pushes.append(1), real_push(*a, **kw)))
+    # One read and one write per user view for the whole batch, whatever its users.
+    online = store.provider.online_store
+    reads, writes = [], []
+    real_read, real_write = online.online_read, online.online_write_batch
+    monkeypatch.setattr(online, "online_read",
+                        lambda *a, **kw: (reads.append(a[1].name), real_read(*a, **kw))[1])
+    monkeypatch.setattr(online, "online_write_batch",
+                        lambda *a, **kw: (writes.append(a[1].name), real_write(*a, **kw))[1])
     rows = feast_online.push_events(store, events)
-    assert (len(reads), len(pushes)) == (1, 1) and len(rows) == 2
+    views = sorted([f.USER_RECENT_VIEW, f.USER_STATS_VIEW])
+    assert (sorted(reads), sorted(writes)) == (views, views) and len(rows) == 2
     monkeypatch.undo()
     got = feast_online.online_features(store, [known, NEW_USER + 7]).set_index("user_id")
     assert got.loc[NEW_USER + 7].recent_items == [9, 7]

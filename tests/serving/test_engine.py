@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recops.release import registry
-from serving.engine import Engine
+from serving.engine import Engine, Query
 from tests.serving.conftest import make_checkpoint, meta
 
 IDS = list(range(100, 160))
@@ -59,6 +59,22 @@ def test_k_larger_than_the_unseen_catalogue(loaded):
     eng = Engine(loaded)
     items, _ = eng.recommend(IDS[:55], 10)
     assert sorted(it["item_id"] for it in items) == IDS[55:]
+
+
+@pytest.mark.integration  # the real BentoML model store
+def test_a_batch_answers_each_request_as_if_it_came_alone(loaded):
+    eng = Engine(loaded)
+    queries = [Query([100, 101, 102], 10), Query([], 3), Query([], 4, context_ids=[150]),
+               Query(IDS[:55], 10), Query([103, 104], 5, exclude_seen=False),
+               Query([424242], 2)]
+    batch = eng.recommend_many(queries)
+    alone = [eng.recommend(list(q.history_ids), q.k, exclude_seen=q.exclude_seen,
+                           context_ids=list(q.context_ids or [])) for q in queries]
+    assert [f for _, f in batch] == [None, "popular", "context", None, None, "popular"]
+    for (got, _), (want, _) in zip(batch, alone, strict=True):
+        assert [it["item_id"] for it in got] == [it["item_id"] for it in want]
+        assert [it["score"] for it in got] == pytest.approx([it["score"] for it in want],
+                                                            abs=1e-5)
 
 
 @pytest.mark.integration  # the real BentoML model store

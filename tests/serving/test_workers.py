@@ -28,7 +28,25 @@ def test_bad_worker_counts_name_the_setting(monkeypatch, value) -> None:
 def test_bentoml_gets_the_worker_count(tmp_path, value, workers) -> None:
     s = load_settings(overrides={"home": tmp_path, "serving.workers": value})
     got = json.loads(child_env(s)["BENTOML_CONFIG_OVERRIDES"])
-    assert got == {"services": {"recops": {"workers": workers}}}
+    assert got["services"]["recops"]["workers"] == workers
+
+
+def test_access_log_and_request_spans_are_off_unless_asked_for(tmp_path) -> None:
+    off = json.loads(child_env(load_settings(overrides={"home": tmp_path}))[
+        "BENTOML_CONFIG_OVERRIDES"])
+    assert off["services"]["recops"]["logging"] == {"access": {"enabled": False}}
+    assert off["tracing"] == {"excluded_urls": [".*"]}  # OpenTelemetry's middleware skips all
+    on = json.loads(child_env(load_settings(overrides={
+        "home": tmp_path, "serving.access_log": True, "serving.request_tracing": True}))[
+        "BENTOML_CONFIG_OVERRIDES"])
+    assert on["services"]["recops"]["logging"] == {"access": {"enabled": True}}
+    assert "tracing" not in on
+
+
+@pytest.mark.parametrize("key", ["serving.access_log", "serving.max_batch"])
+def test_bad_serving_switches_name_the_setting(tmp_path, key) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load_settings(overrides={"home": tmp_path, key: "sometimes" if "log" in key else 0})
 
 
 def test_freeze_heap_keeps_live_objects_out_of_full_collections() -> None:
