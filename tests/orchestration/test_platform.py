@@ -58,6 +58,25 @@ def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
     return out
 
 
+def _watcher_ran(state: platform.PlatformState, timeout: float = 600) -> dict[str, Any]:
+    """The first scheduled run of recops_feedback_watch, once finished (through the REST API):
+    the scheduler, a LocalExecutor worker and the execution API ran its task."""
+    from recops.orchestration.platform_health import AirflowClient
+
+    client = AirflowClient(state, timeout=30)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            runs = client.request("GET", "dags/recops_feedback_watch/dagRuns",
+                                  params={"order_by": "id", "limit": 1})["dag_runs"]
+            if runs and runs[0]["state"] in ("success", "failed"):
+                return dict(runs[0])
+            assert time.monotonic() < deadline, f"no finished watcher run: {runs}"
+            time.sleep(3)
+    finally:
+        client.close()
+
+
 def _row(text: str, name: str) -> str:
     return next(line for line in text.splitlines() if f" {name} " in line)
 
@@ -107,6 +126,9 @@ def test_up_status_kill_down_on_sqlite(world: dict[str, Any]) -> None:
         got = httpx.post(state.service_url + "/recommend", json={"user_id": 1, "k": 5},
                          timeout=30)
         assert got.status_code == 200 and len(got.json()["items"]) == 5, got.text
+
+        # The watcher ran under the scheduler; with no feedback its task skips: run success.
+        assert _watcher_ran(state)["state"] == "success"
 
         again = recops(cfg, "up")
         assert again.returncode == 0 and "already up" in again.stdout, again.stdout
@@ -207,6 +229,7 @@ def test_up_on_postgres_without_a_champion(tmp_path: Path, fresh_database: str) 
         assert "Loaded executor: :LocalExecutor:" in Path(state.procs["scheduler"].log).read_text()
         workers = [" ".join(p.cmdline()) for p in members(state.procs["scheduler"])]
         assert any("LocalExecutor" in w for w in workers), workers
+        assert _watcher_ran(state)["state"] == "success"
     finally:
         down = recops(cfg, "down")
     assert down.returncode == 0 and "recops is down" in down.stdout, down.stdout + down.stderr
