@@ -133,6 +133,9 @@ def delete(settings: Settings, user_id: int) -> int:
                 for t in _sqlite_tables(conn, _user_tables(store)):
                     removed += conn.execute(f'DELETE FROM "{t}" WHERE entity_key = ?',  # noqa: S608
                                             (key,)).rowcount
+            # The service keeps the store in WAL mode: the old pages live in the log until a
+            # checkpoint copies it into the (securely deleted) database file and empties it.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return removed
     except Exception as exc:  # sqlite3, redis: say which store failed; nothing half-deleted
         raise FeatureError(f"cannot delete the user's rows from the online store "
