@@ -29,7 +29,8 @@ ERRORS: dict[int, str] = {
     413: f"Request body over {MAX_BODY_BYTES} bytes",
     415: f"Content-Type is not {JSON}",
     500: "Unexpected server error",
-    503: "A store the answer depends on is unavailable; retry",
+    503: "A store or model part the answer depends on is unavailable (the online store, the "
+         "feedback log; for /search also the text encoder or the items' text vectors); retry",
 }
 
 

@@ -55,6 +55,17 @@ class FeedbackRequest(BaseModel):
                                    pattern=r"^[A-Za-z0-9._:~-]+$")] | None = None
 
 
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Strict: a number or a list is refused (400), not turned into text. The length bound is a
+    # setting (serving.max_query_chars), checked in the handler.
+    query: Annotated[str, Field(strict=True)]
+    user_id: Id | None = None
+    k: Annotated[int, Field(strict=True, ge=1)] = 10
+    exclude_seen: Annotated[bool, Field(strict=True)] = False
+
+
 class SimilarRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -112,6 +123,8 @@ class Recommender:
         self.engine = self._load("champion")
         self.batcher = MicroBatcher(self._recommend_batch, name="recommend",
                                     max_batch=self.settings.serving.max_batch, inline=True)
+        self._searcher: Any = None  # serving.search.Searcher of the current engine, made lazily
+        self._search_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="champion-watcher", daemon=True)
         self._watcher.start()
@@ -229,6 +242,55 @@ class Recommender:
                                      "stored: retry") from None
         return {"accepted": True, "offset": got.offset, "online": got.online,
                 "duplicate": got.duplicate}
+
+    def _search_for(self, engine: Any) -> Any:
+        """The engine's Searcher: its item text matrix is built once per model load, on the
+        first /search (so /recommend-only workers never load the sentence encoder)."""
+        from serving.search import Searcher, item_text_matrix, query_encoder
+
+        with self._search_lock:
+            if self._searcher is None or self._searcher.engine is not engine:
+                encode = query_encoder()  # loaded once per process (cached), verified, offline
+                matrix, origin = item_text_matrix(engine, self.settings)
+                self._searcher = Searcher(engine, matrix, origin, encode)
+                log.info("search ready for %s (item text from %s)", engine.tag, origin)
+            return self._searcher
+
+    @bentoml.api(route="/search", input_spec=SearchRequest)
+    def search(self, query: str, user_id: int | None = None, k: int = 10,
+               exclude_seen: bool = False) -> JSONObject:
+        """Items matching a text query: candidates by the query's sentence vector against the
+        items' text vectors, re-ranked by the user's sequence model when the user has a history
+        (``personalised``); with no user, or one without history, the query alone decides."""
+        from recops.errors import FeatureError
+        from serving.search import SearchUnavailable
+
+        s = self.settings.serving
+        self._check_k(k)
+        if not query.strip():
+            raise InvalidArgument("query is empty: send some text to search for")
+        if len(query) > s.max_query_chars:
+            raise InvalidArgument(f"query is {len(query)} characters long, over the limit of "
+                                  f"serving.max_query_chars={s.max_query_chars}")
+        engine = self.engine
+        try:
+            searcher = self._search_for(engine)
+        except SearchUnavailable as exc:
+            log.error("search unavailable: %s", exc)
+            raise ServiceUnavailable(f"search is unavailable: {exc}") from None
+        history: list[int] = []
+        if user_id is not None:
+            try:
+                history = self.online.histories([user_id])[0] or []
+            except FeatureError as exc:
+                log.error("online feature read failed (%s)", type(exc).__name__)
+                raise ServiceUnavailable("the online feature store is unavailable; "
+                                         "retry") from None
+        got = searcher.search(query, history, k, weight=s.search_weight,
+                              candidates=s.search_candidates, exclude_seen=exclude_seen)
+        return {"query": query, "user_id": user_id, "items": got.items,
+                "personalised": got.personalised, "history_size": got.history_size,
+                "model": engine.tag}
 
     @bentoml.api(route="/similar", input_spec=SimilarRequest)
     def similar(self, item_id: int, k: int = 10) -> JSONObject:
