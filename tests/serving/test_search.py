@@ -67,6 +67,37 @@ def test_an_unavailable_encoder_is_reported_not_raised_raw(monkeypatch: pytest.M
         query_encoder()
 
 
+def test_item_vectors_missing_from_the_feature_source_say_what_to_run(settings) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from recops.features.featurize import ITEM_CONTENT_FILE, item_content_table, sources_dir
+    from recops.release.registry import RegisteredModel
+    from serving.engine import Engine
+    from serving.search import item_text_matrix
+    from tests.serving.conftest import make_checkpoint
+
+    ids = [10, 20, 30]
+    items = pd.DataFrame({"item_id": ids, "title": ["a", "b", "c"], "genres": "Drama"})
+    engine = Engine(RegisteredModel("t:1", make_checkpoint(ids, 0), {}, items, ids, settings.home))
+    with pytest.raises(SearchUnavailable, match="does not exist.*recops features build"):
+        item_text_matrix(engine, settings)
+    inter = pd.DataFrame({"item_id": ids, "event_timestamp": pd.Timestamp("2024-01-01", tz="UTC")})
+    path = sources_dir(settings) / ITEM_CONTENT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(item_content_table(items, inter, None, datetime.now(UTC)), path)
+    with pytest.raises(SearchUnavailable, match="holds none.*--no-text"):
+        item_text_matrix(engine, settings)
+    # With vectors: rows in the engine's index order, L2-normalised, padding row zero.
+    vec = np.eye(3, 384, dtype=np.float32) * 2
+    pq.write_table(item_content_table(items, inter, vec, datetime.now(UTC)), path)
+    m, origin = item_text_matrix(engine, settings)
+    assert origin == "features" and m.shape == (4, 384) and float(m[0].abs().sum()) == 0
+    assert float(m[engine.index[20], 1]) == pytest.approx(1.0)
+
+
 # --- over HTTP ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(world, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
