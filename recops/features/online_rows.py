@@ -61,6 +61,13 @@ class UserRows:
         self.online = store.provider.online_store
         if getattr(self.config.online_store, "type", None) == "sqlite":
             _use_wal(self.config)
+            # Commits of this process's connection need not wait for the disk: the feedback
+            # log is the durable record (fsync'd before any acknowledgement); a crash can lose
+            # only the last rows written here, which the next materialisation restores. Feast
+            # has no setting for it: its store's own connection is reached through _get_conn.
+            get_conn = getattr(self.online, "_get_conn", None)
+            if get_conn is not None:
+                get_conn(self.config).execute("PRAGMA synchronous=NORMAL")
         self.max_len = int(self.views[f.USER_RECENT_VIEW].tags.get("max_len", 50))
         self._fields: dict[str, str] = {}
         for view in self.views.values():
