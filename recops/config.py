@@ -245,7 +245,7 @@ class ServingSettings(_Section):
     # (benchmarks/bench_search.py, docs/serving.md).
     max_query_chars: int = Field(256, ge=1, le=10_000)
     search_candidates: int = Field(100, ge=1, le=10_000)
-    search_weight: float = Field(0.5, ge=0.0, le=1.0)
+    search_weight: float = Field(0.7, ge=0.0, le=1.0)
 
 
 class FeedbackSettings(_Section):
