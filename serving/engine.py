@@ -99,12 +99,6 @@ class Engine:
         return seq
 
     # --- ranking ------------------------------------------------------------------------------
-    def rank(self, history: list[int], k: int, *, exclude: list[int] | None = None) -> Ranked:
-        """Top-k item indices for a history (indices, most recent last); seen items masked."""
-        with torch.inference_mode():
-            scores = self.model.score(self.sequence(history))[0].float().clone()
-        return self._top(scores, k, exclude)
-
     def rank_popular(self, k: int, *, exclude: list[int] | None = None) -> Ranked:
         banned = set(exclude or ())
         picked = [int(i) for i in self.popular.tolist() if int(i) not in banned][:k]

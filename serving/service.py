@@ -121,8 +121,8 @@ class Recommender:
         self._pointer = self.settings.paths.bentoml_home / "champion.json"
         self._stamp = self._pointer_stamp()
         self.engine = self._load("champion")
-        self.batcher = MicroBatcher(self._recommend_batch, name="recommend",
-                                    max_batch=self.settings.serving.max_batch, inline=True)
+        self.batcher = MicroBatcher(self._recommend_batch,
+                                    max_batch=self.settings.serving.max_batch)
         self._searcher: Any = None  # serving.search.Searcher of the current engine, made lazily
         self._search_lock = threading.Lock()
         self._stop = threading.Event()
