@@ -43,44 +43,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    def __init__(self, settings: Any, log: Path, target: str = "serving.service:Recommender",
-                 cwd: Path = REPO, env: dict[str, str] | None = None) -> None:
-        import httpx
+class Served:
+    """An HTTP server in a process group of its own, ready once ``health`` answers 200."""
 
-        from recops.environment import child_env
+    def __init__(self, what: str, cmd: list[str], env: dict[str, str], log: Path, health: str,
+                 *, cwd: Path = REPO, ready_s: float = 300) -> None:
+        import httpx
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", target,
-             "--host", "127.0.0.1", "--port", str(self.port)], cwd=cwd,
-            env={**child_env(settings), **(env or {})}, stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 300
+        self.proc = subprocess.Popen([*cmd, "--host", "127.0.0.1", "--port", str(self.port)],
+                                     cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + ready_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited; see {log}")
+                raise RuntimeError(f"{what} exited; see {log}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(self.url + health, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"bentoml serve not ready; see {log}")
-
-    def rss_mb(self) -> dict[str, Any]:
-        """RSS of the whole service and of each worker process, in MB."""
-        import psutil
-
-        root = psutil.Process(self.proc.pid)
-        procs = [root, *root.children(recursive=True)]
-        workers = [p.memory_info().rss / 2**20 for p in procs
-                   if "_bentoml_impl.worker.service" in " ".join(p.cmdline())]
-        return {"total": sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20,
-                "workers": workers}
+        raise RuntimeError(f"{what} not ready; see {log}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -93,7 +80,29 @@ class Server:
         self.log.close()
 
 
-class FeastServer:
+class Server(Served):
+    """`bentoml serve` of ``target`` (recops' service by default) with this settings' env."""
+
+    def __init__(self, settings: Any, log: Path, target: str = "serving.service:Recommender",
+                 cwd: Path = REPO, env: dict[str, str] | None = None) -> None:
+        from recops.environment import child_env
+
+        super().__init__("bentoml serve", [sys.executable, "-m", "bentoml", "serve", target],
+                         {**child_env(settings), **(env or {})}, log, "/readyz", cwd=cwd)
+
+    def rss_mb(self) -> dict[str, Any]:
+        """RSS of the whole service and of each worker process, in MB."""
+        import psutil
+
+        root = psutil.Process(self.proc.pid)
+        procs = [root, *root.children(recursive=True)]
+        workers = [p.memory_info().rss / 2**20 for p in procs
+                   if "_bentoml_impl.worker.service" in " ".join(p.cmdline())]
+        return {"total": sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20,
+                "workers": workers}
+
+
+class FeastServer(Served):
     """`feast serve` over the same repo, yaml and project: the feature read alone, over HTTP.
 
     Same worker count as the service; --max-requests is raised so that its workers are not
@@ -101,33 +110,14 @@ class FeastServer:
     """
 
     def __init__(self, settings: Any, workers: int, log: Path) -> None:
-        import httpx
-
         from recops.environment import child_env
         from recops.features import feast_store
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
         feast = Path(sys.executable).with_name("feast")
-        self.proc = subprocess.Popen(
-            [str(feast), "-c", str(feast_store.REPO), "-f", str(feast_store.yaml_file(settings)),
-             "serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
-             "--workers", str(workers), "--max-requests", "100000000"],
-            env=child_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"feast serve exited; see {log}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"feast serve not ready; see {log}")
+        super().__init__("feast serve", [str(feast), "-c", str(feast_store.REPO), "-f",
+                          str(feast_store.yaml_file(settings)), "serve", "--no-access-log",
+                          "--workers", str(workers), "--max-requests", "100000000"],
+                         child_env(settings), log, "/health", ready_s=120)
 
     def body(self, user: int) -> dict[str, Any]:
         from recops.features import featurize as f
@@ -135,7 +125,6 @@ class FeastServer:
         return {"features": [f"{f.USER_RECENT_VIEW}:{f.RECENT_ITEMS}"],
                 "entities": {"user_id": [user]}}
 
-    stop = Server.stop
 
 
 # --- world ------------------------------------------------------------------------------------
