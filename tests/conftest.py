@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,19 @@ def redis_url() -> str:
 def postgres_dsn() -> str:
     require_service("PostgreSQL", "127.0.0.1", 5432)
     return "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def fresh_database(postgres_dsn: str) -> Iterator[str]:
+    """A database of its own on the shared PostgreSQL (its DSN), dropped afterwards."""
+    import psycopg
+
+    name = f"recops_test_{uuid.uuid4().hex[:10]}"
+    admin = postgres_dsn.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_dsn.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -255,17 +255,23 @@ def test_erase_deletes_the_users_redis_keys(tmp_path: Path, redis_url: str) -> N
 # Bad input: clear errors, nothing changed
 
 
-def test_erase_of_an_unknown_user_or_bad_id_changes_nothing(monkeypatch, capsys,
-                                                            tmp_path: Path) -> None:
+@pytest.fixture
+def lake_home(tmp_path: Path) -> Path:
+    """A home whose lake holds the small tables, and nothing else."""
     from recops.config import load_settings
     from recops.lake import Lake
     from tests.compliance.conftest import small_tables
 
     home = tmp_path / "h"
-    s = load_settings(overrides={"home": home})
-    lake = Lake(s.paths.lake)
+    lake = Lake(load_settings(overrides={"home": home}).paths.lake)
     for name, df in small_tables().items():
         lake.append(name, df, "test")
+    return home
+
+
+def test_erase_of_an_unknown_user_or_bad_id_changes_nothing(monkeypatch, capsys,
+                                                            lake_home: Path) -> None:
+    home = lake_home
     before = snapshot(home)
     for args, msg in (((str(424242),), "held nowhere"), (("--", "-1"), "negative"),
                       (("abc",), "not an integer"), (("1.5",), "not an integer")):
@@ -275,17 +281,11 @@ def test_erase_of_an_unknown_user_or_bad_id_changes_nothing(monkeypatch, capsys,
     assert snapshot(home) == before
 
 
-def test_export_refuses_bad_input_and_writes_nothing(monkeypatch, capsys,
-                                                     tmp_path: Path) -> None:
-    from recops.config import load_settings
-    from recops.lake import Lake
+def test_export_refuses_bad_input_and_writes_nothing(monkeypatch, capsys, tmp_path: Path,
+                                                     lake_home: Path) -> None:
     from tests.compliance.conftest import small_tables
 
-    home = tmp_path / "h"
-    s = load_settings(overrides={"home": home})
-    lake = Lake(s.paths.lake)
-    for name, df in small_tables().items():
-        lake.append(name, df, "test")
+    home = lake_home
     existing = tmp_path / "taken.json"
     existing.write_text("keep me")
     outdir = tmp_path / "exports"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 import httpx
@@ -121,22 +120,6 @@ def test_rejected_batch_fails_validate_and_training_never_runs(
     stages = [r["stage"] for r in AuditLog(settings.paths.audit_log).records()]
     assert "quarantine" in stages or "validate" in stages
     assert "train" not in stages
-
-
-@pytest.fixture
-def fresh_database(postgres_dsn: str):  # noqa: ANN201
-    """A database of its own on the shared PostgreSQL, dropped afterwards."""
-    import psycopg
-
-    name = f"recops_af_{uuid.uuid4().hex[:10]}"
-    admin = postgres_dsn.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield postgres_dsn.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.timeout(3600)  # every task is a fresh worker process: slow on a busy machine

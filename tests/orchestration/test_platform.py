@@ -9,10 +9,7 @@ import os
 import signal
 import socket
 import stat
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +20,12 @@ import pytest
 from recops.orchestration import platform
 from recops.orchestration.airflow_runner import free_port
 from recops.orchestration.processes import ProcRecord, members
+from tests.orchestration.platform_cli import recops, running
 from tests.serving.conftest import build_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[2]
 FAST = {"serving.workers": 1, "platform.parallelism": 1}
 
-
-def recops(config: Path, *args: Any, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """The `recops` command in a process of its own, with this config and no RECOPS_* env."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECOPS_")}
-    env["COLUMNS"] = "250"
-    return subprocess.run([sys.executable, "-m", "recops.cli", "--config", str(config),
-                           *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
 
 def _config(settings: Any) -> Path:
@@ -45,17 +34,6 @@ def _config(settings: Any) -> Path:
 
 def _sessions(state: platform.PlatformState) -> list[psutil.Process]:
     return [p for rec in state.procs.values() for p in members(rec)]
-
-
-def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            continue
-    return out
 
 
 def _watcher_ran(state: platform.PlatformState, timeout: float = 600) -> dict[str, Any]:
@@ -136,7 +114,7 @@ def test_up_status_kill_down_on_sqlite(world: dict[str, Any]) -> None:
 
         st = recops(cfg, "status")
         assert st.returncode == 0, st.stdout + st.stderr
-        rss = sum(p.memory_info().rss for p in _running(_sessions(state))) / 2**20
+        rss = sum(p.memory_info().rss for p in running(_sessions(state))) / 2**20
         print(f"platform: {len(_sessions(state))} processes, {rss:.0f} MB RSS summed")
         assert "MB RSS in all" in st.stdout
         for name, rec in state.procs.items():
@@ -170,7 +148,7 @@ def test_up_status_kill_down_on_sqlite(world: dict[str, Any]) -> None:
     finally:
         down = recops(cfg, "down")
     assert down.returncode == 0 and "recops is down" in down.stdout, down.stdout + down.stderr
-    assert _running(snapshot) == []
+    assert running(snapshot) == []
     assert not platform.state_path(settings).exists()
     for port in (ap, sp):  # the ports are free again
         with socket.socket() as s:
@@ -179,22 +157,6 @@ def test_up_status_kill_down_on_sqlite(world: dict[str, Any]) -> None:
     assert again.returncode == 0 and "not up" in again.stdout
     st = recops(cfg, "status")
     assert st.returncode == 1 and "not up" in st.stdout
-
-
-@pytest.fixture
-def fresh_database(postgres_dsn: str):  # noqa: ANN201
-    """A database of its own on the shared PostgreSQL, dropped afterwards."""
-    import psycopg
-
-    name = f"recops_up_{uuid.uuid4().hex[:10]}"
-    admin = postgres_dsn.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield postgres_dsn.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.timeout(1800)
@@ -233,7 +195,7 @@ def test_up_on_postgres_without_a_champion(tmp_path: Path, fresh_database: str) 
     finally:
         down = recops(cfg, "down")
     assert down.returncode == 0 and "recops is down" in down.stdout, down.stdout + down.stderr
-    assert _running(snapshot) == []
+    assert running(snapshot) == []
 
 
 def _stale_state(settings: Any) -> dict[str, Any]:
@@ -281,7 +243,7 @@ def test_bad_ports_and_stale_state_start_nothing(world: dict[str, Any]) -> None:
     assert "reused" not in st.stdout  # not up: no table
     down = recops(cfg, "down")
     assert down.returncode == 0 and "stale state removed" in down.stdout, down.stdout
-    assert not platform.state_path(settings).exists() and psutil.Process().is_running()
+    assert not platform.state_path(settings).exists() and psutil.Process().isrunning()
 
 
 @pytest.mark.timeout(900)
@@ -290,7 +252,7 @@ def test_a_start_that_times_out_leaves_nothing(world: dict[str, Any]) -> None:
     _stale_state(settings)  # replaced by `up`, whose PID must not be signalled
     got = recops(cfg, "up", "--timeout", 3)
     assert got.returncode == 2 and "not healthy in time" in got.stderr, got.stdout + got.stderr
-    assert not platform.state_path(settings).exists() and psutil.Process().is_running()
+    assert not platform.state_path(settings).exists() and psutil.Process().isrunning()
     logs = settings.paths.platform / "logs"
     assert (logs / "api-server.log").exists()
     # Nothing of the sessions it started runs: no airflow process has this home in its env.
@@ -301,4 +263,4 @@ def test_a_start_that_times_out_leaves_nothing(world: dict[str, Any]) -> None:
                 left.append(p)
         except psutil.Error:
             continue
-    assert _running(left) == []
+    assert running(left) == []

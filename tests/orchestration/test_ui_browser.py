@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
 from recops.compliance.chromium import chromium
@@ -28,6 +25,7 @@ from recops.orchestration.airflow_runner import free_port
 from recops.orchestration.pipeline import safe_run_id
 from recops.orchestration.processes import members
 from tests.dags.tiny import tiny_settings
+from tests.orchestration.platform_cli import recops, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -49,22 +47,7 @@ def _browser_or_skip() -> str:
     pytest.skip(msg)
 
 
-def _recops(config: Path, *args: Any, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECOPS_")}
-    return subprocess.run([sys.executable, "-m", "recops.cli", "--config", str(config),
-                           *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
-
-def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            continue
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +57,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("ui") / "home"
     settings = tiny_settings(home, **{"serving.workers": 1, "platform.parallelism": 1})
     config = settings.save(home.parent / "recops.yaml")
-    started = _recops(config, "up", "--airflow-port", free_port())
+    started = recops(config, "up", "--airflow-port", free_port())
     state = platform.platform_state(settings)
     assert started.returncode == 0 and state is not None, started.stdout + started.stderr
     procs = [p for rec in state.procs.values() for p in members(rec)]
@@ -82,9 +65,9 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         yield {"settings": settings, "state": state, "chromium": exe, "up": started.stdout}
     finally:
         procs += [p for rec in state.procs.values() for p in members(rec)]  # workers since
-        down = _recops(config, "down")
+        down = recops(config, "down")
     assert down.returncode == 0 and "recops is down" in down.stdout, down.stdout + down.stderr
-    assert _alive(procs) == []
+    assert running(procs) == []
 
 
 def _api(state: platform.PlatformState, path: str) -> Any:
