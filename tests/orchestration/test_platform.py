@@ -243,7 +243,7 @@ def test_bad_ports_and_stale_state_start_nothing(world: dict[str, Any]) -> None:
     assert "reused" not in st.stdout  # not up: no table
     down = recops(cfg, "down")
     assert down.returncode == 0 and "stale state removed" in down.stdout, down.stdout
-    assert not platform.state_path(settings).exists() and psutil.Process().isrunning()
+    assert not platform.state_path(settings).exists() and psutil.Process().is_running()
 
 
 @pytest.mark.timeout(900)
@@ -252,7 +252,7 @@ def test_a_start_that_times_out_leaves_nothing(world: dict[str, Any]) -> None:
     _stale_state(settings)  # replaced by `up`, whose PID must not be signalled
     got = recops(cfg, "up", "--timeout", 3)
     assert got.returncode == 2 and "not healthy in time" in got.stderr, got.stdout + got.stderr
-    assert not platform.state_path(settings).exists() and psutil.Process().isrunning()
+    assert not platform.state_path(settings).exists() and psutil.Process().is_running()
     logs = settings.paths.platform / "logs"
     assert (logs / "api-server.log").exists()
     # Nothing of the sessions it started runs: no airflow process has this home in its env.
