@@ -1,8 +1,9 @@
 """
 ### recops_feedback_watch: turn "enough new feedback" into an asset event
 
-Every 5 minutes, counts the feedback events logged since the last retraining cycle. When there
-are at least `min_new_events`, its task succeeds and updates the `recops_feedback` asset, which
+Every `platform.feedback_watch_minutes` (5 by default), counts the feedback events logged since
+the last retraining cycle. When there are at least `min_events` (default
+`platform.min_new_events`, 100), its task succeeds and updates the `recops_feedback` asset, which
 starts `recops_retrain`; otherwise the task is skipped and no asset event is emitted.
 """
 
@@ -12,19 +13,22 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Asset, Param, dag, task
 
+from recops.orchestration.airflow_runner import dag_settings
+
 FEEDBACK = Asset(name="recops_feedback", uri="recops://feedback/events", group="recops")
+WATCH = dag_settings().platform  # the interval and threshold `recops up` was given
 
 
 @dag(
     dag_id="recops_feedback_watch",
-    schedule=timedelta(minutes=5),
+    schedule=timedelta(minutes=WATCH.feedback_watch_minutes),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     tags=["recops", "feedback"],
     doc_md=__doc__,
     default_args={"owner": "recops", "retries": 1, "retry_delay": timedelta(seconds=30)},
-    params={"min_events": Param(100, type="integer", minimum=1,
+    params={"min_events": Param(WATCH.min_new_events, type="integer", minimum=1,
                                 description="New feedback events that trigger a retrain.")},
 )
 def recops_feedback_watch() -> None:

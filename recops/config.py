@@ -258,13 +258,19 @@ class FeedbackSettings(_Section):
 
 
 class PlatformSettings(_Section):
-    """`recops up`: Airflow's api-server (UI + REST API) and how long to wait for health."""
+    """`recops up`: Airflow's api-server (UI + REST API), how long to wait for health, and
+    how often the running platform looks for new feedback."""
 
     host: str = "127.0.0.1"  # loopback: the UI's login is a generated password, not SSO
     airflow_port: int = Field(8080, ge=1, le=65535)
     # LocalExecutor task slots: two cores are shared with the service and the Airflow daemons.
     parallelism: int = Field(2, ge=1, le=64)
     start_timeout: float = Field(600.0, gt=0)
+    # recops_feedback_watch: how often the scheduler runs it, and how many new feedback events
+    # make it fire the recops_feedback asset (and so a recops_retrain run). Both are read when
+    # the DAG file is parsed (the scheduler's RECOPS_CONFIG), so they take effect on `recops up`.
+    feedback_watch_minutes: float = Field(5.0, gt=0, le=24 * 60)
+    min_new_events: int = Field(100, ge=1)
 
 
 class Settings(BaseSettings):

@@ -29,7 +29,7 @@ app = typer.Typer(
 
 # One module per area; each defines register(app). Owned by the area's maintainers.
 AREAS = ("data", "validate", "features", "train", "models", "federated", "serve", "audit",
-         "pipeline", "platform")
+         "pipeline", "platform", "replay", "policy")
 
 
 class State:

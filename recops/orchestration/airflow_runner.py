@@ -314,6 +314,15 @@ def execution_api(settings: Settings) -> Iterator[str]:
         stop(proc)
 
 
+def dag_settings() -> Settings:
+    """The settings a DAG file is parsed with, for a schedule or a Param default: the parsing
+    process's own (``RECOPS_CONFIG``, which every Airflow process recops starts gets from
+    :func:`recops.environment.child_env`; the defaults elsewhere)."""
+    from recops.config import load_settings
+
+    return load_settings()
+
+
 def run_stage(stage: str, *args: Any, module: str = "pipeline",
               param_args: tuple[str, ...] = ()) -> dict[str, Any]:
     """Body of every DAG task: settings from the env + Params, run id from the DAG run.

@@ -32,8 +32,6 @@ from recops.runs import RunDir
 
 # Share of the users *not* active in the new window replayed into fine-tuning.
 REPLAY_FRACTION = 0.3
-# The asset event that triggers a cycle fires when at least this many events are pending.
-MIN_NEW_EVENTS = 100
 # Fine-tuning from a good champion needs fewer epochs than training from scratch.
 FINETUNE_EPOCHS = 5
 
@@ -114,9 +112,11 @@ def pending(settings: Settings) -> int:
 # Stages
 
 
-def check_feedback(settings: Settings, run_id: str, min_events: int = MIN_NEW_EVENTS
+def check_feedback(settings: Settings, run_id: str, min_events: int | None = None
                    ) -> dict[str, Any]:
-    """For the watcher DAG: the pending count, and ``skip`` when below ``min_events``."""
+    """For the watcher DAG: the pending count, and ``skip`` when below ``min_events``
+    (unset: ``platform.min_new_events``, the count that fires the retraining asset)."""
+    min_events = min_events or settings.platform.min_new_events
     n = pending(settings)
     out: dict[str, Any] = {"pending": n, "min_events": min_events}
     if n < min_events:
