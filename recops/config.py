@@ -31,9 +31,11 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from recops.config_serving import FeedbackSettings as FeedbackSettings  # re-exported
+from recops.config_serving import ServingSettings as ServingSettings
 from recops.errors import ConfigError
 from recops.paths import Paths
-from recops.schema import METRIC_KEYS
+from recops.schema import EVENT_TYPES, METRIC_KEYS
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = CHECKOUT / ".recops"
@@ -213,6 +215,15 @@ class GateSettings(_Section):
     # (0.1 = 10% better); "none" turns the rule off (e.g. to promote a popularity model).
     baseline: Literal["pop", "none"] = "pop"
     baseline_margin: float = Field(0.0, ge=0)
+    # Off-policy check (docs/policies.md), off by default: serving.policy's click rate,
+    # estimated by DR from the impression and feedback logs (policy_events count as clicks),
+    # must have its 95% upper bound at least the logged lists' observed click rate minus
+    # policy_tolerance, on at least policy_min_lists lists.
+    policy_check: bool = False
+    policy_tolerance: float = Field(0.0, ge=0, le=1)
+    policy_min_lists: int = Field(1000, ge=1)
+    policy_events: list[Literal[EVENT_TYPES]] = Field(  # type: ignore[valid-type]
+        ["click"], min_length=1)
 
     @field_validator("metric")
     @classmethod
@@ -220,41 +231,6 @@ class GateSettings(_Section):
         if value not in METRIC_KEYS:
             raise ValueError(f"must be one of {list(METRIC_KEYS)}")
         return value
-
-
-class ServingSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(3000, ge=1, le=65535)
-    auth_token: SecretStr | None = None
-    max_k: int = Field(100, ge=1)
-    quantize: bool = False
-    # `bentoml serve` worker processes, each computing one batch at a time on one torch
-    # thread; 0: one per core (BentoML counts the cores this process may use).
-    workers: int = Field(0, ge=0, le=256)
-    # Adaptive batching of /recommend: the requests that arrive while one batch is computed
-    # (at most this many) form the next; a lone request waits for nothing.
-    max_batch: int = Field(64, ge=1, le=4096)
-    # One log line per request (BentoML's access log) and an OpenTelemetry span per request
-    # (useful only with a tracing exporter in BentoML's configuration). Off by default: together
-    # they took ~30% of a worker's CPU at full load; a proxy in front usually logs access.
-    access_log: bool = False
-    request_tracing: bool = False
-    # /search: the longest query taken (characters), how many items the query's text similarity
-    # keeps as candidates, and the user's model score's weight when re-ranking them (0: the query
-    # alone decides). The weight was chosen on ml-latest-small's validation split
-    # (benchmarks/bench_search.py, docs/serving.md).
-    max_query_chars: int = Field(256, ge=1, le=10_000)
-    search_candidates: int = Field(100, ge=1, le=10_000)
-    search_weight: float = Field(0.7, ge=0.0, le=1.0)
-
-
-class FeedbackSettings(_Section):
-    # Where /feedback events are logged durably: "file" (JSONL under paths.feedback, one host)
-    # or "postgres" (a table in stores.postgres_dsn's database, shared by every replica).
-    backend: Literal["file", "postgres"] = "file"
-    table: str = Field("recops_feedback", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    # Group commit: at most this many concurrent events share one fsync / one transaction.
-    max_batch: int = Field(256, ge=1, le=10_000)
 
 
 class PlatformSettings(_Section):

@@ -128,17 +128,38 @@ def _json_default(value: Any) -> Any:
 
 
 class FeedbackLog:
-    """Append-only JSONL of feedback events under ``root`` (``settings.paths.feedback``)."""
+    """Append-only JSONL of feedback events under ``root`` (``settings.paths.feedback``).
+
+    The record kind is three hooks (:meth:`prepare`, :meth:`key`, :meth:`to_frame`) and a file
+    name: :class:`recops.policy.impressions.ImpressionLog` keeps served lists with the same
+    group commit, locking, torn-tail repair and durable erasure.
+    """
 
     name = "file"
+    filename = FILENAME
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.path = self.root / FILENAME
+        self.path = self.root / self.filename
         self._mu = threading.Lock()
         self._keys: dict[str, int] = {}  # idempotency key -> offset, for bytes [0, _scanned)
         self._scanned = 0
         self._inode: int | None = None  # of the file _keys describes (an erasure replaces it)
+
+    @staticmethod
+    def prepare(event: Mapping[str, Any]) -> dict[str, Any]:
+        """The record stored for an event (checked)."""
+        return prepare_record(event)
+
+    @staticmethod
+    def key(event: Mapping[str, Any]) -> str:
+        """A record's idempotency key: a repeat of a stored key is not stored again."""
+        return event_key(event)
+
+    @staticmethod
+    def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """Records as a frame."""
+        return frame(rows)
 
     def append(self, event: Mapping[str, Any]) -> int:
         """Write one event and fsync it; returns the byte offset where its record starts."""
@@ -151,7 +172,7 @@ class FeedbackLog:
         is acknowledged until the fsync returns; a crash before it leaves at most a torn last
         line, which the next append drops (it was never acknowledged).
         """
-        records = [prepare_record(e) for e in events]
+        records = [self.prepare(e) for e in events]
         if not records:
             return []
         self.root.mkdir(parents=True, exist_ok=True)
@@ -162,7 +183,7 @@ class FeedbackLog:
                 self._catch_up(fd, size)
                 out, lines, end = [], [], size
                 for rec in records:
-                    key = event_key(rec)
+                    key = self.key(rec)
                     if key in self._keys:
                         out.append(Appended(self._keys[key], True))
                         continue
@@ -230,7 +251,7 @@ class FeedbackLog:
         if size > pos:
             for raw in os.pread(fd, size - pos, pos).splitlines(keepends=True):
                 if raw.strip():
-                    self._keys[event_key(self._parse(raw, pos))] = pos
+                    self._keys[self.key(self._parse(raw, pos))] = pos
                 pos += len(raw)
         self._scanned = size
 
@@ -247,7 +268,7 @@ class FeedbackLog:
         if since < 0:
             raise DataError(f"feedback offset must be >= 0, got {since}")
         if not self.path.exists():
-            return frame([]), since
+            return self.to_frame([]), since
         with open(self.path, "rb") as f:
             f.seek(since)
             data = f.read()
@@ -257,7 +278,7 @@ class FeedbackLog:
             if raw.strip():
                 rows.append(self._parse(raw, pos))
             pos += len(raw)
-        return frame(rows), since + end
+        return self.to_frame(rows), since + end
 
     def erase_user(self, user_id: int) -> Erased:
         """Rewrite the log without ``user_id``'s records: atomically and durably.

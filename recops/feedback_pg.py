@@ -30,9 +30,16 @@ if TYPE_CHECKING:
 
 
 class PostgresFeedbackLog:
-    """Append-only feedback events in table ``table`` of the database at ``dsn``."""
+    """Append-only feedback events in table ``table`` of the database at ``dsn``.
+
+    The record kind is the file log's three hooks (``prepare``, ``key``, ``to_frame``):
+    :class:`recops.policy.impressions.PostgresImpressionLog` keeps served lists in another table.
+    """
 
     name = "postgres"
+    prepare = staticmethod(prepare_record)
+    key = staticmethod(event_key)
+    to_frame = staticmethod(frame)
 
     def __init__(self, dsn: str, table: str = "recops_feedback") -> None:
         from psycopg import sql
@@ -109,10 +116,10 @@ class PostgresFeedbackLog:
         """Store the new events in one transaction (group commit); repeats are not re-stored."""
         from psycopg import sql
 
-        records = [prepare_record(e) for e in events]
+        records = [self.prepare(e) for e in events]
         if not records:
             return []
-        keys = [event_key(r) for r in records]
+        keys = [self.key(r) for r in records]
         fresh = dict(zip(keys, records, strict=True))  # first of each key within the batch
 
         def work(conn: Connection[Any]) -> dict[str, tuple[int, bool]]:
@@ -159,7 +166,7 @@ class PostgresFeedbackLog:
 
         rows = self._run(work)
         nxt = int(rows[-1][0]) if rows else since
-        return frame([r for _, r in rows]), nxt
+        return self.to_frame([r for _, r in rows]), nxt
 
     def erase_user(self, user_id: int) -> Erased:
         """Delete ``user_id``'s events in one transaction, then VACUUM the table.

@@ -30,7 +30,8 @@ ERRORS: dict[int, str] = {
     415: f"Content-Type is not {JSON}",
     500: "Unexpected server error",
     503: "A store or model part the answer depends on is unavailable (the online store, the "
-         "feedback log; for /search also the text encoder or the items' text vectors); retry",
+         "feedback log, the impression log; for /search also the text encoder or the items' "
+         "text vectors); retry",
 }
 
 

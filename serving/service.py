@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import threading
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -30,6 +31,9 @@ POLL_SECONDS = 1.0  # how often a worker looks at the champion pointer
 # A JSON object answer. Without the declared media type BentoML builds a pydantic TypeAdapter
 # and its JSON schema for every response (to find the media type): CPU and garbage per request.
 JSONObject = Annotated[dict, ContentType("application/json")]
+# A client's idempotency key or a /recommend request id (uuid4 hex): printable, no spaces.
+Token = Annotated[str, Field(strict=True, min_length=1, max_length=128,
+                             pattern=r"^[A-Za-z0-9._:~-]+$")]
 
 
 class RecommendRequest(BaseModel):
@@ -51,8 +55,10 @@ class FeedbackRequest(BaseModel):
     timestamp: datetime | None = None
     # Idempotency key: a retried request with the same event_id is stored once. Without one, a
     # repeat is recognised by (user, item, type, timestamp), so retries must send the timestamp.
-    event_id: Annotated[str, Field(min_length=1, max_length=128,
-                                   pattern=r"^[A-Za-z0-9._:~-]+$")] | None = None
+    event_id: Token | None = None
+    # The request_id of the /recommend answer the item was shown in: joins the event to the
+    # impression log (recops policy evaluate counts it as a click on that list's item).
+    request_id: Token | None = None
 
 
 class SearchRequest(BaseModel):
@@ -91,6 +97,10 @@ def _metrics() -> dict[str, Any]:
         _METRICS["push_fail"] = Counter("recops_feedback_push_failures_total",
                                         "Logged feedback events the online store did not take")
         _METRICS["swap"] = Counter("recops_model_swaps_total", "Champion models loaded")
+        _METRICS["impressions"] = Counter("recops_impression_commits_total",
+                                          "Durable writes of a batch of served lists")
+        _METRICS["explored"] = Counter("recops_explored_lists_total",
+                                       "Lists the serving policy drew at random")
     return _METRICS
 
 
@@ -118,6 +128,7 @@ class Recommender:
             max_batch=self.settings.feedback.max_batch,
             on_logged=lambda e: self.metrics["feedback"].labels(event_type=e["event_type"]).inc(),
             on_commit=self.metrics["commits"].inc, on_push_failed=self.metrics["push_fail"].inc)
+        self.policy, self.impressions = self._policy()
         self._pointer = self.settings.paths.bentoml_home / "champion.json"
         self._stamp = self._pointer_stamp()
         self.engine = self._load("champion")
@@ -128,6 +139,22 @@ class Recommender:
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="champion-watcher", daemon=True)
         self._watcher.start()
+
+    def _policy(self):  # noqa: ANN202 - (Policy, GroupCommitter | None)
+        """The serving policy, and the impression log's group committer (None when off)."""
+        import numpy as np
+
+        from recops.policy.impressions import open_impressions
+        from recops.policy.policies import from_settings
+        from serving.feedback_writer import GroupCommitter
+
+        self._rng = np.random.default_rng()  # fresh entropy per worker; the log keeps the draw
+        policy = from_settings(self.settings.serving)
+        if not self.settings.serving.log_impressions:
+            return policy, None
+        return policy, GroupCommitter(open_impressions(self.settings), lambda _: None,
+                                      max_batch=self.settings.feedback.max_batch,
+                                      on_commit=self.metrics["impressions"].inc)
 
     # --- model lifecycle ------------------------------------------------------------------------
     def _load(self, tag: str):  # noqa: ANN202 - serving.engine.Engine
@@ -185,17 +212,37 @@ class Recommender:
         self._check_k(k)
         from recops.errors import FeatureError
 
+        policy = self.policy
         try:
-            items, fallback, history_size, tag = await self.batcher.submit(
-                (user_id, k, exclude_seen, context_items))
+            ranked, fallback, history_size, tag = await self.batcher.submit(
+                (user_id, policy.candidates(k), exclude_seen, context_items))
         except FeatureError as exc:
             # No silent fallback: without the user's features we say so (503, retryable).
             log.error("online feature read failed (%s)", type(exc).__name__)
             raise ServiceUnavailable("the online feature store is unavailable; retry") from None
         if fallback:
             self.metrics["fallback"].labels(kind=fallback).inc()
+        slate = policy.choose(len(ranked), k, self._rng)
+        items = [ranked[p] for p in slate.positions]
+        if slate.explored:
+            self.metrics["explored"].inc()
+        request_id = uuid.uuid4().hex
+        if self.impressions is not None:
+            record = {"request_id": request_id, "user_id": user_id,
+                      "items": [i["item_id"] for i in items],
+                      "propensities": slate.propensities,
+                      "candidates": [i["item_id"] for i in ranked], "k": k,
+                      "policy": policy.name, "policy_params": policy.params(),
+                      "policy_tag": policy.tag, "model": tag, "fallback": fallback}
+            try:
+                # Durable before the answer, sharing one fsync with concurrent requests.
+                await asyncio.wrap_future(self.impressions.submit(record))
+            except Exception:  # noqa: BLE001 - logged by the committer
+                raise ServiceUnavailable("the impression log is unavailable; the list was not "
+                                         "served: retry") from None
         return {"user_id": user_id, "items": items, "fallback": fallback,
-                "history_size": history_size, "model": tag}
+                "history_size": history_size, "model": tag, "request_id": request_id,
+                "policy": policy.tag}
 
     def _recommend_batch(self, reqs: list[tuple[int, int, bool, list[int] | None]]
                          ) -> list[tuple[list[dict], str | None, int, str]]:
@@ -212,7 +259,7 @@ class Recommender:
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
     async def feedback(self, user_id: int, item_id: int, event_type: str,
                        rating: float | None = None, timestamp: datetime | None = None,
-                       event_id: str | None = None) -> dict:
+                       event_id: str | None = None, request_id: str | None = None) -> dict:
         """Log an event durably and push it online, both shared with concurrent requests
         (group commit), before answering; a repeat is acknowledged and not stored again."""
         s = self.settings
@@ -233,7 +280,8 @@ class Recommender:
             raise InvalidArgument(f"timestamp {ts.isoformat()} is outside [{floor.isoformat()}, "
                                   "now + 5 min]")
         event = {"user_id": user_id, "item_id": item_id, "event_type": event_type,
-                 "rating": rating, "event_timestamp": ts, "event_id": event_id}
+                 "rating": rating, "event_timestamp": ts, "event_id": event_id,
+                 "request_id": request_id}
         try:
             # Resolves once the event is durable (fsync or commit) and pushed online.
             got = await asyncio.wrap_future(self.committer.submit(event))

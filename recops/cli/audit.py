@@ -145,7 +145,8 @@ def subject_show_cmd(
         print(json.dumps(view.to_dict(), indent=2, sort_keys=True, default=str))
         return
     out.print(f"user {uid} (subject {view.subject}): {view.events} event(s) in the lake, "
-              f"{view.feedback_events} in the feedback log, {len(view.erasures)} erasure(s)",
+              f"{view.feedback_events} in the feedback log, {view.impressions} list(s) in the "
+              f"impression log, {len(view.erasures)} erasure(s)",
               highlight=False)
     sections = (
         ("lake batches", ("table", "batch_id", "rows", "source", "created_at"), view.batches),
@@ -179,7 +180,7 @@ def subject_erase_cmd(
     settings = ctx.obj.settings()
     if not yes:
         typer.confirm(f"Erase every row of user {uid} under {settings.paths.home} and from its "
-                      "feedback log and online store?", abort=True)
+                      "feedback and impression logs and online store?", abort=True)
     with out.status("rewriting lake batches, files, logs and the online store"):
         res = erase(settings, uid, reason=reason)
     table = Table(title=f"erasure {res.erasure_id}: {res.rows_removed} row(s) removed")

@@ -9,8 +9,8 @@ erasure see the same list, and an erasure of a user held nowhere changes nothing
   others atomically (temporary file, fsync, rename), the Parquet schema kept;
 * the user lists of run directories (``eval_users.json``, ``window.json``);
 * downloaded dataset files (``<home>/datasets``: CSV with a ``userId``/``user_id`` header);
-* the event logs: the feedback log (file or PostgreSQL backend), and any log added to
-  :data:`USER_LOGS` (an impression log joins the same way).
+* the event logs (:data:`USER_LOGS`): the feedback log and the impression log (file or
+  PostgreSQL backend).
 
 The online store is in :mod:`recops.compliance.online_rows`.
 """
@@ -210,11 +210,28 @@ def _old_file_log(settings: Settings) -> EventLog | None:
     return FeedbackLog(settings.paths.feedback)
 
 
-# Every log of user events: the feedback log today; an impression log is added here, and is
-# then read by `subject export` and rewritten by `subject erase` like the feedback log. An
-# opener returns None where its log does not apply.
+def _impression_log(settings: Settings) -> EventLog | None:
+    from recops.policy.impressions import open_impressions
+
+    return open_impressions(settings)
+
+
+def _old_impression_file(settings: Settings) -> EventLog | None:
+    """The file impression log left behind when the backend became PostgreSQL."""
+    from recops.policy.impressions import FILENAME, ImpressionLog
+
+    if settings.feedback.backend == "file" or not (settings.paths.feedback / FILENAME).exists():
+        return None
+    return ImpressionLog(settings.paths.feedback)
+
+
+# Every log of user events: the feedback log and the impression log (the lists /recommend
+# served), read by `subject export` and rewritten by `subject erase`. An opener returns None
+# where its log does not apply.
 USER_LOGS: dict[str, Callable[[Settings], EventLog | None]] = {
-    "feedback log": _feedback_log, "feedback log (file, before postgres)": _old_file_log}
+    "feedback log": _feedback_log, "feedback log (file, before postgres)": _old_file_log,
+    "impression log": _impression_log,
+    "impression log (file, before postgres)": _old_impression_file}
 
 
 def _open(name: str, settings: Settings) -> EventLog:

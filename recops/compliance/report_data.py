@@ -46,6 +46,8 @@ class ReportData:
     figures: list[Figure] = field(default_factory=list)
     # Every erasure that removed rows, and whether this model's data version excludes them.
     erasures: list[dict[str, Any]] = field(default_factory=list)
+    # The serving policy's off-policy click-rate estimate, when one was made (docs/policies.md).
+    policy: dict[str, Any] | None = None
 
 
 MISSING = object()  # a record file that is absent (a file holding JSON null is "recorded: none")
@@ -165,6 +167,17 @@ def privacy_in_words(meta: dict[str, Any], total: dict[str, Any]) -> list[str]:
             f"multiplier σ = {float(comp['noise_multiplier']):.4g}, clipping norm "
             f"{float(comp['max_grad_norm']):.4g}, sampling rate {float(comp['sample_rate']):.4g}, "
             f"{comp.get('steps')} steps over {comp.get('epochs')} epoch(s)/round(s).")
+    parts.append(
+        "Covered: the model's weights, that is every training step that read a user's events"
+        + (" (training ran a fixed number of epochs and kept the last model: nothing was chosen "
+           "on private validation data outside the accountant)"
+           if any(str(c.get("mechanism", "")).startswith("dp-sgd")
+                  for c in (spend.get("components") or {"": spend}).values()) else "")
+        + ". Item titles and genres are public and cost no privacy. Not covered: the quality "
+        "figures in this report and the gate's decision, computed on the same users' held-out "
+        "events and shown to operators rather than released with the model, and any setting "
+        "tuned on this data instead of public or synthetic data (recops' DP defaults were "
+        "chosen on synthetic data).")
     budget = total["budget_epsilon"]
     parts.append(
         f"Across all {total['runs']} run(s) and retraining cycles charged to population "
@@ -219,9 +232,23 @@ def gather(settings: Settings, tag: str | None = None, *, run_id: str | None = N
         privacy_total=total, privacy_words=privacy_in_words(meta, total),
         segment_gap=segment_gap(meta.get("per_segment") or {}, gate_metric),
         retrain=retrain_required(settings).get(full),
-        erasures=erasures_for(settings, meta.get("data_version")))
+        erasures=erasures_for(settings, meta.get("data_version")),
+        policy=policy_evaluation(settings, files.get("gate.json")))
     data.figures = figures(data)
     return data
+
+
+def policy_evaluation(settings: Settings, gate: Any) -> dict[str, Any] | None:
+    """The off-policy estimate to show: the gate's, when it checked one, else the last one
+    ``recops policy evaluate`` wrote (``<reports>/policy_evaluation.json``); None when neither."""
+    checks = (gate.get("checks") if isinstance(gate, dict) else None) or {}
+    est = (checks.get("policy") or {}).get("estimate")
+    if isinstance(est, dict) and "estimates" in est:
+        return {**est, "source": "the promotion gate"}
+    got = _read_json(settings.paths.reports / "policy_evaluation.json")
+    if isinstance(got, dict) and "estimates" in got:
+        return {**got, "source": "recops policy evaluate"}
+    return None
 
 
 def _mentions(record: dict[str, Any], tag: str) -> bool:

@@ -148,6 +148,7 @@ class SubjectView:
     privacy_spends: list[dict[str, Any]] = field(default_factory=list)
     copies: list[dict[str, Any]] = field(default_factory=list)  # places.Place, as dicts
     feedback_events: int = 0
+    impressions: int = 0  # lists /recommend served the user (impression log)
     online_rows: int = 0
     erasures: list[dict[str, Any]] = field(default_factory=list)
 
@@ -237,6 +238,7 @@ def show(settings: Settings, user_id: int) -> SubjectView:
                 found.append(places.Place("orphan", "orphaned lake file", str(f), 0))
     view.copies = [p.to_dict() for p in found]
     view.feedback_events = sum(p.rows for p in found if p.where.startswith("feedback log"))
+    view.impressions = sum(p.rows for p in found if p.where.startswith("impression log"))
     view.online_rows = online_rows.count(settings, user_id)
     versions = versions_containing(lake, hit_ids) if hit_ids else set()
     view.runs, view.models, run_ids = _trained_on(settings, versions,
@@ -299,9 +301,9 @@ def erase(settings: Settings, user_id: int, *, reason: str = "data subject erasu
     before = erasures_of(settings, subject)
     if not (hits or orphans or found or online or before):
         raise DataError(f"user {user_id} is held nowhere under {settings.paths.home} (lake, "
-                        "files, feedback log, online store) and was never erased: nothing to "
-                        f"erase, nothing changed. Check the id with `recops subject show "
-                        f"{user_id}`")
+                        "files, feedback and impression logs, online store) and was never "
+                        "erased: nothing to erase, nothing changed. Check the id with "
+                        f"`recops subject show {user_id}`")
     erasure_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     # First, so an ingestion running meanwhile already refuses the user's rows.
     tombstones.add(settings.paths.lake, subject, erasure_id)

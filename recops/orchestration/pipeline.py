@@ -247,7 +247,7 @@ def gate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
     champion on the same newest-period test set), those metrics stand for the champion's.
     """
     from recops.release import registry
-    from recops.release.gate import decide
+    from recops.release.gate import decide, policy_estimate
 
     run = RunDir.of(settings, Path(run_dir).name)
     key = {"checkpoint_sha256": run.read_json(RunDir.METRICS)["checkpoint_sha256"]}
@@ -261,7 +261,7 @@ def gate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
         rescored = run.read_json(RunDir.CHAMPION_METRICS)
         champion = {**champion, "metrics": rescored["overall"],
                     "per_segment": rescored.get("per_segment", {})}
-    decision = decide(settings, challenger, champion)
+    decision = decide(settings, challenger, champion, policy_estimate(settings))
     out = {**key, "passed": bool(decision.promote), "champion": champ_tag,
            "challenger_run": challenger["run_id"], **decision.to_dict()}
     run.write_json(RunDir.GATE, out)

@@ -4,7 +4,9 @@ Rules (settings.gate / settings.privacy): its data passed validation; its metric
 least the champion's minus ``tolerance`` and at least ``floor``; it beats a popularity model
 scored on the same test users (by ``baseline_margin``); its privacy total is within
 ``budget_epsilon``; no user segment's metric drops by more than ``max_segment_regression``
-(relative) from the champion's.
+(relative) from the champion's. Optional (``gate.policy_check``): the serving policy's click
+rate, estimated off-policy from the impression and feedback logs, is not below what the logged
+lists got (docs/policies.md).
 """
 
 from __future__ import annotations
@@ -134,9 +136,51 @@ def _check_segments(settings: Settings, chall: dict[str, Any],
     return True, f"no segment regresses more than {limit:.0%}", info
 
 
+def policy_estimate(settings: Settings) -> dict[str, Any] | None:
+    """The off-policy estimate of ``serving.policy`` for :func:`decide` (reads both logs);
+    None when ``gate.policy_check`` is off, ``{"error": ...}`` when there is nothing to use."""
+    from recops.errors import DataError
+    from recops.policy.evaluate import evaluate
+    from recops.policy.policies import from_settings
+
+    if not settings.gate.policy_check:
+        return None
+    try:
+        return evaluate(settings, from_settings(settings.serving),
+                        settings.gate.policy_events).to_dict()
+    except DataError as exc:
+        return {"error": str(exc)}
+
+
+def _check_policy(settings: Settings, est: dict[str, Any] | None
+                  ) -> tuple[bool, str, dict[str, Any]]:
+    g = settings.gate
+    info: dict[str, Any] = {"tolerance": g.policy_tolerance, "min_lists": g.policy_min_lists,
+                            "estimate": est}
+    if est is None or "error" in est:
+        why = est["error"] if est else "no estimate was made"
+        return False, f"policy check on, but no off-policy estimate: {why}", info
+    dr, seen, n = est["estimates"]["dr"], est["observed_click_rate"], est["lists"]
+    name = est["policy"]
+    if n < g.policy_min_lists:
+        return False, (f"policy check: {n} logged lists, fewer than gate.policy_min_lists "
+                       f"({g.policy_min_lists})"), info
+    if est["unsupported_mass"] > 0.01:
+        return False, (f"policy check: the logs cannot evaluate {name} "
+                       f"({est['unsupported_mass']:.0%} of its slots were never loggable)"), info
+    if dr["high"] < seen - g.policy_tolerance:
+        return False, (f"policy {name}: estimated click rate {dr['value']:.4f} (DR, 95% "
+                       f"interval up to {dr['high']:.4f}) is below the logged lists' "
+                       f"{seen:.4f} minus {g.policy_tolerance:.4f}"), info
+    return True, (f"policy {name}: estimated click rate {dr['value']:.4f} (DR) is not below "
+                  f"the logged lists' {seen:.4f}"), info
+
+
 def decide(settings: Settings, challenger_meta: dict[str, Any],
-           champion_meta: dict[str, Any] | None) -> GateDecision:
-    """Apply every rule; pure (no I/O), so the pipeline and the CLI agree."""
+           champion_meta: dict[str, Any] | None,
+           policy: dict[str, Any] | None = None) -> GateDecision:
+    """Apply every rule; pure (no I/O), so the pipeline and the CLI agree. ``policy``: the
+    :func:`policy_estimate`, checked only when ``gate.policy_check`` is on."""
     checks: dict[str, dict[str, Any]] = {}
     reasons: list[str] = []
     ok, why = _check_validation(challenger_meta)
@@ -147,6 +191,7 @@ def decide(settings: Settings, challenger_meta: dict[str, Any],
         ("baseline", _check_baseline(settings, challenger_meta)),
         ("privacy", _check_privacy(settings, challenger_meta)),
         ("segments", _check_segments(settings, challenger_meta, champion_meta)),
+        *((("policy", _check_policy(settings, policy)),) if settings.gate.policy_check else ()),
     ):
         checks[key] = {"passed": ok, "reason": why, **info}
         reasons.append(why)
@@ -167,7 +212,7 @@ def run_gate(settings: Settings, tag: str, *, promote: bool = True) -> GateDecis
     chall = registry.metadata(settings, full)
     champ_tag = registry.champion_tag(settings)
     champ = registry.metadata(settings, champ_tag) if champ_tag and champ_tag != full else None
-    decision = decide(settings, chall, champ)
+    decision = decide(settings, chall, champ, policy_estimate(settings))
     record = {"challenger": full, "champion": champ_tag, **decision.to_dict()}
     run_id = chall.get("run_id")
     audit: dict[str, Any] = {"inputs": {"challenger": full, "champion": champ_tag},
@@ -185,4 +230,4 @@ def run_gate(settings: Settings, tag: str, *, promote: bool = True) -> GateDecis
     return decision
 
 
-__all__ = ["GateDecision", "decide", "run_gate"]
+__all__ = ["GateDecision", "decide", "policy_estimate", "run_gate"]

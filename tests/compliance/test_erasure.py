@@ -71,6 +71,17 @@ def push(settings: Any, events: list[dict[str, Any]]) -> None:
     push_events(settings, events)
 
 
+def serve_lists(settings: Any, users: list[int], n: int) -> None:
+    """What /recommend does: log each served list (with its propensities) durably."""
+    from recops.policy.impressions import open_impressions
+
+    open_impressions(settings).append_many([
+        {"request_id": f"r{u}-{i}", "user_id": u, "items": [1, 2], "propensities": [0.95, 0.05],
+         "candidates": [1, 2, 3], "k": 2, "policy": "epsilon_greedy",
+         "policy_params": {"epsilon": 0.15, "top_n": 3}, "model": "m"}
+        for u in users for i in range(n)])
+
+
 def snapshot(home: Path) -> dict[str, str]:
     return {str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(home.rglob("*")) if p.is_file()}
@@ -99,6 +110,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                                           "stores.feast_project": f"e{uuid.uuid4().hex[:10]}"})
         first = pipeline.run_pipeline(settings, progress=False)
         push(settings, feedback_events(ratings, [UID, OTHER], 4))
+        serve_lists(settings, [UID, OTHER], 3)
         cycle = continual.run_cycle(settings, progress=False, finetune_epochs=1)
         # Feedback after the cycle: pending for the next one.
         push(settings, feedback_events(ratings, [UID, OTHER], 1, start=10))
@@ -125,7 +137,8 @@ def test_erase_reaches_every_file_and_the_online_store(world, monkeypatch, capsy
     before = scan_home(home, UID)
     # The world really holds the user in every kind of place erasure must reach.
     for where in ("lake/", "datasets/", "features/sources/user_events.parquet",
-                  "features/online_store.db", "feedback/feedback.jsonl", "labels.parquet",
+                  "features/online_store.db", "feedback/feedback.jsonl",
+                  "feedback/impressions.jsonl", "labels.parquet",
                   "feedback.parquet", "eval_users.json", "window.json", "staging/"):
         assert any(where in h for h in before), (where, before)
     assert online_features(s, [UID])["found"].tolist() == [True]
@@ -141,17 +154,20 @@ def test_erase_reaches_every_file_and_the_online_store(world, monkeypatch, capsy
     lake_rows = [r for b in data["lake"] if b["table"] == "interactions" for r in b["records"]]
     assert len(lake_rows) == n_ratings + 4  # the download's ratings + the cycle's feedback
     wheres = {p["where"] for p in data["files_and_logs"]}
-    assert {"feedback log", "run file", "feature source", "dataset download",
+    assert {"feedback log", "impression log", "run file", "feature source", "dataset download",
             "staging"} <= wheres
     fb = next(p for p in data["files_and_logs"] if p["where"] == "feedback log")
     assert len(fb["records"]) == 5 and {r["user_id"] for r in fb["records"]} == {UID}
+    shown = next(p for p in data["files_and_logs"] if p["where"] == "impression log")
+    assert sorted(r["request_id"] for r in shown["records"]) == [f"r{UID}-{i}" for i in range(3)]
+    assert shown["records"][0]["propensities"] == [0.95, 0.05]
     assert [r["user_id"] for r in data["online_store"]["records"]] == [UID]
     assert {m["tag"] for m in data["models"]} == set(models)
 
     audit_before = len(AuditLog(s.paths.audit_log).records())
     code, text = run_cli_text(monkeypatch, capsys, *cli, "erase", str(UID), "--yes")
     assert code == 0, text
-    assert "online store" in text and "feedback log" in text
+    assert "online store" in text and "feedback log" in text and "impression log" in text
 
     assert scan_home(home, UID) == []
     assert online_features(s, [UID])["found"].tolist() == [False]
@@ -168,6 +184,10 @@ def test_erase_reaches_every_file_and_the_online_store(world, monkeypatch, capsy
     # The feedback watermark moved with the rewritten log: OTHER's event is still pending,
     # nothing is read twice or skipped.
     assert continual.pending(s) == 1
+    # The other user's served lists are kept; the erased user's are gone from the file.
+    from recops.policy.impressions import open_impressions
+
+    assert set(open_impressions(s).read(0)[0].user_id) == {OTHER}
 
 
 @pytest.mark.integration
@@ -414,24 +434,38 @@ def test_erase_reaches_the_postgres_log_and_the_file_log_left_before_it(
 
     table = f"t_erase_{uuid.uuid4().hex[:10]}"
     s = load_settings(overrides={"home": tmp_path / "h", "feedback.backend": "postgres",
-                                 "feedback.table": table, "stores.postgres_dsn": postgres_dsn})
+                                 "feedback.table": table, "stores.postgres_dsn": postgres_dsn,
+                                 "feedback.impressions_table": table + "_i"})
     lake = Lake(s.paths.lake)
     for name, df in small_tables().items():
         lake.append(name, df, "test")
     ev = [{"user_id": u, "item_id": 1, "event_type": "click",
            "event_timestamp": f"2026-02-01T00:00:{n:02d}Z"} for n, u in enumerate([7, 8, 7])]
     FeedbackLog(s.paths.feedback).append_many(ev)  # written while the backend was "file"
+    file_settings = s.model_copy(update={"feedback": s.feedback.model_copy(
+        update={"backend": "file"})})
+    serve_lists(file_settings, [7, 8], 1)  # served lists logged before the switch, too
     pg = open_log(s)
+    from recops.policy.impressions import ImpressionLog, open_impressions
+
+    pg_lists = open_impressions(s)
     try:
         pg.append_many(ev)
-        assert show(s, 7).feedback_events == 4
+        serve_lists(s, [7, 8, 7], 1)
+        view = show(s, 7)
+        assert (view.feedback_events, view.impressions) == (4, 2)
         res = erase(s, 7)
         logs = sorted(p["where"] for p in res.places if p["kind"] == "log")
-        assert logs == ["feedback log", "feedback log (file, before postgres)"]
+        assert logs == ["feedback log", "feedback log (file, before postgres)",
+                        "impression log", "impression log (file, before postgres)"]
         assert pg.read(0)[0].user_id.tolist() == [8]
         assert FeedbackLog(s.paths.feedback).read(0)[0].user_id.tolist() == [8]
-        assert show(s, 7).feedback_events == 0
+        assert pg_lists.read(0)[0].user_id.tolist() == [8]
+        assert ImpressionLog(s.paths.feedback).read(0)[0].user_id.tolist() == [8]
+        assert (show(s, 7).feedback_events, show(s, 7).impressions) == (0, 0)
     finally:
         pg.close()  # type: ignore[attr-defined]  # the PostgreSQL log's connection
+        pg_lists.close()  # type: ignore[attr-defined]
         with psycopg.connect(libpq_dsn(postgres_dsn), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+            for t in (table, table + "_i"):
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(t)))

@@ -154,6 +154,8 @@ def test_report_figures_and_numbers_come_from_the_records(settings, fed_model) -
     assert f"e^ε = {math.exp(spend.epsilon):.3g}" in html
     assert "one client (a whole group of users" in html and "accountant RDP" in html
     assert f"noise multiplier σ = {spend.noise_multiplier:.4g}" in html
+    # What the guarantee covers and what it does not, in plain words.
+    assert "Covered: the model&#39;s weights" in html and "Not covered: the quality figures" in html
     assert f"ledger sums to ε = {sum(e.epsilon for e in entries):.4g}" in html
     # The largest gap between segments, from the per-segment metrics.
     gap = per_seg["activity=<20"]["ndcg@10"] - per_seg["activity=20-49"]["ndcg@10"]
@@ -256,3 +258,28 @@ def test_pdf_is_printed_by_chromium_and_recorded(settings, fed_model) -> None:
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 20_000
     rec = AuditLog(settings.paths.audit_log).records()[-1]
     assert rec["outputs"]["pdf_sha256"] == sha256_file(pdf)
+
+
+def test_report_shows_the_policy_estimate_when_one_was_made(settings, fed_model, monkeypatch,
+                                                           capsys) -> None:
+    import numpy as np
+
+    from recops.compliance.report import build_report
+    from recops.policy.policies import EpsilonGreedy
+    from recops.policy.simulator import make_world, simulate_log
+    from tests.policy.conftest import write_logs
+
+    assert 'id="policy-estimates"' not in build_report(settings, fed_model["tag"]).read_text()
+    logging = EpsilonGreedy(0.3, 10)
+    write_logs(settings, simulate_log(make_world(5), logging, 400, np.random.default_rng(5)),
+               logging)
+    code, text = run_cli_text(monkeypatch, capsys, "--home", str(settings.home), "policy",
+                              "evaluate", "--policy", "greedy")
+    assert code == 0, text
+    saved = json.loads((settings.paths.reports / "policy_evaluation.json").read_text())
+    html = build_report(settings, fed_model["tag"]).read_text()
+    assert 'id="policy-estimates"' in html and "recops policy evaluate" in html
+    for name in ("IPS", "SNIPS", "DR"):
+        est = saved["estimates"][name.lower()]
+        assert f"<td>{name}</td><td>{est['value']:.4f}</td>" in html
+    assert f"from {saved['lists']} logged lists" in html

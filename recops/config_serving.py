@@ -1,0 +1,61 @@
+"""The settings sections of the request path: the service (``serving``: workers, batching,
+/search, the serving policy) and its durable logs (``feedback``: the feedback and impression
+logs). Sections of the one :class:`recops.config.Settings`; kept here so recops/config.py stays
+short."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class Section(BaseModel):
+    """A settings section: unknown keys refused, assignments validated (as in recops.config)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServingSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    auth_token: SecretStr | None = None
+    max_k: int = Field(100, ge=1)
+    quantize: bool = False
+    # `bentoml serve` worker processes, each computing one batch at a time on one torch
+    # thread; 0: one per core (BentoML counts the cores this process may use).
+    workers: int = Field(0, ge=0, le=256)
+    # Adaptive batching of /recommend: the requests that arrive while one batch is computed
+    # (at most this many) form the next; a lone request waits for nothing.
+    max_batch: int = Field(64, ge=1, le=4096)
+    # One log line per request (BentoML's access log) and an OpenTelemetry span per request
+    # (useful only with a tracing exporter in BentoML's configuration). Off by default: together
+    # they took ~30% of a worker's CPU at full load; a proxy in front usually logs access.
+    access_log: bool = False
+    request_tracing: bool = False
+    # /search: the longest query taken (characters), how many items the query's text similarity
+    # keeps as candidates, and the user's model score's weight when re-ranking them (0: the query
+    # alone decides). The weight was chosen on ml-latest-small's validation split
+    # (benchmarks/bench_search.py, docs/serving.md).
+    max_query_chars: int = Field(256, ge=1, le=10_000)
+    search_candidates: int = Field(100, ge=1, le=10_000)
+    search_weight: float = Field(0.7, ge=0.0, le=1.0)
+    # What /recommend shows of the model's ranking (recops.policy.policies, docs/policies.md):
+    # "greedy" its top-k; "epsilon_greedy" with probability epsilon a uniformly random ordered
+    # k of its top policy_top_n instead. Each served list is logged with its propensities
+    # (log_impressions; durable before the answer, one fsync per batch of requests).
+    policy: Literal["greedy", "epsilon_greedy"] = "greedy"
+    epsilon: float = Field(0.1, ge=0.0, le=1.0)
+    policy_top_n: int = Field(20, ge=1, le=1000)
+    log_impressions: bool = True
+
+
+class FeedbackSettings(Section):
+    # Where /feedback events are logged durably: "file" (JSONL under paths.feedback, one host)
+    # or "postgres" (a table in stores.postgres_dsn's database, shared by every replica).
+    backend: Literal["file", "postgres"] = "file"
+    table: str = Field("recops_feedback", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # Group commit: at most this many concurrent events share one fsync / one transaction.
+    max_batch: int = Field(256, ge=1, le=10_000)
+    # The impression log's table with the "postgres" backend (the file one is impressions.jsonl).
+    impressions_table: str = Field("recops_impressions", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
