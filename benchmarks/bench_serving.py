@@ -251,7 +251,7 @@ def bench_store(world: dict[str, Any], store: str, args: argparse.Namespace,
 
     ov = {"home": world["settings"].home, "stores.online": store,
           "stores.feast_project": "bench" + uuid.uuid4().hex[:8], "train.num_threads": 1,
-          "serving.workers": args.workers}
+          "serving.workers": args.workers, **args.set}
     settings = load_settings(overrides=ov)
     feast_store.apply(settings)
     feast_store.materialize(settings)
@@ -316,7 +316,16 @@ def main() -> None:
     ap.add_argument("--tool", choices=["auto", "hey", "python"], default="auto",
                     help="/recommend load generator (auto: hey when installed)")
     ap.add_argument("--home", type=Path, default=None, help="keep state here (default: temp)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for the served service, e.g. serving.log_impressions=false "
+                         "or serving.policy=epsilon_greedy (repeatable)")
     args = ap.parse_args()
+    import yaml
+
+    try:
+        args.set = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    except ValueError:
+        ap.error("--set takes KEY=VALUE")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.requests = args.requests or (300 if args.quick else 2000)
     for k, v in {"BENTOML_DO_NOT_TRACK": "true", "FEAST_USAGE": "False"}.items():
@@ -343,7 +352,7 @@ def main() -> None:
 
     t = Table(title=f"/recommend latency, {args.requests} requests per row, "
                     f"serving.workers={args.workers or 'one per core'} (ratio = p50 / "
-                    "in-process floor p50)")
+                    "in-process floor p50)" + "".join(f", {k}={v}" for k, v in args.set.items()))
     for col in ("store", "path", "concurrency", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
                 "req/s", "errors", "p50 ratio"):
         t.add_column(col, justify="left" if col in ("store", "path") else "right")
