@@ -92,6 +92,25 @@ def _retrain_run(state: platform.PlatformState, recops_run_id: str,
         client.close()
 
 
+def _first_start_done(state: platform.PlatformState, timeout: float = 300) -> None:
+    """Wait for recops_retrain's first-start run (its latest daily slot, run at unpause) to
+    finish: started after it, the replay's first events would race it into a tiny batch."""
+    from recops.orchestration.platform_health import AirflowClient
+
+    client = AirflowClient(state, timeout=30)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            runs = client.request("GET", "dags/recops_retrain/dagRuns",
+                                  params={"limit": 100})["dag_runs"]
+            if runs and all(r["state"] in ("success", "failed") for r in runs):
+                return
+            time.sleep(2)
+    finally:
+        client.close()
+    raise AssertionError(f"recops_retrain's first-start run not finished in {timeout:.0f} s")
+
+
 def _asset_events(state: platform.PlatformState) -> list[dict[str, Any]]:
     from recops.orchestration.platform_health import AirflowClient
 
@@ -142,6 +161,7 @@ def test_replay_closes_the_loop_under_the_scheduler(loop_world: dict[str, Any],
     assert up.returncode == 0 and state is not None, up.stdout + up.stderr
     snapshot: list[psutil.Process] = []
     try:
+        _first_start_done(state)
         result = tmp_path / "replay.json"
         t1 = time.monotonic()
         rp = recops(cfg, "replay", "--rate", 20, "--limit", PLAYED + HELD, "--after-swap", HELD,
@@ -178,6 +198,9 @@ def test_replay_closes_the_loop_under_the_scheduler(loop_world: dict[str, Any],
         logged, _ = log.read(0)
         assert set(got["acknowledged_events"]) <= set(logged["event_id"])
         rdir = RunDir.of(settings, meta["run_id"])
+        metric = rdir.read_json(RunDir.GATE)["checks"]["metric"]
+        print(f"gate: {metric['metric']} challenger {metric['challenger']:.4f}, champion "
+              f"{metric['champion']:.4f}")
         col = rdir.read_json(RunDir.COLLECT)
         since, _ = log.read(col["from_offset"])
         after, _ = log.read(col["to_offset"])
