@@ -128,6 +128,8 @@ class TrainSettings(_Section):
     patience: int = Field(5, ge=1)
     eval_every: int = Field(1, ge=1)
     num_threads: int = Field(2, ge=1)
+    # Where gradient-trained models train: "cpu", "cuda" or "cuda:N" (saved back on the CPU).
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
     # Model selection: train each of these model kinds (centralised, without DP) and keep the one
     # best on validation gate.metric as the challenger. Empty: train model.kind alone.
     candidates: list[ModelKind] = []
@@ -141,6 +143,14 @@ class PrivacySettings(_Section):
     max_grad_norm: float = Field(1.0, gt=0)
     clipping: Literal["flat", "ghost"] = "ghost"
     accountant: Literal["rdp", "prv"] = "rdp"
+    # DP-SGD recipe, chosen on synthetic data (docs/privacy.md): exactly `epochs`, last model
+    # kept; users per step `batch_size`, unset: batch_fraction of them; Adam at `lr`.
+    epochs: int = Field(30, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    batch_fraction: float = Field(0.2, gt=0, le=1)
+    lr: float = Field(1e-2, gt=0)
+    # "text": item embeddings/output weights keep their public text start (needs text_init).
+    item_side: Literal["trained", "text"] = "trained"
     # Total epsilon the same people may be charged over all runs and retraining cycles.
     budget_epsilon: float = Field(16.0, gt=0)
 
@@ -278,6 +288,14 @@ class Settings(BaseSettings):
         if self.feedback.backend == "postgres" and not self.stores.postgres_dsn:
             raise ValueError("feedback.backend 'postgres' needs stores.postgres_dsn "
                              "(e.g. postgresql+psycopg://user@127.0.0.1:5432/recops)")
+        return self
+
+    @model_validator(mode="after")
+    def _text_item_side(self) -> Settings:
+        if (self.privacy.enabled and self.privacy.item_side == "text"
+                and not (self.model.kind == "sasrec" and self.model.text_init)):
+            raise ValueError("privacy.item_side 'text' keeps the items' text-derived "
+                             "start: it needs model.kind 'sasrec' with model.text_init true")
         return self
 
     # Filled by load_settings; pydantic-settings reads it through settings_customise_sources.

@@ -30,7 +30,8 @@ def train(
     ctx: typer.Context,
     kind: Annotated[str | None, typer.Option("--kind", help="sasrec, mf, pop, ease "
                                              "or itemknn (else model.kind).")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Max epochs (train.epochs).")
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Max epochs (train.epochs; "
+                                              "with --dp, exactly privacy.epochs).")
                       ] = None,
     max_len: Annotated[int | None, typer.Option("--max-len", help="Sequence length "
                                                 "(model.max_len).")] = None,
@@ -60,7 +61,8 @@ def train(
     from recops.training.models import read_checkpoint
 
     settings = ctx.obj.settings(**{
-        "model.kind": kind, "train.epochs": epochs, "model.max_len": max_len,
+        "model.kind": kind, "train.epochs": epochs, "privacy.epochs": epochs,
+        "model.max_len": max_len,
         "model.d_model": d_model, "train.lr": lr, "train.batch_size": batch_size,
         "model.text_init": text_init, "privacy.enabled": dp, "privacy.target_epsilon": epsilon})
     if resume and not run_id:

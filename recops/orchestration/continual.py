@@ -231,10 +231,10 @@ def train(settings: Settings, run_id: str, dataset_version: str, *,
     champion = registry.load(settings, registry.CHAMPION)
     # Fine-tune the champion as it is: its kind (model selection may have chosen it), fewer
     # epochs, no new selection.
+    epochs = finetune_epochs or min(settings.train.epochs, FINETUNE_EPOCHS)
     settings = settings.model_copy(update={
-        "train": settings.train.model_copy(update={
-            "epochs": finetune_epochs or min(settings.train.epochs, FINETUNE_EPOCHS),
-            "candidates": []}),
+        "train": settings.train.model_copy(update={"epochs": epochs, "candidates": []}),
+        "privacy": settings.privacy.model_copy(update={"epochs": epochs}),
         "model": settings.model.model_copy(update={"kind": champion.checkpoint["kind"]})})
     key = {"dataset_version": dataset_version, "config_hash": pipeline.config_hash(settings),
            "replay_fraction": replay_fraction}

@@ -28,13 +28,13 @@ from recops.schema import METRIC_KEYS
 STAGES = ("ingest", "validate", "features", "train", "evaluate", "gate", "register", "report")
 
 # Airflow Params (and `recops run` flags) -> settings keys. None means "as configured".
-PARAM_SETTINGS = {
+PARAM_SETTINGS: dict[str, str | tuple[str, ...]] = {
     "dataset": "data.dataset",
     "mode": "train.mode",
     "dp": "privacy.enabled",
     "budget_epsilon": "privacy.budget_epsilon",
     "target_epsilon": "privacy.target_epsilon",
-    "epochs": "train.epochs",
+    "epochs": ("train.epochs", "privacy.epochs"),  # with DP too: the epochs asked for
     "federated_engine": "federated.engine",
     "clients": "federated.num_clients",
     "rounds": "federated.rounds",
@@ -64,8 +64,13 @@ def settings_from_params(params: Mapping[str, Any] | None) -> Settings:
     unknown = sorted(set(params) - set(PARAM_SETTINGS))
     if unknown:
         raise ConfigError(f"unknown pipeline param(s) {unknown}; expected {sorted(PARAM_SETTINGS)}")
-    return load_settings(overrides={PARAM_SETTINGS[k]: v for k, v in params.items()
-                                    if v is not None})
+    overrides: dict[str, Any] = {}
+    for name, value in params.items():
+        keys = PARAM_SETTINGS[name]
+        for key in (keys,) if isinstance(keys, str) else keys:
+            if value is not None:
+                overrides[key] = value
+    return load_settings(overrides=overrides)
 
 
 def config_hash(settings: Settings) -> str:

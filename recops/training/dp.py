@@ -138,6 +138,19 @@ class PrivateTraining:
             population=self.population, run_id=run_id)
 
 
+def dp_batch_size(settings: Settings, n_users: int) -> int:
+    """Expected users per DP-SGD step: ``privacy.batch_size``, else ``privacy.batch_fraction``
+    of the ``n_users`` training users (at least ``train.batch_size``, at most all of them).
+
+    The noise added to a step's summed clipped gradients does not shrink with the batch, so
+    its share of the mean falls as 1/batch; with the number of epochs fixed, a larger batch
+    also means fewer steps and a smaller ε per step (docs/privacy.md measures the trade).
+    """
+    p = settings.privacy
+    size = p.batch_size or max(settings.train.batch_size, round(p.batch_fraction * n_users))
+    return max(1, min(size, n_users))
+
+
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer,
                  loader: DataLoader[tuple[torch.Tensor, ...]],
                  settings: Settings, n_users: int, epochs: int, *,

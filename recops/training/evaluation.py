@@ -64,12 +64,13 @@ def rank_sequences(model: Recommender, inputs: list[np.ndarray], targets: np.nda
     """
     was_training = model.training
     model.eval()
+    device = next(iter(model.parameters()), torch.zeros(0)).device
     ranks, tops = [], []
     try:
         for s in range(0, len(targets), batch_size):
             x = left_pad(inputs[s:s + batch_size], model.max_len)
             t = torch.as_tensor(targets[s:s + batch_size], dtype=torch.long)
-            scores = model.score(x).float()
+            scores = model.score(x.to(device)).float().cpu()
             _mask(scores, seen[s:s + batch_size], t)
             ranks.append(ranks_from_scores(scores, t).numpy())
             tops.append(topk_items(scores, k).numpy())

@@ -29,6 +29,7 @@ from recops.training.models import (
     load_checkpoint,
     make_checkpoint,
 )
+from recops.training.progress import EpochProgress
 from recops.training.sequences import ItemIndex, SequenceData, left_pad
 
 if TYPE_CHECKING:
@@ -92,14 +93,38 @@ def training_pairs(seqs: Iterable[np.ndarray], max_len: int) -> tuple[torch.Tens
 
 
 def make_train_loader(data: SequenceData, settings: Settings, seed: int,
-                      max_len: int | None = None) -> DataLoader[tuple[torch.Tensor, ...]]:
-    """One sample per user with >= 2 training items: (x, y) left-padded [max_len], shuffled."""
+                      max_len: int | None = None, batch_size: int | None = None,
+                      ) -> DataLoader[tuple[torch.Tensor, ...]]:
+    """One sample per user with >= 2 training items: (x, y) left-padded [max_len], shuffled,
+    ``batch_size`` (default ``train.batch_size``) users a batch."""
     x, y = training_pairs(data.train_seqs, max_len or settings.model.max_len)
     if not len(x):
         raise TrainingError(f"no user has 2 or more training events ({data.n_users} users): "
                             "nothing to learn a next item from")
-    return DataLoader(TensorDataset(x, y), batch_size=settings.train.batch_size, shuffle=True,
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size or settings.train.batch_size,
+                      shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+
+def training_device(settings: Settings) -> torch.device:
+    """``train.device``, refused with a clear error where it does not exist."""
+    dev = torch.device(settings.train.device)
+    if dev.type == "cuda" and (not torch.cuda.is_available()
+                               or (dev.index or 0) >= torch.cuda.device_count()):
+        raise TrainingError(f"train.device is {settings.train.device!r} but this machine has "
+                            f"{torch.cuda.device_count()} usable CUDA device(s); set "
+                            "train.device: cpu")
+    return dev
+
+
+def freeze_item_side(model: Recommender) -> list[str]:
+    """Stop training the items' own free parameters (privacy.item_side "text"): their input
+    embeddings and output weights keep the text-derived start. Returns the names frozen."""
+    frozen = []
+    for name in ("item_emb.weight", "out.weight"):
+        param = model.get_parameter(name)
+        param.requires_grad_(False)
+        frozen.append(name)
+    return frozen
 
 
 def _core(model: nn.Module) -> Recommender:
@@ -136,6 +161,7 @@ def fit_epochs(model: nn.Module, loader: DataLoader[tuple[torch.Tensor, ...]], *
     if proximal_mu and global_params is None:
         raise TrainingError("proximal_mu > 0 needs global_params (the server's weights)")
     params = [p for p in core.parameters() if p.requires_grad]
+    device = next(core.parameters()).device
     model.train()
     mean = 0.0
     for _ in range(epochs):
@@ -145,6 +171,8 @@ def fit_epochs(model: nn.Module, loader: DataLoader[tuple[torch.Tensor, ...]], *
                 if private is not None:
                     private.empty_step()
                 continue
+            if device.type != "cpu":
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             if private is not None:
                 loss = private.loss(model(x), core._clip_len(y))
@@ -267,20 +295,35 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
                                                     valid_per_segment=ev.per_segment),
                            history, ev.overall, None)
 
-    loader = make_train_loader(data, settings, settings.seed, max_len=model.max_len)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                 weight_decay=cfg.weight_decay)
-    private = None
-    n_samples = len(loader.dataset)  # type: ignore[arg-type]
-    if settings.privacy.enabled:
-        from recops.training.dp import make_private
-        from recops.training.privacy import PrivacyLedger
+    device = training_device(settings)
+    dp = settings.privacy if settings.privacy.enabled else None
+    # Under DP the recipe's own epochs, batch and learning rate (recops.training.dp).
+    epochs, lr, batch_size = cfg.epochs, cfg.lr, cfg.batch_size
+    if dp is not None:
+        from recops.training.dp import dp_batch_size
 
         if resume_from is not None:
             raise TrainingError("resume is not supported with privacy.enabled: the accountant's "
                                 "state is not checkpointed; start the run again")
-        private = make_private(model, optimizer, loader, settings, n_samples, cfg.epochs,
-                               noise_generator=torch.Generator().manual_seed(settings.seed + 1))
+        n_train = len(training_pairs(data.train_seqs, model.max_len)[0])
+        epochs, lr = dp.epochs, dp.lr
+        batch_size = dp_batch_size(settings, n_train)
+        if dp.item_side == "text":
+            freeze_item_side(model)
+    model.to(device)
+    loader = make_train_loader(data, settings, settings.seed, max_len=model.max_len,
+                               batch_size=batch_size)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                 weight_decay=cfg.weight_decay)
+    private = None
+    n_samples = len(loader.dataset)  # type: ignore[arg-type]
+    if dp is not None:
+        from recops.training.dp import make_private
+        from recops.training.privacy import PrivacyLedger
+
+        private = make_private(
+            model, optimizer, loader, settings, n_samples, epochs,
+            noise_generator=torch.Generator(device).manual_seed(settings.seed + 1))
         (ledger or PrivacyLedger(settings.paths.privacy_ledger)).check_budget(
             settings, private.projected_epsilon(), private.population)
 
@@ -295,17 +338,22 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
         torch.set_rng_state(state["torch_rng"])
         loader.generator.set_state(state["loader_rng"])
         if bad >= cfg.patience:
-            start_epoch = cfg.epochs + 1
+            start_epoch = epochs + 1
 
-    with _progress(progress, cfg.epochs, len(private.loader if private else loader),
+    with EpochProgress(progress, epochs, len(private.loader if private else loader),
                    metric) as bar:
         bar.advance_to(start_epoch - 1)
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            loss = fit_epochs(model, loader, epochs=1, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        for epoch in range(start_epoch, epochs + 1):
+            loss = fit_epochs(model, loader, epochs=1, lr=lr, weight_decay=cfg.weight_decay,
                               optimizer=optimizer, private=private, on_batch=bar.batch)
             row: dict[str, Any] = {"epoch": epoch, "loss": loss}
             stop = False
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            # Under DP, validation data is private too: it is scored once, after the last
+            # epoch, and chooses nothing (the last model is kept), so ε covers every use of it.
+            if dp is not None and epoch == epochs:
+                ev = evaluate_model(model, data, "valid", segments=False)
+                row.update(ev.overall)
+            elif dp is None and (epoch % cfg.eval_every == 0 or epoch == epochs):
                 ev = evaluate_model(model, data, "valid", segments=False)
                 row.update(ev.overall)
                 if metric not in ev.overall:
@@ -327,9 +375,9 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
                           "loader_rng": loader.generator.get_state()})
             if stop:
                 break
-    if best_state is not None:
+    if best_state is not None and dp is None:
         model.load_state_dict(best_state)
-    model.eval()
+    model.to("cpu").eval()
     if private is not None:
         spend = private.spend(run_id=run_id)
         privacy = spend.to_dict()
@@ -337,46 +385,3 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
     ev = evaluate_model(model, data, "valid")
     ckpt = checkpoint(model, ev.overall, valid_per_segment=ev.per_segment)
     return TrainResult(model, ckpt, history, ev.overall, privacy)
-
-
-class _progress:
-    """A rich progress bar over epochs and batches, or nothing."""
-
-    def __init__(self, enabled: bool, epochs: int, batches: int, metric: str) -> None:
-        self.enabled, self.epochs, self.batches = enabled, epochs, max(batches, 1)
-        self.metric = metric
-        self._p: Any = None
-
-    def __enter__(self) -> _progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._p = Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(),
-                               MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
-            self._p.start()
-            self._task = self._p.add_task("epoch 1", total=self.epochs * self.batches)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._p is not None:
-            self._p.stop()
-
-    def advance_to(self, epochs_done: int) -> None:
-        if self._p is not None:
-            self._p.update(self._task, completed=epochs_done * self.batches)
-
-    def batch(self, loss: float) -> None:
-        if self._p is not None:
-            self._p.advance(self._task)
-
-    def epoch_done(self, epoch: int, row: dict[str, Any]) -> None:
-        if self._p is not None:
-            score = f" {self.metric} {row[self.metric]:.4f}" if self.metric in row else ""
-            self._p.update(self._task, completed=epoch * self.batches,
-                           description=f"epoch {epoch} loss {row['loss']:.3f}{score}")

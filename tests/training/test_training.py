@@ -11,7 +11,7 @@ from recops.runs import RunDir
 from recops.training.evaluation import evaluate_model
 from recops.training.models import read_checkpoint
 from recops.training.sequences import SequenceData
-from recops.training.trainer import build_model, make_train_loader, train_model
+from recops.training.trainer import build_model, make_train_loader, seed_everything, train_model
 from tests.training.conftest import cyclic_interactions, tiny_settings
 
 
@@ -121,7 +121,7 @@ def test_dp_training_records_its_spend_and_respects_the_budget(home, data) -> No
 
     s = tiny_settings(home, **{"privacy.enabled": True, "privacy.clipping": "flat",
                                "privacy.target_epsilon": 4.0, "privacy.budget_epsilon": 6.0,
-                               "train.epochs": 2, "train.patience": 5})
+                               "privacy.epochs": 2, "train.patience": 5})
     ledger = PrivacyLedger(s.paths.privacy_ledger)
     res = train_model(s, data, progress=False, ledger=ledger)
     p = res.privacy
@@ -174,3 +174,76 @@ def test_model_selection_keeps_the_best_candidate_on_validation(home, data) -> N
     with pytest.raises(ConfigError, match="privacy"):
         select_model(dp, data)
 
+
+
+def test_dp_trains_its_fixed_epochs_and_keeps_the_last_model(home, data) -> None:
+    """Under DP nothing is chosen on private validation data: exactly privacy.epochs epochs,
+    validation scored once at the end, the last model kept, with the recipe's batch."""
+    from recops.training.privacy import PrivacyLedger
+
+    s = tiny_settings(home, **{"privacy.enabled": True, "privacy.clipping": "flat",
+                               "privacy.epochs": 3, "privacy.batch_fraction": 0.25,
+                               "privacy.lr": 3e-3, "train.epochs": 9, "train.patience": 1,
+                               "privacy.budget_epsilon": 1e3})
+    seen: list[dict] = []
+    res = train_model(s, data, progress=False, ledger=PrivacyLedger(s.paths.privacy_ledger),
+                      on_epoch=lambda st: seen.append(copy_state(st["model_state"])))
+    assert [r["epoch"] for r in res.history] == [1, 2, 3]
+    assert ["ndcg@10" in r for r in res.history] == [False, False, True]
+    last = seen[-1]
+    assert all(torch.equal(v, last[k]) for k, v in res.model.state_dict().items())
+    n_train = len(make_train_loader(data, s, 0).dataset)
+    assert res.privacy is not None and res.privacy["epochs"] == 3
+    assert res.privacy["sample_rate"] == pytest.approx(round(0.25 * n_train) / n_train, rel=0.05)
+
+
+def copy_state(state: dict) -> dict:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def test_dp_batch_size_rule(home) -> None:
+    from recops.training.dp import dp_batch_size
+
+    s = tiny_settings(home, **{"privacy.batch_fraction": 0.1, "train.batch_size": 32})
+    assert dp_batch_size(s, 20_000) == 2_000
+    assert dp_batch_size(s, 100) == 32  # never below the plain batch
+    assert dp_batch_size(s, 10) == 10  # nor above the users there are
+    assert dp_batch_size(tiny_settings(home, **{"privacy.batch_size": 500}), 20_000) == 500
+
+
+def test_text_item_side_trains_no_per_item_weights(home, data) -> None:
+    """privacy.item_side "text": the items' own embeddings and output weights keep their
+    text-derived start (public data); the shared maps and attention learn."""
+    from recops.training.privacy import PrivacyLedger
+
+    n = data.n_items
+    vec = np.random.default_rng(0).standard_normal((n, 8)).astype(np.float32)
+    s = tiny_settings(home, **{"privacy.enabled": True, "privacy.clipping": "flat",
+                               "privacy.epochs": 2, "privacy.item_side": "text",
+                               "model.text_init": True, "privacy.budget_epsilon": 1e3})
+    seed_everything(s.seed)  # what train_model does before it builds the model
+    start = build_model(s, n, vec).state_dict()
+    res = train_model(s, data, text_vectors=vec, progress=False,
+                      ledger=PrivacyLedger(s.paths.privacy_ledger))
+    after = res.model.state_dict()
+    for name in ("item_emb.weight", "out.weight"):
+        assert torch.equal(after[name], start[name]), name
+    for name in ("text_in.weight", "text_out.weight", "blocks.0.attn.qkv.weight", "out.bias"):
+        assert not torch.equal(after[name], start[name]), name
+    assert res.checkpoint["train_settings"]["privacy"]["item_side"] == "text"
+
+
+def test_bad_dp_recipe_and_device_are_refused(home, data) -> None:
+    from recops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="item_side 'text'.*text_init"):
+        tiny_settings(home, **{"privacy.enabled": True, "privacy.item_side": "text"})
+    for key, value in (("privacy.batch_fraction", 0), ("privacy.batch_fraction", 1.5),
+                       ("privacy.epochs", 0), ("privacy.lr", -1), ("train.device", "gpu"),
+                       ("privacy.batch_size", 0),
+                       ("privacy.item_side", "frozen")):
+        with pytest.raises(ConfigError, match=key.split(".")[1]):
+            tiny_settings(home, **{key: value})
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="train.device is 'cuda'.*train.device: cpu"):
+            train_model(tiny_settings(home, **{"train.device": "cuda"}), data, progress=False)
