@@ -42,12 +42,20 @@ class ServingSettings(Section):
     search_weight: float = Field(0.7, ge=0.0, le=1.0)
     # What /recommend shows of the model's ranking (recops.policy.policies, docs/policies.md):
     # "greedy" its top-k; "epsilon_greedy" with probability epsilon a uniformly random ordered
-    # k of its top policy_top_n instead. Each served list is logged with its propensities
-    # (log_impressions; durable before the answer, one fsync per batch of requests).
+    # k of its top policy_top_n instead. Served lists are logged with their propensities
+    # (durable before the answer, one fsync per batch of requests). log_impressions unset: on
+    # when the policy explores; off for greedy, whose log can estimate no other policy, and the
+    # fsync would triple /recommend's latency at concurrency 1 (docs/policies.md). true: always.
     policy: Literal["greedy", "epsilon_greedy"] = "greedy"
     epsilon: float = Field(0.1, ge=0.0, le=1.0)
     policy_top_n: int = Field(20, ge=1, le=1000)
-    log_impressions: bool = True
+    log_impressions: bool | None = None
+
+    def impressions_logged(self) -> bool:
+        """Whether /recommend logs its lists: log_impressions, else whether the policy explores."""
+        if self.log_impressions is not None:
+            return self.log_impressions
+        return self.policy != "greedy"
 
 
 class FeedbackSettings(Section):

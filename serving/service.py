@@ -150,7 +150,7 @@ class Recommender:
 
         self._rng = np.random.default_rng()  # fresh entropy per worker; the log keeps the draw
         policy = from_settings(self.settings.serving)
-        if not self.settings.serving.log_impressions:
+        if not self.settings.serving.impressions_logged():
             return policy, None
         return policy, GroupCommitter(open_impressions(self.settings), lambda _: None,
                                       max_batch=self.settings.feedback.max_batch,

@@ -73,3 +73,13 @@ def test_bad_policy_parameters_are_refused_outside_the_settings_too() -> None:
         EpsilonGreedy(2.0, 10)
     with pytest.raises(ConfigError, match="needs epsilon and top_n"):
         from_record("epsilon_greedy", {})
+
+
+@pytest.mark.parametrize(("overrides", "logged"), [
+    ({}, False),  # greedy: its log can estimate no other policy, so no fsync per request
+    ({"serving.policy": "epsilon_greedy"}, True),
+    ({"serving.log_impressions": True}, True),  # an audit trail of greedy lists, asked for
+    ({"serving.policy": "epsilon_greedy", "serving.log_impressions": False}, False),
+])
+def test_impressions_are_logged_when_the_policy_explores_or_when_asked(overrides, logged) -> None:
+    assert load_settings(overrides=overrides).serving.impressions_logged() is logged
