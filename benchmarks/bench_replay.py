@@ -126,7 +126,9 @@ def main() -> None:
     ap.add_argument("--min-new-events", type=int, default=None,
                     help="the watcher's threshold (default: the events played before the "
                     "hold-back, less 10%%)")
-    ap.add_argument("--swap-timeout", type=float, default=1800.0)
+    ap.add_argument("--swap-timeout", type=float, default=900.0,
+                    help="seconds the held-back events wait for a new model (a refused "
+                    "challenger means none comes)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = ap.parse_args()
 
@@ -189,6 +191,12 @@ def main() -> None:
         to_new = (datetime.fromisoformat(s["new_model_first_served_at"])
                   - datetime.fromisoformat(fired[0])).total_seconds()
 
+    gates = {}  # each retrain cycle's gate decision
+    for gate_file in sorted(settings.paths.runs.glob("*/gate.json")):
+        if gate_file.parent.name != "champion":
+            g = json.loads(gate_file.read_text())
+            gates[gate_file.parent.name] = (g["promote"], g["reasons"][0] if not g["promote"]
+                                            else g["checks"]["metric"]["reason"])
     k = s["k"]
     table = Table(title=f"{settings.data.dataset}: {s['events_played']:,} later events replayed "
                         f"(after {cut.date()}), target {args.rate:g} events/s")
@@ -202,6 +210,8 @@ def main() -> None:
         ("asset events fired", f"{len(fired)}"),
         ("retrain runs (type: state)", ", ".join(f"{r['run_type']}: {r['state']}"
                                                  for r in runs)),
+        ("gate decisions", "; ".join(f"{'promoted' if ok else 'refused'}: {why}"
+                                     for ok, why in gates.values()) or "-"),
         ("first model / new model", f"{s['first_model']} / {s['new_model']}"),
         ("asset event → new model serving", "-" if to_new is None else f"{to_new:.0f} s"),
         ("waited for the new model (held back)", f"{s['waited_for_swap_s']:.0f} s"),
@@ -222,7 +232,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({
             "summary": s, "lost": lost, "asset_events": fired, "retrain_runs": runs,
-            "asset_to_new_model_s": to_new, "rss_mb": rss_mb, "processes": n_procs,
+            "asset_to_new_model_s": to_new, "gates": gates, "rss_mb": rss_mb, "processes": n_procs,
             "up_s": up_s, "load": [load0, load1], "home": str(home),
             "args": {k: str(v) for k, v in vars(args).items()}}, indent=2, default=str))
     console.print(f"home {home}")
