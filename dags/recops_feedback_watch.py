@@ -4,7 +4,9 @@
 Every `platform.feedback_watch_minutes` (5 by default), counts the feedback events logged since
 the last retraining cycle. When there are at least `min_events` (default
 `platform.min_new_events`, 100), its task succeeds and updates the `recops_feedback` asset, which
-starts `recops_retrain`; otherwise the task is skipped and no asset event is emitted.
+starts `recops_retrain`; otherwise the task is skipped and no asset event is emitted. While a
+`recops_retrain` run is queued or running it is skipped too: that run takes what is pending, and
+another asset event would only queue a second run for the same events.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ WATCH = dag_settings().platform  # the interval and threshold `recops up` was gi
 )
 def recops_feedback_watch() -> None:
     @task(outlets=[FEEDBACK])
-    def check_feedback() -> dict:
+    def check_feedback(ti=None) -> dict:  # noqa: ANN001 - Airflow's RuntimeTaskInstance
         from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("check_feedback", module="continual", param_args=("min_events",))
+        busy = ti.get_dr_count(dag_id="recops_retrain", states=["queued", "running"])
+        return run_stage("check_feedback", busy, module="continual", param_args=("min_events",))
 
     check_feedback()
 

@@ -112,15 +112,20 @@ def pending(settings: Settings) -> int:
 # Stages
 
 
-def check_feedback(settings: Settings, run_id: str, min_events: int | None = None
-                   ) -> dict[str, Any]:
+def check_feedback(settings: Settings, run_id: str, retrains_active: int = 0,
+                   min_events: int | None = None) -> dict[str, Any]:
     """For the watcher DAG: the pending count, and ``skip`` when below ``min_events``
-    (unset: ``platform.min_new_events``, the count that fires the retraining asset)."""
+    (unset: ``platform.min_new_events``, the count that fires the retraining asset), or while
+    ``retrains_active`` retraining runs are queued or running (they take what is pending: the
+    count falls only once a cycle lands its batch, so firing then would queue a second run)."""
     min_events = min_events or settings.platform.min_new_events
     n = pending(settings)
     out: dict[str, Any] = {"pending": n, "min_events": min_events}
     if n < min_events:
         out["skip"] = f"{n} new feedback event(s) < {min_events}: no retrain yet"
+    elif retrains_active:
+        out["skip"] = (f"{n} new feedback event(s), but {retrains_active} retraining run(s) "
+                       "queued or running will take them: no second asset event")
     return out
 
 
