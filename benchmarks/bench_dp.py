@@ -212,8 +212,9 @@ def print_quality(args: argparse.Namespace) -> None:
     q = epsilon_vs_ndcg(args)
     sys.stdout.flush()
     print(f"\n### ε vs test NDCG@10 (ml-latest-small, leave-last-out, full ranking, seen masked; "
-          f"L={args.max_len}, d={args.d_model}; up to {args.epochs} epochs with early stopping, "
-          f"batch {args.train_batch}, Adam lr {args.lr:g})\n")
+          f"L={args.max_len}, d={args.d_model}; no DP: up to {args.epochs} epochs with early "
+          f"stopping, batch {args.train_batch}, Adam lr {args.lr:g}; DP: the privacy recipe's "
+          "defaults, docs/privacy.md)\n")
     print("| target ε | spent ε | δ | σ | q | steps | epochs | NDCG@10 | HR@10 | wall (s) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in q:
