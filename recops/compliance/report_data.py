@@ -153,7 +153,8 @@ def privacy_in_words(meta: dict[str, Any], total: dict[str, Any]) -> list[str]:
         return ["This model was trained without differential privacy: it carries no formal "
                 "guarantee about what it reveals of any one person's data."]
     parts = []
-    for name, comp in ((spend.get("components") or {"": spend}).items()):
+    components = spend.get("components") or {"": spend}
+    for name, comp in components.items():
         unit = comp.get("unit", "user")
         who = ("one user (everything that user did: all of their events)" if unit == "user"
                else "one client (a whole group of users held by one participant)")
@@ -172,7 +173,7 @@ def privacy_in_words(meta: dict[str, Any], total: dict[str, Any]) -> list[str]:
         + (" (training ran a fixed number of epochs and kept the last model: nothing was chosen "
            "on private validation data outside the accountant)"
            if any(str(c.get("mechanism", "")).startswith("dp-sgd")
-                  for c in (spend.get("components") or {"": spend}).values()) else "")
+                  for c in components.values()) else "")
         + ". Item titles and genres are public and cost no privacy. Not covered: the quality "
         "figures in this report and the gate's decision, computed on the same users' held-out "
         "events and shown to operators rather than released with the model, and any setting "

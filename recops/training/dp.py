@@ -154,12 +154,14 @@ def dp_batch_size(settings: Settings, n_users: int) -> int:
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer,
                  loader: DataLoader[tuple[torch.Tensor, ...]],
                  settings: Settings, n_users: int, epochs: int, *,
+                 batch_size: int | None = None,
                  noise_generator: torch.Generator | None = None,
                  population: str | None = None, ignore_index: int = 0) -> PrivateTraining:
     """User-level DP-SGD: noise calibrated to (privacy.target_epsilon, δ) over ``epochs``.
 
     ``loader`` must yield one sample per user (``len(loader.dataset) == n_users``); Opacus
     replaces it with a Poisson-sampling loader of the same expected batch size.
+    ``batch_size``: expected users per step (:func:`dp_batch_size`); unset, the loader's.
     ``privacy.clipping`` "ghost" uses ghost clipping (use ``pt.loss``), "flat" per-sample hooks.
     """
     import torch
@@ -174,6 +176,8 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer,
         raise TrainingError(
             f"user-level DP needs one training sample per user: the loader holds {n_samples} "
             f"samples for {n_users} users")
+    if batch_size is not None:  # Opacus samples each user with rate 1 / len(loader)
+        loader = torch.utils.data.DataLoader(loader.dataset, batch_size=batch_size)
     delta = resolve_delta(settings, n_users)
     problems = ModuleValidator.validate(model, strict=False)
     if problems:

@@ -93,16 +93,14 @@ def training_pairs(seqs: Iterable[np.ndarray], max_len: int) -> tuple[torch.Tens
 
 
 def make_train_loader(data: SequenceData, settings: Settings, seed: int,
-                      max_len: int | None = None, batch_size: int | None = None,
-                      ) -> DataLoader[tuple[torch.Tensor, ...]]:
-    """One sample per user with >= 2 training items: (x, y) left-padded [max_len], shuffled,
-    ``batch_size`` (default ``train.batch_size``) users a batch."""
+                      max_len: int | None = None) -> DataLoader[tuple[torch.Tensor, ...]]:
+    """One sample per user with >= 2 training items: (x, y) left-padded [max_len], shuffled."""
     x, y = training_pairs(data.train_seqs, max_len or settings.model.max_len)
     if not len(x):
         raise TrainingError(f"no user has 2 or more training events ({data.n_users} users): "
                             "nothing to learn a next item from")
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size or settings.train.batch_size,
-                      shuffle=True, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(TensorDataset(x, y), batch_size=settings.train.batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def training_device(settings: Settings) -> torch.device:
@@ -116,15 +114,11 @@ def training_device(settings: Settings) -> torch.device:
     return dev
 
 
-def freeze_item_side(model: Recommender) -> list[str]:
+def freeze_item_side(model: Recommender) -> None:
     """Stop training the items' own free parameters (privacy.item_side "text"): their input
-    embeddings and output weights keep the text-derived start. Returns the names frozen."""
-    frozen = []
+    embeddings and output weights keep the text-derived start."""
     for name in ("item_emb.weight", "out.weight"):
-        param = model.get_parameter(name)
-        param.requires_grad_(False)
-        frozen.append(name)
-    return frozen
+        model.get_parameter(name).requires_grad_(False)
 
 
 def _core(model: nn.Module) -> Recommender:
@@ -298,31 +292,27 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
     device = training_device(settings)
     dp = settings.privacy if settings.privacy.enabled else None
     # Under DP the recipe's own epochs, batch and learning rate (recops.training.dp).
-    epochs, lr, batch_size = cfg.epochs, cfg.lr, cfg.batch_size
+    epochs, lr = cfg.epochs, cfg.lr
     if dp is not None:
-        from recops.training.dp import dp_batch_size
-
         if resume_from is not None:
             raise TrainingError("resume is not supported with privacy.enabled: the accountant's "
                                 "state is not checkpointed; start the run again")
-        n_train = len(training_pairs(data.train_seqs, model.max_len)[0])
         epochs, lr = dp.epochs, dp.lr
-        batch_size = dp_batch_size(settings, n_train)
         if dp.item_side == "text":
             freeze_item_side(model)
     model.to(device)
-    loader = make_train_loader(data, settings, settings.seed, max_len=model.max_len,
-                               batch_size=batch_size)
+    loader = make_train_loader(data, settings, settings.seed, max_len=model.max_len)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr,
                                  weight_decay=cfg.weight_decay)
     private = None
     n_samples = len(loader.dataset)  # type: ignore[arg-type]
     if dp is not None:
-        from recops.training.dp import make_private
+        from recops.training.dp import dp_batch_size, make_private
         from recops.training.privacy import PrivacyLedger
 
         private = make_private(
             model, optimizer, loader, settings, n_samples, epochs,
+            batch_size=dp_batch_size(settings, n_samples),
             noise_generator=torch.Generator(device).manual_seed(settings.seed + 1))
         (ledger or PrivacyLedger(settings.paths.privacy_ledger)).check_budget(
             settings, private.projected_epsilon(), private.population)

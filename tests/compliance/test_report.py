@@ -283,3 +283,24 @@ def test_report_shows_the_policy_estimate_when_one_was_made(settings, fed_model,
         est = saved["estimates"][name.lower()]
         assert f"<td>{name}</td><td>{est['value']:.4f}</td>" in html
     assert f"from {saved['lists']} logged lists" in html
+
+
+def test_privacy_words_say_what_dp_sgd_covers() -> None:
+    """A DP-SGD model's words say its last epoch was kept (nothing chosen on private data);
+    a DP-FedAvg model's do not claim it; both say what is not covered."""
+    from recops.compliance.report_data import privacy_in_words
+
+    def spend(mechanism: str) -> dict:
+        return {"privacy": {"epsilon": 8.0, "delta": 1e-5, "noise_multiplier": 1.8,
+                            "max_grad_norm": 1.0, "sample_rate": 0.2, "steps": 150,
+                            "epochs": 30, "mechanism": mechanism, "accountant": "rdp",
+                            "unit": "user"}}
+
+    total = {"budget_epsilon": 16.0, "runs": 1, "population": "p", "epsilon_now": 8.0,
+             "delta_now": 1e-5, "left_now": 8.0}
+    sgd = " ".join(privacy_in_words(spend("dp-sgd-ghost"), total))
+    fed = " ".join(privacy_in_words(spend("dp-fedavg"), total))
+    for words in (sgd, fed):
+        assert "Covered: the model's weights" in words
+        assert "Not covered: the quality figures in this report and the gate's decision" in words
+    assert "kept the last model" in sgd and "kept the last model" not in fed
