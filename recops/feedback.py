@@ -327,12 +327,18 @@ class FeedbackLog:
             return f.read().count(b"\n")
 
 
-def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Feedback records as a frame with the log's columns and dtypes (extra fields kept)."""
-    df = pd.DataFrame(rows, columns=list(COLUMNS) if not rows else None)
-    for col in COLUMNS:
+def records_frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
+    """Log records as a frame holding at least ``columns`` (None where a record lacks one)."""
+    df = pd.DataFrame(rows, columns=list(columns) if not rows else None)
+    for col in columns:
         if col not in df.columns:
             df[col] = None
+    return df
+
+
+def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Feedback records as a frame with the log's columns and dtypes (extra fields kept)."""
+    df = records_frame(rows, COLUMNS)
     df[schema.USER_ID] = df[schema.USER_ID].astype("int64")
     df[schema.ITEM_ID] = df[schema.ITEM_ID].astype("int64")
     df[schema.RATING] = pd.to_numeric(df[schema.RATING]).astype("float32")

@@ -201,13 +201,18 @@ def _feedback_log(settings: Settings) -> EventLog | None:
     return open_log(settings)
 
 
+def _left_behind(settings: Settings, filename: str,
+                 log: Callable[[Path], EventLog]) -> EventLog | None:
+    """A file log left behind when the backend became PostgreSQL (it still holds records)."""
+    if settings.feedback.backend == "file" or not (settings.paths.feedback / filename).exists():
+        return None
+    return log(settings.paths.feedback)
+
+
 def _old_file_log(settings: Settings) -> EventLog | None:
-    """The file log left behind when the backend became PostgreSQL (it still holds events)."""
     from recops.feedback import FILENAME, FeedbackLog
 
-    if settings.feedback.backend == "file" or not (settings.paths.feedback / FILENAME).exists():
-        return None
-    return FeedbackLog(settings.paths.feedback)
+    return _left_behind(settings, FILENAME, FeedbackLog)
 
 
 def _impression_log(settings: Settings) -> EventLog | None:
@@ -217,12 +222,9 @@ def _impression_log(settings: Settings) -> EventLog | None:
 
 
 def _old_impression_file(settings: Settings) -> EventLog | None:
-    """The file impression log left behind when the backend became PostgreSQL."""
     from recops.policy.impressions import FILENAME, ImpressionLog
 
-    if settings.feedback.backend == "file" or not (settings.paths.feedback / FILENAME).exists():
-        return None
-    return ImpressionLog(settings.paths.feedback)
+    return _left_behind(settings, FILENAME, ImpressionLog)
 
 
 # Every log of user events: the feedback log and the impression log (the lists /recommend

@@ -24,7 +24,7 @@ import pandas as pd
 
 from recops import schema
 from recops.errors import DataError
-from recops.feedback import EventLog, FeedbackLog, timestamp_text
+from recops.feedback import EventLog, FeedbackLog, records_frame, timestamp_text
 from recops.feedback_pg import PostgresFeedbackLog
 
 if TYPE_CHECKING:
@@ -63,10 +63,7 @@ def key(event: Mapping[str, Any]) -> str:
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Impression records as a frame, one row per served list (list-valued columns)."""
-    df = pd.DataFrame(rows, columns=list(COLUMNS) if not rows else None)
-    for col in COLUMNS:
-        if col not in df.columns:
-            df[col] = None
+    df = records_frame(rows, COLUMNS)
     df[schema.USER_ID] = df[schema.USER_ID].astype("int64")
     df[REQUEST_ID] = df[REQUEST_ID].astype("string")
     df["served_at"] = pd.to_datetime(df["served_at"], utc=True, format="ISO8601")
