@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +35,26 @@ def running(procs: list[psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return out
+
+
+FINISHED = ("success", "failed")
+
+
+def wait_for_runs(state: Any, dag_id: str, done: Callable[[list[dict[str, Any]]], Any], *,
+                  params: dict[str, Any], timeout: float, what: str) -> Any:
+    """Poll ``dag_id``'s runs (Airflow's REST API, as the platform's admin) until ``done`` of
+    them is truthy, and return it; fail with ``what`` and the last runs after ``timeout`` s."""
+    from recops.orchestration.platform_health import AirflowClient
+
+    client = AirflowClient(state, timeout=30)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            runs = client.request("GET", f"dags/{dag_id}/dagRuns", params=params)["dag_runs"]
+            got = done(runs)
+            if got:
+                return got
+            assert time.monotonic() < deadline, f"{what} in {timeout:.0f} s: {runs}"
+            time.sleep(3)
+    finally:
+        client.close()

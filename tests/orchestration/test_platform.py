@@ -20,7 +20,7 @@ import pytest
 from recops.orchestration import platform
 from recops.orchestration.airflow_runner import free_port
 from recops.orchestration.processes import ProcRecord, members
-from tests.orchestration.platform_cli import recops, running
+from tests.orchestration.platform_cli import FINISHED, recops, running, wait_for_runs
 from tests.serving.conftest import build_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,20 +39,10 @@ def _sessions(state: platform.PlatformState) -> list[psutil.Process]:
 def _watcher_ran(state: platform.PlatformState, timeout: float = 600) -> dict[str, Any]:
     """The first scheduled run of recops_feedback_watch, once finished (through the REST API):
     the scheduler, a LocalExecutor worker and the execution API ran its task."""
-    from recops.orchestration.platform_health import AirflowClient
-
-    client = AirflowClient(state, timeout=30)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            runs = client.request("GET", "dags/recops_feedback_watch/dagRuns",
-                                  params={"order_by": "id", "limit": 1})["dag_runs"]
-            if runs and runs[0]["state"] in ("success", "failed"):
-                return dict(runs[0])
-            assert time.monotonic() < deadline, f"no finished watcher run: {runs}"
-            time.sleep(3)
-    finally:
-        client.close()
+    return dict(wait_for_runs(
+        state, "recops_feedback_watch",
+        lambda runs: runs[0] if runs and runs[0]["state"] in FINISHED else None,
+        params={"order_by": "id", "limit": 1}, timeout=timeout, what="no finished watcher run"))
 
 
 def _row(text: str, name: str) -> str:

@@ -19,7 +19,7 @@ from recops import schema
 from recops.orchestration import platform
 from recops.orchestration.airflow_runner import free_port
 from recops.orchestration.processes import members
-from tests.orchestration.platform_cli import recops, running
+from tests.orchestration.platform_cli import FINISHED, recops, running, wait_for_runs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -75,40 +75,22 @@ def _retrain_run(state: platform.PlatformState, recops_run_id: str,
                  timeout: float = 600) -> dict[str, Any]:
     """The recops_retrain Airflow run behind a recops run id, once finished."""
     from recops.orchestration.pipeline import safe_run_id
-    from recops.orchestration.platform_health import AirflowClient
 
-    client = AirflowClient(state, timeout=30)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            runs = client.request("GET", "dags/recops_retrain/dagRuns",
-                                  params={"limit": 100})["dag_runs"]
-            mine = [r for r in runs if safe_run_id(r["dag_run_id"]) == recops_run_id]
-            if mine and mine[0]["state"] in ("success", "failed"):
-                return dict(mine[0])
-            assert time.monotonic() < deadline, f"retrain run {recops_run_id} unfinished: {runs}"
-            time.sleep(3)
-    finally:
-        client.close()
+    def finished(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+        mine = [r for r in runs if safe_run_id(r["dag_run_id"]) == recops_run_id]
+        return mine[0] if mine and mine[0]["state"] in FINISHED else None
+
+    return dict(wait_for_runs(state, "recops_retrain", finished, params={"limit": 100},
+                              timeout=timeout, what=f"retrain run {recops_run_id} unfinished"))
 
 
 def _first_start_done(state: platform.PlatformState, timeout: float = 300) -> None:
     """Wait for recops_retrain's first-start run (its latest daily slot, run at unpause) to
     finish: started after it, the replay's first events would race it into a tiny batch."""
-    from recops.orchestration.platform_health import AirflowClient
-
-    client = AirflowClient(state, timeout=30)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            runs = client.request("GET", "dags/recops_retrain/dagRuns",
-                                  params={"limit": 100})["dag_runs"]
-            if runs and all(r["state"] in ("success", "failed") for r in runs):
-                return
-            time.sleep(2)
-    finally:
-        client.close()
-    raise AssertionError(f"recops_retrain's first-start run not finished in {timeout:.0f} s")
+    wait_for_runs(state, "recops_retrain",
+                  lambda runs: bool(runs) and all(r["state"] in FINISHED for r in runs),
+                  params={"limit": 100}, timeout=timeout,
+                  what="recops_retrain's first-start run not finished")
 
 
 def _asset_events(state: platform.PlatformState) -> list[dict[str, Any]]:
