@@ -12,6 +12,12 @@ same users.
     .venv/bin/python benchmarks/bench_quality.py              # ml-latest-small + synthetic
     .venv/bin/python benchmarks/bench_quality.py --quick      # small, minutes
     .venv/bin/python benchmarks/bench_quality.py --rows pop,sasrec --set train.epochs=50
+    .venv/bin/python benchmarks/bench_quality.py --datasets ml-latest-small --rows pop \
+        --peer recbole --peer-budget 300 --reference pop   # + RecBole's Pop, BPR, SASRec
+
+``--peer recbole`` adds RecBole 1.2.1's rows (``recbole-pop``, ``-bpr``, ``-sasrec``) trained in
+their own virtual environment on exactly this split and ranked with recops' masking and metric
+code (benchmarks/peer_recbole.py says how, and what differs).
 """
 
 from __future__ import annotations
@@ -117,6 +123,16 @@ def main(argv: list[str] | None = None) -> None:
                     help="extra setting for every row, e.g. train.epochs=30")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--output", type=Path, help="write the rows as JSON here")
+    ap.add_argument("--reference", default=REFERENCE,
+                    help="row the paired NDCG@10 differences are taken against")
+    ap.add_argument("--peer", choices=["recbole"], help="add a peer library's rows")
+    ap.add_argument("--peer-rows", default="pop,bpr,sasrec", help="subset of pop,bpr,sasrec")
+    ap.add_argument("--peer-budget", type=float, metavar="SECONDS",
+                    help="wall-time budget per peer model (default: none, early stopping only)")
+    ap.add_argument("--peer-venv", type=Path,
+                    help="the peer's virtual environment (default <home>/peers/recbole-venv)")
+    ap.add_argument("--peer-max-len", type=int, default=50,
+                    help="RecBole SASRec's MAX_ITEM_LIST_LENGTH (its default: 50)")
     args = ap.parse_args(argv)
 
     import yaml
@@ -132,6 +148,13 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    peer_rows = [r.strip() for r in args.peer_rows.split(",") if r.strip()] if args.peer else []
+    if args.peer:
+        import peer_recbole
+
+        bad = [r for r in peer_rows if r not in peer_recbole.PEER_ROWS]
+        if bad:
+            raise SystemExit(f"unknown peer rows {bad}; choose from {peer_recbole.PEER_ROWS}")
     results = []
     console = Console()
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
@@ -147,11 +170,16 @@ def main(argv: list[str] | None = None) -> None:
                 console.print(f"  {name}: ndcg@10={r['ndcg@10']:.4f} hr@10={r['hr@10']:.4f} "
                               f"({r['wall_s']:.0f}s, {r['epochs']} epochs)")
                 results.append(r)
-    paired_to_reference(results)
+            if peer_rows:
+                results += peer_recbole.run_rows(
+                    data, tables, ds, peer_rows, Path(tmp) / "peer" / ds,
+                    venv=args.peer_venv or peer_recbole.default_venv(), budget=args.peer_budget,
+                    threads=args.threads, max_seq_len=args.peer_max_len, log=console.print)
+    paired_to_reference(results, args.reference)
     title = "test split, full ranking, seen items masked" + (" (quick)" if args.quick else "")
     table = Table(title=title)
     for c in ("dataset", "model", "HR@10", "NDCG@10", "MRR", "cov@10", "valid HR@10",
-              "valid NDCG@10", f"ΔNDCG@10 vs {REFERENCE} (95%)", "ε", "epochs", "wall s"):
+              "valid NDCG@10", f"ΔNDCG@10 vs {args.reference} (95%)", "ε", "epochs", "wall s"):
         table.add_column(c, justify="left" if c in ("dataset", "model") else "right")
     for r in results:
         d = r.get("vs_reference")
@@ -161,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"{r['epsilon']:.2f}" if r["epsilon"] is not None else "-",
                       f"{r['epochs']} (best {r['best_epoch']})", f"{r['wall_s']:.1f}")
     console.print(table)
+    if peer_rows:
+        console.print(peer_recbole.details_table(results))
     if args.output:
         args.output.write_text(json.dumps([{k: v for k, v in r.items() if k != "test_gains"}
                                            for r in results], indent=2))
@@ -169,13 +199,13 @@ def main(argv: list[str] | None = None) -> None:
 REFERENCE = "sasrec-default"
 
 
-def paired_to_reference(results: list[dict[str, Any]]) -> None:
+def paired_to_reference(results: list[dict[str, Any]], reference: str = REFERENCE) -> None:
     """Each row's test NDCG@10 minus the reference row's on the same dataset, paired per user."""
     from recops.training.metrics import paired_difference
 
-    ref = {r["dataset"]: r["test_gains"] for r in results if r["model"] == REFERENCE}
+    ref = {r["dataset"]: r["test_gains"] for r in results if r["model"] == reference}
     for r in results:
-        if r["dataset"] in ref and r["model"] != REFERENCE:
+        if r["dataset"] in ref and r["model"] != reference:
             r["vs_reference"] = paired_difference(np.asarray(r["test_gains"]),
                                                   np.asarray(ref[r["dataset"]]))
 
