@@ -70,7 +70,8 @@ def train(msg: Message, context: Context) -> Message:
     """Local epochs from the global weights; reply with the new weights and what DP spent."""
     import torch
 
-    from recops.training.trainer import fit_epochs, make_train_loader
+    from recops.training.samples import make_train_loader
+    from recops.training.trainer import fit_epochs
 
     run_dir, settings = settings_for_run(context.run_config)
     pid, n_parts = _partition(context)
@@ -118,7 +119,9 @@ def train(msg: Message, context: Context) -> Message:
     else:
         loss = fit_epochs(model, loader, epochs=fed.local_epochs, lr=settings.train.lr,
                           weight_decay=settings.train.weight_decay, proximal_mu=mu,
-                          global_params=global_params)
+                          global_params=global_params,
+                          loss_weighting=settings.train.loss_weighting,
+                          negatives=settings.train.negatives)
     metrics["train-loss"] = float(loss)
     metrics["train-seconds"] = time.perf_counter() - started
     content = RecordDict({"arrays": arrays_from_model(model), "metrics": MetricRecord(metrics)})

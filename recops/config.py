@@ -33,6 +33,10 @@ from pydantic_settings import (
 
 from recops.config_serving import FeedbackSettings as FeedbackSettings  # re-exported
 from recops.config_serving import ServingSettings as ServingSettings
+from recops.config_training import ModelKind as ModelKind  # re-exported
+from recops.config_training import ModelSettings as ModelSettings
+from recops.config_training import PrivacySettings as PrivacySettings
+from recops.config_training import TrainSettings as TrainSettings
 from recops.errors import ConfigError
 from recops.paths import Paths
 from recops.schema import EVENT_TYPES, METRIC_KEYS
@@ -40,8 +44,6 @@ from recops.schema import EVENT_TYPES, METRIC_KEYS
 CHECKOUT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = CHECKOUT / ".recops"
 
-# The recommenders recops trains (recops.training.models.MODELS).
-ModelKind = Literal["sasrec", "mf", "pop", "ease", "itemknn"]
 Dataset = Literal["ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "synthetic"]
 
 
@@ -86,73 +88,6 @@ class StoreSettings(_Section):
         if (self.registry == "postgres" or self.airflow_db == "postgres") and not self.postgres_dsn:
             raise ValueError("stores.postgres_dsn is required when a store is 'postgres'")
         return self
-
-
-class ModelSettings(_Section):
-    kind: ModelKind = "sasrec"
-    max_len: int = Field(50, ge=2, le=1024)
-    d_model: int = Field(64, ge=4)
-    n_layers: int = Field(2, ge=1)
-    n_heads: int = Field(2, ge=1)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    text_init: bool = False
-    # mf: BPR with mf_negatives uniform negatives per position, or the full softmax.
-    mf_loss: Literal["bpr", "softmax"] = "bpr"
-    mf_negatives: int = Field(1, ge=1, le=1000)
-    # ease: the L2 strength of its ridge regression. Validation NDCG@10 on ml-latest-small is
-    # flat for 50..1000 (0.040-0.043, within noise; 2000: 0.037); 200 was best at K=200.
-    ease_lambda: float = Field(200.0, gt=0)
-    # ease, itemknn: the weights kept per item (the sparse top-K a checkpoint stores); for EASE
-    # on ml-latest-small, K=200 validates as K=1000 (and 16 MB against 380 MB dense).
-    neighbours: int = Field(200, ge=1)
-
-    @model_validator(mode="after")
-    def _heads_divide(self) -> ModelSettings:
-        if self.d_model % self.n_heads:
-            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by "
-                             f"model.n_heads ({self.n_heads})")
-        return self
-
-
-class TrainSettings(_Section):
-    mode: Literal["centralised", "federated"] = "centralised"
-    epochs: int = Field(20, ge=1)
-    # Measured on ml-latest-small (610 users): batch 128 / lr 1e-3 gives ~5 steps an epoch and
-    # stays at popularity's NDCG@10 (0.019); batch 32 / lr 2e-3 reaches 0.035 in 20 epochs.
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    # Validation NDCG@10 over a few hundred users is noisy from epoch to epoch: on
-    # ml-latest-small, patience 3 stopped at epoch 7 (test NDCG@10 0.0216) while the loss still
-    # fell; patience 5 trains the 20 epochs (0.0355).
-    patience: int = Field(5, ge=1)
-    eval_every: int = Field(1, ge=1)
-    num_threads: int = Field(2, ge=1)
-    # Where gradient-trained models train: "cpu", "cuda" or "cuda:N" (saved back on the CPU).
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
-    # Model selection: train each of these model kinds (centralised, without DP) and keep the one
-    # best on validation gate.metric as the challenger. Empty: train model.kind alone.
-    candidates: list[ModelKind] = []
-
-
-class PrivacySettings(_Section):
-    enabled: bool = False
-    target_epsilon: float = Field(8.0, gt=0)
-    # Unset: 1 / (10 * number of users), below 1/n as DP-SGD requires.
-    delta: float | None = Field(None, gt=0, lt=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    clipping: Literal["flat", "ghost"] = "ghost"
-    accountant: Literal["rdp", "prv"] = "rdp"
-    # DP-SGD recipe, chosen on synthetic data (docs/privacy.md): exactly `epochs`, last model
-    # kept; users per step `batch_size`, unset: batch_fraction of them; Adam at `lr`.
-    epochs: int = Field(30, ge=1)
-    batch_size: int | None = Field(None, ge=1)
-    batch_fraction: float = Field(0.2, gt=0, le=1)
-    lr: float = Field(1e-2, gt=0)
-    # "text": item embeddings/output weights keep their public text start (needs text_init).
-    item_side: Literal["trained", "text"] = "trained"
-    # Total epsilon the same people may be charged over all runs and retraining cycles.
-    budget_epsilon: float = Field(16.0, gt=0)
 
 
 class FederatedSettings(_Section):

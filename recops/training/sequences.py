@@ -116,6 +116,14 @@ class SequenceData:
     valid_seen: list[np.ndarray]
     test_seen: list[np.ndarray]
     segments: dict[str, np.ndarray] = field(default_factory=dict)
+    # Each train user's whole training history in time order (aligned with ``train_users``;
+    # ``train_seqs`` holds only its last max_len items). None: only ``train_seqs`` is known.
+    histories: list[np.ndarray] | None = None
+
+    @property
+    def train_histories(self) -> list[np.ndarray]:
+        """The whole training histories where known, else the sequences."""
+        return self.histories if self.histories is not None else self.train_seqs
 
     @property
     def n_items(self) -> int:
@@ -188,14 +196,14 @@ class SequenceData:
         test_inputs = [idx(s) for s in test[RECENT_ITEMS]]
         test_targets = index.to_index(test[ITEM_ID].to_numpy())
 
+        hist: dict[int, np.ndarray] | None = None
         if interactions is not None:
             ev = order_events(interactions)
-            ev = ev[ev[USER_ID].isin(eval_users)]
-            hist = {u: g[ITEM_ID].to_numpy()[:-2] for u, g in ev.groupby(USER_ID, sort=True)}
-            missing_u = [u for u in eval_users if u not in hist]
+            hist = {int(u): g[ITEM_ID].to_numpy() for u, g in ev.groupby(USER_ID, sort=True)}
+            missing_u = [u for u in eval_users if int(u) not in hist]
             if missing_u:
                 raise DataError(f"interactions: no events for evaluated user(s) {missing_u[:10]}")
-            train_hist = [index.to_index(hist[u]) for u in eval_users]
+            train_hist = [index.to_index(hist[int(u)][:-2]) for u in eval_users]
         else:
             train_hist = valid_inputs
         valid_seen = [np.unique(h) for h in train_hist]
@@ -216,12 +224,19 @@ class SequenceData:
         train_users = np.concatenate([eval_users, train_users_only])
         order = np.argsort(train_users, kind="stable")
         train_seqs_all = [*valid_inputs, *train_only_seqs]
+        histories = None
+        if hist is not None:
+            whole = [*train_hist, *(index.to_index(hist[int(u)]) if int(u) in hist else s
+                                    for u, s in zip(train_users_only, train_only_seqs,
+                                                    strict=True))]
+            histories = [whole[i] for i in order]
         return cls(
             index=index, items=items_sorted.reset_index(drop=True),
             train_users=train_users[order], train_seqs=[train_seqs_all[i] for i in order],
             eval_users=eval_users, valid_inputs=valid_inputs, valid_targets=valid_targets,
             test_inputs=test_inputs, test_targets=test_targets,
             valid_seen=valid_seen, test_seen=test_seen, segments=segments,
+            histories=histories,
         )
 
     def subset(self, user_ids: Iterable[int]) -> SequenceData:
@@ -237,6 +252,8 @@ class SequenceData:
             test_inputs=[self.test_inputs[i] for i in ev], test_targets=self.test_targets[ev],
             valid_seen=[self.valid_seen[i] for i in ev], test_seen=[self.test_seen[i] for i in ev],
             segments={k: v[ev] for k, v in self.segments.items()},
+            histories=(None if self.histories is None
+                       else [self.histories[i] for i in tr]),
         )
 
     def reindexed(self, index: ItemIndex) -> SequenceData:
@@ -265,4 +282,5 @@ class SequenceData:
             valid_targets=remap[self.valid_targets], test_inputs=m(self.test_inputs),
             test_targets=remap[self.test_targets], valid_seen=m(self.valid_seen),
             test_seen=m(self.test_seen),
+            histories=None if self.histories is None else m(self.histories),
         )

@@ -1,16 +1,17 @@
 """Training: build a model from settings, fit it on user sequences, early-stop, resume.
 
 Plain PyTorch, shared by centralised training (:func:`train_model`), the Flower client
-(:func:`build_model`, :func:`make_train_loader`, :func:`fit_epochs`) and the CLI. One training
-sample is one user (their sequence before the validation label), which is also the privacy unit
-when ``settings.privacy.enabled`` (DP-SGD through :func:`recops.training.dp.make_private`).
+(:func:`build_model`, :func:`fit_epochs`; samples from :mod:`recops.training.samples`) and the
+CLI. Under ``settings.privacy.enabled`` one sample is one user, the privacy unit (DP-SGD through
+:func:`recops.training.dp.make_private`); ``train.max_minutes`` and ``train.lr_schedule`` spend
+the budget (:mod:`recops.training.schedule`).
 """
 
 from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,7 +31,9 @@ from recops.training.models import (
     make_checkpoint,
 )
 from recops.training.progress import EpochProgress
-from recops.training.sequences import ItemIndex, SequenceData, left_pad
+from recops.training.samples import make_train_loader
+from recops.training.schedule import TrainingBudget
+from recops.training.sequences import ItemIndex, SequenceData
 
 if TYPE_CHECKING:
     from recops.config import Settings
@@ -82,27 +85,6 @@ def build_model(settings: Settings, n_items: int,
     return create_model(m.kind, n_items, args)
 
 
-def training_pairs(seqs: Iterable[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded inputs and next-item targets [U, max_len] from sequences of >= 2 items."""
-    xs, ys = [], []
-    for s in seqs:
-        if len(s) >= 2:
-            xs.append(s[:-1])
-            ys.append(s[1:])
-    return left_pad(xs, max_len), left_pad(ys, max_len)
-
-
-def make_train_loader(data: SequenceData, settings: Settings, seed: int,
-                      max_len: int | None = None) -> DataLoader[tuple[torch.Tensor, ...]]:
-    """One sample per user with >= 2 training items: (x, y) left-padded [max_len], shuffled."""
-    x, y = training_pairs(data.train_seqs, max_len or settings.model.max_len)
-    if not len(x):
-        raise TrainingError(f"no user has 2 or more training events ({data.n_users} users): "
-                            "nothing to learn a next item from")
-    return DataLoader(TensorDataset(x, y), batch_size=settings.train.batch_size, shuffle=True,
-                      generator=torch.Generator().manual_seed(seed))
-
-
 def training_device(settings: Settings) -> torch.device:
     """``train.device``, refused with a clear error where it does not exist."""
     dev = torch.device(settings.train.device)
@@ -131,12 +113,17 @@ def fit_epochs(model: nn.Module, loader: DataLoader[tuple[torch.Tensor, ...]], *
                weight_decay: float = 0.0, proximal_mu: float = 0.0,
                global_params: list[torch.Tensor] | None = None,
                optimizer: torch.optim.Optimizer | None = None, private: Any | None = None,
-               on_batch: Callable[[float], None] | None = None) -> float:
-    """Train ``epochs`` passes over ``loader``; returns the mean per-user loss of the last epoch.
+               on_batch: Callable[[float], None] | None = None,
+               loss_weighting: str = "sequence", negatives: int = 0,
+               budget: TrainingBudget | None = None) -> float:
+    """Train ``epochs`` passes over ``loader``; returns the mean per-sample loss of the last epoch.
 
     ``proximal_mu`` with ``global_params`` adds FedProx's (mu/2)·||w - w_global||².
     ``private`` is a :class:`recops.training.dp.PrivateTraining`: its model, optimizer and loss
-    are used and empty Poisson batches take a noise-only step.
+    are used and empty Poisson batches take a noise-only step. ``loss_weighting`` "position"
+    averages a batch over its predicted positions instead of its samples and ``negatives`` > 0
+    samples the softmax (neither under DP); ``budget`` sets each step's learning rate (its
+    schedule) and counts the steps.
     """
     core = _core(private.model if private is not None else model)
     if core.closed_form and core.kind != "pop":
@@ -168,11 +155,20 @@ def fit_epochs(model: nn.Module, loader: DataLoader[tuple[torch.Tensor, ...]], *
             if device.type != "cpu":
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
+            if budget is not None:
+                step_lr = budget.next_lr()
+                for group in optimizer.param_groups:
+                    group["lr"] = step_lr
             if private is not None:
                 loss = private.loss(model(x), core._clip_len(y))
                 value = float(loss.item()) if hasattr(loss, "item") else float(loss)
+            elif loss_weighting == "position":
+                per_sample = core.training_loss(x, y, negatives)
+                n_pos = (core._clip_len(y) > 0).sum(1).to(per_sample.dtype)
+                loss = (per_sample * n_pos).sum() / n_pos.sum().clamp(min=1)
+                value = float(per_sample.mean().item())
             else:
-                loss = core.training_loss(x, y).mean()
+                loss = core.training_loss(x, y, negatives).mean()
                 value = float(loss.item())
             if proximal_mu and global_params is not None:  # (None was refused above)
                 prox = sum(((p - g.detach()) ** 2).sum() for p, g in zip(params, global_params,
@@ -317,7 +313,7 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
         (ledger or PrivacyLedger(settings.paths.privacy_ledger)).check_budget(
             settings, private.projected_epsilon(), private.population)
 
-    start_epoch, best, best_state, bad = 1, -1.0, None, 0
+    start_epoch, best, best_state, bad, spent = 1, -1.0, None, 0, (0.0, 0)
     if resume_from is not None:
         state = resume_from
         model.load_state_dict(state["model_state"])
@@ -325,25 +321,37 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
         start_epoch, best, best_state, bad = (state["epoch"] + 1, state["best"],
                                               state["best_state"], state["bad"])
         history = state["history"]
+        spent = state.get("budget_spent", spent)
         torch.set_rng_state(state["torch_rng"])
         loader.generator.set_state(state["loader_rng"])
         if bad >= cfg.patience:
             start_epoch = epochs + 1
 
+    # Without DP: train.lr_schedule over the epochs or train.max_minutes (DP keeps its recipe's
+    # fixed epochs at a constant rate).
+    budget = None if dp is not None else TrainingBudget(
+        epochs, len(loader), cfg.max_minutes, lr=lr, schedule=cfg.lr_schedule,
+        elapsed=spent[0], steps=spent[1])
     with EpochProgress(progress, epochs, len(private.loader if private else loader),
                    metric) as bar:
         bar.advance_to(start_epoch - 1)
         for epoch in range(start_epoch, epochs + 1):
             loss = fit_epochs(model, loader, epochs=1, lr=lr, weight_decay=cfg.weight_decay,
-                              optimizer=optimizer, private=private, on_batch=bar.batch)
+                              optimizer=optimizer, private=private, on_batch=bar.batch,
+                              loss_weighting=cfg.loss_weighting, negatives=cfg.negatives,
+                              budget=budget)
             row: dict[str, Any] = {"epoch": epoch, "loss": loss}
+            out_of_time = budget is not None and budget.out_of_time()
+            if budget is not None:
+                row["seconds"] = round(budget.elapsed, 3)
             stop = False
             # Under DP, validation data is private too: it is scored once, after the last
             # epoch, and chooses nothing (the last model is kept), so ε covers every use of it.
             if dp is not None and epoch == epochs:
                 ev = evaluate_model(model, data, "valid", segments=False)
                 row.update(ev.overall)
-            elif dp is None and (epoch % cfg.eval_every == 0 or epoch == epochs):
+            elif dp is None and (epoch % cfg.eval_every == 0 or epoch == epochs
+                                 or out_of_time):
                 ev = evaluate_model(model, data, "valid", segments=False)
                 row.update(ev.overall)
                 if metric not in ev.overall:
@@ -355,6 +363,7 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
                 else:
                     bad += 1
                     stop = bad >= cfg.patience
+                stop = stop or out_of_time
             history.append(row)
             bar.epoch_done(epoch, row)
             if on_epoch is not None:
@@ -362,7 +371,8 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
                           "optimizer_state": optimizer.state_dict(), "best": best,
                           "best_state": best_state, "bad": bad, "history": history,
                           "torch_rng": torch.get_rng_state(),
-                          "loader_rng": loader.generator.get_state()})
+                          "loader_rng": loader.generator.get_state(),
+                          "budget_spent": (budget.elapsed, budget.steps) if budget else (0.0, 0)})
             if stop:
                 break
     if best_state is not None and dp is None:

@@ -16,8 +16,9 @@ from recops.training.models import (
     read_checkpoint,
     save_checkpoint,
 )
+from recops.training.samples import make_train_loader
 from recops.training.sequences import SequenceData
-from recops.training.trainer import fit_epochs, make_train_loader, train_model
+from recops.training.trainer import fit_epochs, train_model
 from tests.training.conftest import cyclic_interactions, tiny_settings
 
 

@@ -10,8 +10,9 @@ from recops.errors import PrivacyBudgetExceeded, TrainingError
 from recops.runs import RunDir
 from recops.training.evaluation import evaluate_model
 from recops.training.models import read_checkpoint
+from recops.training.samples import make_train_loader
 from recops.training.sequences import SequenceData
-from recops.training.trainer import build_model, make_train_loader, seed_everything, train_model
+from recops.training.trainer import build_model, seed_everything, train_model
 from tests.training.conftest import cyclic_interactions, tiny_settings
 
 

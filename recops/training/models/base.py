@@ -71,7 +71,9 @@ class Recommender(nn.Module):
     def item_embeddings(self) -> torch.Tensor:
         raise NotImplementedError
 
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, negatives: int = 0) -> torch.Tensor:
+        """Per-sequence loss [B]; ``negatives`` > 0 asks for a sampled softmax where the model
+        has one (SASRec), the full one otherwise."""
         return sequence_ce(self(x), self._clip_len(y))
 
     def fit_sequences(self, seqs: Iterable[np.ndarray]) -> None:

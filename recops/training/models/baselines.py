@@ -95,9 +95,10 @@ class MF(Recommender):
         pad_col = torch.zeros_like(logits[..., :1]) + MASKED_LOGIT
         return torch.cat([pad_col, logits[..., 1:]], dim=-1)
 
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per sequence: BPR, the mean over positions and ``mf_negatives`` uniform random items
-        of -log sigmoid(s(next) - s(negative)); or, with ``mf_loss='softmax'``, the dense
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, negatives: int = 0) -> torch.Tensor:
+        """Per sequence (``negatives`` unused: MF samples its own ``mf_negatives``): BPR, the
+        mean over positions and ``mf_negatives`` uniform random items of
+        -log sigmoid(s(next) - s(negative)); or, with ``mf_loss='softmax'``, the dense
         full-softmax cross-entropy."""
         if self.mf_loss == "softmax":
             return super().training_loss(x, y)

@@ -152,14 +152,32 @@ class SASRec(Recommender):
         pad_col = torch.zeros_like(logits[..., :1]) + MASKED_LOGIT
         return torch.cat([pad_col, logits[..., 1:]], dim=-1)
 
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sequence mean CE, computing logits only where there is a target (saves memory)."""
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, negatives: int = 0) -> torch.Tensor:
+        """Per-sequence mean CE, computing logits only where there is a target (saves memory).
+
+        ``negatives`` > 0: sampled softmax, each target against the same ``negatives`` items
+        drawn uniformly for the batch (a draw equal to the target is masked), instead of the
+        whole catalogue: the output layer, most of the compute, shrinks by n_items/negatives.
+        """
         x, y = self._clip_len(x), self._clip_len(y)
         h = self.hidden_aligned(x)
         valid = y > 0
-        logits = self._logits(h[valid])
-        logits[:, 0] = MASKED_LOGIT
-        tok = F.cross_entropy(logits, y[valid], reduction="none")
+        if 0 < negatives < self.n_items:
+            hv, target = h[valid], y[valid]
+            neg = torch.randint(1, self.n_items + 1, (negatives,), device=y.device)
+            pos = (hv * self.out.weight[target]).sum(-1) + self.out.bias[target]
+            other = hv @ self.out.weight[neg].T + self.out.bias[neg]
+            if self.text_dim:
+                ht = self.text_out(hv)
+                pos = pos + (ht * self.text[target]).sum(-1)
+                other = other + ht @ self.text[neg].T
+            other = other.masked_fill(neg.unsqueeze(0) == target.unsqueeze(1), MASKED_LOGIT)
+            logits = torch.cat([pos.unsqueeze(1), other], dim=1)
+            tok = F.cross_entropy(logits, torch.zeros_like(target), reduction="none")
+        else:
+            logits = self._logits(h[valid])
+            logits[:, 0] = MASKED_LOGIT
+            tok = F.cross_entropy(logits, y[valid], reduction="none")
         rows = valid.nonzero()[:, 0]
         per_seq = torch.zeros(x.shape[0], device=x.device, dtype=tok.dtype).index_add_(0, rows, tok)
         return per_seq / valid.sum(1).clamp(min=1)

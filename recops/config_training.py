@@ -1,0 +1,97 @@
+"""The settings sections of training: the model (``model``), how it trains (``train``) and
+with what privacy (``privacy``). Sections of the one :class:`recops.config.Settings`; kept here
+so recops/config.py stays short."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from recops.config_serving import Section
+
+# The recommenders recops trains (recops.training.models.MODELS).
+ModelKind = Literal["sasrec", "mf", "pop", "ease", "itemknn"]
+
+
+class ModelSettings(Section):
+    kind: ModelKind = "sasrec"
+    max_len: int = Field(50, ge=2, le=1024)
+    d_model: int = Field(64, ge=4)
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    text_init: bool = False
+    # mf: BPR with mf_negatives uniform negatives per position, or the full softmax.
+    mf_loss: Literal["bpr", "softmax"] = "bpr"
+    mf_negatives: int = Field(1, ge=1, le=1000)
+    # ease: the L2 strength of its ridge regression. Validation NDCG@10 on ml-latest-small is
+    # flat for 50..1000 (0.040-0.043, within noise; 2000: 0.037); 200 was best at K=200.
+    ease_lambda: float = Field(200.0, gt=0)
+    # ease, itemknn: the weights kept per item (the sparse top-K a checkpoint stores); for EASE
+    # on ml-latest-small, K=200 validates as K=1000 (and 16 MB against 380 MB dense).
+    neighbours: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelSettings:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by "
+                             f"model.n_heads ({self.n_heads})")
+        return self
+
+
+class TrainSettings(Section):
+    mode: Literal["centralised", "federated"] = "centralised"
+    epochs: int = Field(20, ge=1)
+    # Measured on ml-latest-small (610 users): batch 128 / lr 1e-3 gives ~5 steps an epoch and
+    # stays at popularity's NDCG@10 (0.019); batch 32 / lr 2e-3 reaches 0.035 in 20 epochs.
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    # Validation NDCG@10 over a few hundred users is noisy from epoch to epoch: on
+    # ml-latest-small, patience 3 stopped at epoch 7 (test NDCG@10 0.0216) while the loss still
+    # fell; patience 5 trains the 20 epochs (0.0355).
+    patience: int = Field(5, ge=1)
+    eval_every: int = Field(1, ge=1)
+    num_threads: int = Field(2, ge=1)
+    # Where gradient-trained models train: "cpu", "cuda" or "cuda:N" (saved back on the CPU).
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+    # One training sample (docs/quality.md): "last", a user's last model.max_len items;
+    # "windows", a user's whole history cut into windows of max_len + 1 items, so every event
+    # is a target once. DP-SGD always trains on "last": one sample per user, its privacy unit.
+    samples: Literal["last", "windows"] = "last"
+    # How a batch's loss averages: "sequence", each sample's mean over its positions, then over
+    # samples; "position", over every predicted position alike (long histories weigh more).
+    loss_weighting: Literal["sequence", "position"] = "sequence"
+    # SASRec: each target's softmax runs over this many items drawn uniformly per batch
+    # instead of the whole catalogue (0: the full softmax; DP-SGD always uses the full one).
+    negatives: int = Field(0, ge=0)
+    # "cosine": the learning rate falls from lr to 0 along a half cosine over the budget
+    # (epochs, or max_minutes when that runs out first).
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    # Wall-time budget of one model's training (closed-form fits excepted): it stops after the
+    # epoch in which the budget runs out, keeping the best validated epoch. None: no limit.
+    max_minutes: float | None = Field(None, gt=0)
+    # Model selection: train each of these model kinds (centralised, without DP) and keep the one
+    # best on validation gate.metric as the challenger. Empty: train model.kind alone.
+    candidates: list[ModelKind] = []
+
+
+class PrivacySettings(Section):
+    enabled: bool = False
+    target_epsilon: float = Field(8.0, gt=0)
+    # Unset: 1 / (10 * number of users), below 1/n as DP-SGD requires.
+    delta: float | None = Field(None, gt=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    clipping: Literal["flat", "ghost"] = "ghost"
+    accountant: Literal["rdp", "prv"] = "rdp"
+    # DP-SGD recipe, chosen on synthetic data (docs/privacy.md): exactly `epochs`, last model
+    # kept; users per step `batch_size`, unset: batch_fraction of them; Adam at `lr`.
+    epochs: int = Field(30, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    batch_fraction: float = Field(0.2, gt=0, le=1)
+    lr: float = Field(1e-2, gt=0)
+    # "text": item embeddings/output weights keep their public text start (needs text_init).
+    item_side: Literal["trained", "text"] = "trained"
+    # Total epsilon the same people may be charged over all runs and retraining cycles.
+    budget_epsilon: float = Field(16.0, gt=0)
