@@ -33,6 +33,8 @@ def train(
     epochs: Annotated[int | None, typer.Option("--epochs", help="Max epochs (train.epochs; "
                                               "with --dp, exactly privacy.epochs).")
                       ] = None,
+    max_minutes: Annotated[float | None, typer.Option(
+        "--max-minutes", help="Wall-time budget of training (train.max_minutes).")] = None,
     max_len: Annotated[int | None, typer.Option("--max-len", help="Sequence length "
                                                 "(model.max_len).")] = None,
     d_model: Annotated[int | None, typer.Option("--d-model", help="model.d_model.")] = None,
@@ -62,7 +64,7 @@ def train(
 
     settings = ctx.obj.settings(**{
         "model.kind": kind, "train.epochs": epochs, "privacy.epochs": epochs,
-        "model.max_len": max_len,
+        "train.max_minutes": max_minutes, "model.max_len": max_len,
         "model.d_model": d_model, "train.lr": lr, "train.batch_size": batch_size,
         "model.text_init": text_init, "privacy.enabled": dp, "privacy.target_epsilon": epsilon})
     if resume and not run_id:

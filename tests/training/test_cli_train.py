@@ -55,6 +55,8 @@ def test_bad_inputs_exit_2_with_one_line(monkeypatch, capsys, home, tmp_path) ->
     assert code == 2 and "holds no interactions" in err
     code, _, err = run_cli(monkeypatch, capsys, "train", "--kind", "gru", *SMALL)
     assert code == 2 and "model.kind" in err
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--max-minutes", "0", *SMALL)
+    assert code == 2 and "train.max_minutes" in err
     code, _, err = run_cli(monkeypatch, capsys, "train", "--resume", *SMALL)
     assert code == 2 and "--resume needs --run-id" in err
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "missing"))
