@@ -228,7 +228,7 @@ def details_table(results: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     table = Table(title="RecBole peer: training (wall-time budget per model)")
-    for c in ("dataset", "model", "epochs", "best epoch", "time to best s", "wall s",
+    for c in ("dataset", "model", "epochs", "best epoch", "time to best s", "wall s", "CPU s",
               "budget spent", "RecBole's own test NDCG@10", "load s"):
         table.add_column(c, justify="left" if c in ("dataset", "model") else "right")
     for r in results:
@@ -236,6 +236,7 @@ def details_table(results: list[dict[str, Any]]) -> Any:
         if p:
             table.add_row(r["dataset"], r["model"], str(p["epochs"]), str(p["best_epoch"]),
                           f"{p['time_to_best_s']:.1f}", f"{p['wall_s']:.1f}",
+                          f"{p.get('cpu_s', float('nan')):.1f}",
                           "yes" if p["stopped_by_budget"] else "no",
                           f"{p['recbole_test'].get('ndcg@10', float('nan')):.4f}",
                           f"{p['load_s']:.1f}")
