@@ -212,7 +212,8 @@ def run_rows(data: Any, tables: Any, dataset: str, rows: list[str], workdir: Pat
              **{k: test[k] for k in ("hr@10", "ndcg@10", "mrr", "coverage@10")},
              "valid_ndcg@10": valid["ndcg@10"], "valid_hr@10": valid["hr@10"],
              "epochs": s["epochs"], "best_epoch": s["best_epoch"], "epsilon": None,
-             "wall_s": s["wall_s"], "test_gains": ndcg_gains(ranks, 10).tolist(),
+             "wall_s": s["wall_s"], "to_best_s": s["time_to_best_s"],
+             "test_gains": ndcg_gains(ranks, 10).tolist(),
              "per_segment": {}, "peer": {k: v for k, v in s.items() if k != "model"},
              "install_s": install_s}
         log(f"  recbole-{row}: ndcg@10={r['ndcg@10']:.4f} hr@10={r['hr@10']:.4f} "
