@@ -56,6 +56,11 @@ ROWS: dict[str, dict[str, Any]] = {
     "ease": {"model.kind": "ease"},
     "itemknn": {"model.kind": "itemknn", "model.neighbours": 50},
     "sasrec-default": {"model.kind": "sasrec"},  # what a user gets: every other setting default
+    # The defaults before the recipe (docs/quality.md): each user's last 50 items, the full
+    # softmax, a constant rate, 20 epochs at patience 5, no time budget (None reads as unset).
+    "sasrec-previous": {"model.kind": "sasrec", "train.samples": "last", "train.negatives": 0,
+                        "train.lr_schedule": "constant", "train.epochs": 20,
+                        "train.patience": 5, "train.max_minutes": 1e6},  # no budget
     "sasrec": SASREC,
     "sasrec-text": {**SASREC, "model.text_init": True},
     "sasrec-dp-eps1": {**SASREC, "privacy.enabled": True, "privacy.target_epsilon": 1.0},

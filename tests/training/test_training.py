@@ -64,12 +64,23 @@ def test_resume_continues_where_it_stopped(home, data, tmp_path) -> None:
     full = train_model(tiny_settings(home, **{"train.epochs": 4, "train.patience": 10}), data,
                        progress=False)
     rd = RunDir(tmp_path / "resumed")
-    first = train_model(tiny_settings(home, **{"train.epochs": 2, "train.patience": 10}), data,
-                        progress=False, on_epoch=rd.save_resume)
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die_after_two(state: dict) -> None:
+        rd.save_resume(state)
+        if state["epoch"] == 2:
+            raise Killed
+
+    # The same run killed after its second epoch (the lr schedule spans all 4), then resumed.
+    with pytest.raises(Killed):
+        train_model(tiny_settings(home, **{"train.epochs": 4, "train.patience": 10}), data,
+                    progress=False, on_epoch=save_then_die_after_two)
     assert not rd.has(RunDir.CHECKPOINT)  # the trainer itself writes nothing
+    assert rd.load_resume()["epoch"] == 2
     resumed = train_model(tiny_settings(home, **{"train.epochs": 4, "train.patience": 10}), data,
                           progress=False, resume_from=rd.load_resume(), on_epoch=rd.save_resume)
-    assert [h["epoch"] for h in first.history] == [1, 2]
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     sf, sr = full.checkpoint["state_dict"], resumed.checkpoint["state_dict"]
     assert all(torch.allclose(sf[k], sr[k]) for k in sf)
@@ -111,8 +122,10 @@ def test_bad_training_inputs_are_refused(home, data, tmp_path) -> None:
         RunDir(tmp_path / "none").load_resume()
     short = data.subset(data.train_users)
     short.train_seqs = [seq[:1] for seq in short.train_seqs]
-    with pytest.raises(TrainingError, match="no user has 2 or more training events"):
-        make_train_loader(short, s, 0)
+    short.histories = [seq[:1] for seq in short.train_seqs]
+    for samples in ("last", "windows"):
+        with pytest.raises(TrainingError, match="no user has 2 or more training events"):
+            make_train_loader(short, tiny_settings(home, **{"train.samples": samples}), 0)
 
 
 @pytest.mark.integration
