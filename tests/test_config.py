@@ -20,7 +20,7 @@ def _yaml(tmp_path: Path, data: object, name: str = "recops.yaml") -> Path:
 
 def test_defaults(home: Path) -> None:
     s = load_settings()
-    assert s.train.epochs == 200 and s.data.dataset == "ml-latest-small"
+    assert s.train.epochs == 50 and s.data.dataset == "ml-latest-small"
     assert s.home == home  # the autouse fixture's RECOPS_HOME
     assert s.paths.lake == home.resolve() / "lake"
     assert s.paths.audit_log == home.resolve() / "audit" / "audit.jsonl"
@@ -136,7 +136,7 @@ def test_missing_config_file(tmp_path: Path, monkeypatch) -> None:
 def test_empty_yaml_is_defaults(tmp_path: Path) -> None:
     cfg = tmp_path / "empty.yaml"
     cfg.write_text("")
-    assert load_settings(cfg).train.epochs == 200
+    assert load_settings(cfg).train.epochs == 50
 
 
 def test_secrets_are_masked_in_public_dict(monkeypatch) -> None:

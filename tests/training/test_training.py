@@ -40,9 +40,10 @@ def test_mf_learns_above_pop(home, data) -> None:
 
 
 def test_same_seed_same_model_other_seed_other_model(home, data) -> None:
-    a = train_model(tiny_settings(home, **{"train.epochs": 2}), data, progress=False)
-    b = train_model(tiny_settings(home, **{"train.epochs": 2}), data, progress=False)
-    c = train_model(tiny_settings(home, **{"train.epochs": 2, "seed": 7}), data, progress=False)
+    steps = {"train.epochs": 2, "train.max_minutes": 1e6}  # the clock never steers the lr
+    a = train_model(tiny_settings(home, **steps), data, progress=False)
+    b = train_model(tiny_settings(home, **steps), data, progress=False)
+    c = train_model(tiny_settings(home, **steps, seed=7), data, progress=False)
     sa, sb, sc = (r.checkpoint["state_dict"] for r in (a, b, c))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
@@ -61,8 +62,10 @@ def test_early_stopping_keeps_the_best_epoch_of_gate_metric(home, data) -> None:
 
 
 def test_resume_continues_where_it_stopped(home, data, tmp_path) -> None:
-    full = train_model(tiny_settings(home, **{"train.epochs": 4, "train.patience": 10}), data,
-                       progress=False)
+    # No time budget: on a starved machine the clock would steer the lr schedule (by design)
+    # and the runs would differ; resume must reproduce the steps' schedule exactly.
+    steps_only = {"train.epochs": 4, "train.patience": 10, "train.max_minutes": 1e6}
+    full = train_model(tiny_settings(home, **steps_only), data, progress=False)
     rd = RunDir(tmp_path / "resumed")
 
     class Killed(Exception):
@@ -75,12 +78,12 @@ def test_resume_continues_where_it_stopped(home, data, tmp_path) -> None:
 
     # The same run killed after its second epoch (the lr schedule spans all 4), then resumed.
     with pytest.raises(Killed):
-        train_model(tiny_settings(home, **{"train.epochs": 4, "train.patience": 10}), data,
-                    progress=False, on_epoch=save_then_die_after_two)
+        train_model(tiny_settings(home, **steps_only), data, progress=False,
+                    on_epoch=save_then_die_after_two)
     assert not rd.has(RunDir.CHECKPOINT)  # the trainer itself writes nothing
     assert rd.load_resume()["epoch"] == 2
-    resumed = train_model(tiny_settings(home, **{"train.epochs": 4, "train.patience": 10}), data,
-                          progress=False, resume_from=rd.load_resume(), on_epoch=rd.save_resume)
+    resumed = train_model(tiny_settings(home, **steps_only), data, progress=False,
+                          resume_from=rd.load_resume(), on_epoch=rd.save_resume)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     sf, sr = full.checkpoint["state_dict"], resumed.checkpoint["state_dict"]
     assert all(torch.allclose(sf[k], sr[k]) for k in sf)
