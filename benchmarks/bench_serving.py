@@ -129,7 +129,8 @@ class FeastServer(Served):
 
 # --- world ------------------------------------------------------------------------------------
 
-def build_world(home: Path, quick: bool) -> dict[str, Any]:
+def build_world(home: Path, quick: bool, data: Path | None = None,
+                epochs: int | None = None) -> dict[str, Any]:
     from recops import schema
     from recops.config import load_settings
     from recops.data.synthetic import generate
@@ -141,10 +142,17 @@ def build_world(home: Path, quick: bool) -> dict[str, Any]:
     from recops.training.splits import labelled_frame
     from recops.training.trainer import train_model
 
+    from recops.data.movielens import read_movielens
+
     sizes = (300, 1000, 30_000) if quick else (1000, 2000, 100_000)
-    settings = load_settings(overrides={"home": home, "train.epochs": 2 if quick else 5,
-                                        "train.num_threads": 1})
-    tables = generate(*sizes, seed=7)
+    settings = load_settings(overrides={"home": home, "train.max_minutes": 1e6,
+                                        "train.epochs": epochs or (2 if quick else 5),
+                                        "train.num_threads": 2 if data else 1})
+    if data is not None:  # a MovieLens release: the catalogue and histories the issue measures
+        tables = read_movielens(data, data.name)
+        sizes = (len(tables.users), len(tables.items), len(tables.interactions))
+    else:
+        tables = generate(*sizes, seed=7)
     lake = Lake(settings.paths.lake)
     for table, df in ((schema.ITEMS, tables.items), (schema.USERS, tables.users),
                       (schema.INTERACTIONS, tables.interactions)):
@@ -316,6 +324,12 @@ def main() -> None:
     ap.add_argument("--tool", choices=["auto", "hey", "python"], default="auto",
                     help="/recommend load generator (auto: hey when installed)")
     ap.add_argument("--home", type=Path, default=None, help="keep state here (default: temp)")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="serve a model of this MovieLens release (a folder such as "
+                         "ml-latest-small) instead of the synthetic world")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="training epochs of the served model (default 2 quick, 5 otherwise); "
+                         "serving cost depends on the catalogue and architecture, not on them")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting for the served service, e.g. serving.log_impressions=false "
                          "or serving.policy=epsilon_greedy (repeatable)")
@@ -338,7 +352,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="bench_serving_")
     home = args.home or Path(tmp.name) / "home"
     with con.status("building the world (lake, features, training, registry)"):
-        world = build_world(home, args.quick)
+        world = build_world(home, args.quick, args.data, args.epochs)
     u, i, e = world["sizes"]
     con.print(f"world: {u} users, {i} items, {e} events; SASRec trained in "
               f"{world['train_s']:.1f} s, test NDCG@10 {world['test']['ndcg@10']:.4f}; "
