@@ -133,6 +133,7 @@ def build_world(home: Path, quick: bool, data: Path | None = None,
                 epochs: int | None = None) -> dict[str, Any]:
     from recops import schema
     from recops.config import load_settings
+    from recops.data.movielens import read_movielens
     from recops.data.synthetic import generate
     from recops.features.featurize import build_sources
     from recops.lake import Lake
@@ -141,8 +142,6 @@ def build_world(home: Path, quick: bool, data: Path | None = None,
     from recops.training.sequences import SequenceData
     from recops.training.splits import labelled_frame
     from recops.training.trainer import train_model
-
-    from recops.data.movielens import read_movielens
 
     sizes = (300, 1000, 30_000) if quick else (1000, 2000, 100_000)
     settings = load_settings(overrides={"home": home, "train.max_minutes": 1e6,
