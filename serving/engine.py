@@ -160,21 +160,37 @@ class Engine:
             else:
                 scored.append((n, hist, exclude, q.k, bool(own)))
         if scored:
-            seqs = torch.cat([self.sequence(hist) for _, hist, _, _, _ in scored])
-            with torch.inference_mode():
-                scores = self.model.score(seqs).float().clone()
-            for row, (n, hist, exclude, k, personal) in enumerate(scored):
-                ranked = self._top(scores[row], k, exclude)
-                out[n] = (self.describe(ranked, self.reasons(ranked.indices, hist)),
-                          None if personal else "context")
+            for (n, _, _, _, personal), ranked, why in zip(scored, *self._rank([
+                    (hist, exclude, k) for _, hist, exclude, k, _ in scored]), strict=True):
+                out[n] = (self.describe(ranked, why), None if personal else "context")
         return [o for o in out if o is not None]
 
-    def _top(self, scores: torch.Tensor, k: int, exclude: list[int] | None) -> Ranked:
-        """Top-k of one row of scores (modified in place): padding and ``exclude`` masked."""
+    def _rank(self, rows: list[tuple[list[int], list[int] | None, int]]
+              ) -> tuple[list[Ranked], list[list[int | None]]]:
+        """Rank a batch of (history, exclude, k) in index space with one forward pass, one
+        masking, one top-k and one reasons product for all rows: the lists, and each listed
+        item's reason (as :meth:`reasons`)."""
+        B, L = len(rows), self.max_len
+        seqs = np.zeros((B, L), dtype=np.int64)
+        for r, (hist, _, _) in enumerate(rows):
+            tail = hist[-L:]
+            seqs[r, L - len(tail):] = tail
+        seq_t = torch.from_numpy(seqs)
         with torch.inference_mode():
-            scores[0] = -torch.inf
-            if exclude:
-                scores[torch.tensor(exclude, dtype=torch.long)] = -torch.inf
-            n_ok = int(torch.isfinite(scores).sum())
-            top = torch.topk(scores, min(k, self.n_items, n_ok))
-        return Ranked(top.indices.tolist(), top.values.tolist(), None)
+            scores = self.model.score(seq_t).float()
+            scores[:, 0] = -torch.inf
+            ban_r = [r for r, (_, ex, _) in enumerate(rows) for _ in (ex or ())]
+            if ban_r:
+                ban_c = [i for _, ex, _ in rows for i in (ex or ())]
+                scores[torch.tensor(ban_r), torch.tensor(ban_c)] = -torch.inf
+            n_ok = torch.isfinite(scores).sum(1).tolist()
+            ks = [min(k, self.n_items, ok) for (_, _, k), ok in zip(rows, n_ok, strict=True)]
+            top = torch.topk(scores, max(ks))
+            # Each listed item's reason: the most similar item of the sequence (padding masked;
+            # the first of equals in history order, as reasons()).
+            sims = self.item_vectors[top.indices] @ self.item_vectors[seq_t].transpose(1, 2)
+            sims.masked_fill_((seq_t == 0).unsqueeze(1), -torch.inf)
+            why = seq_t.gather(1, sims.argmax(2)).tolist()
+        idx, val = top.indices.tolist(), top.values.tolist()
+        return ([Ranked(idx[r][:k], val[r][:k], None) for r, k in enumerate(ks)],
+                [list(why[r][:k]) for r, k in enumerate(ks)])

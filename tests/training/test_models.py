@@ -22,6 +22,7 @@ from recops.training.models import (
     read_checkpoint,
     save_checkpoint,
 )
+from recops.training.models.base import right_align
 
 
 def _models() -> list:
@@ -67,6 +68,30 @@ def test_sasrec_is_causal_and_padding_invariant() -> None:
     # the same history with more left padding scores the same
     short = torch.tensor([[0, 4, 5, 6, 7, 8]])
     assert torch.allclose(m.score(x), m.score(short), atol=1e-5)
+
+
+@pytest.mark.parametrize("text_dim", [0, 4])
+def test_serving_scores_equal_the_last_position_of_the_whole_forward(text_dim) -> None:
+    # score() runs the last block at each row's last position only; it must give what the
+    # whole forward gives there, for full and short histories (an empty one stays finite)
+    torch.manual_seed(0)
+    m = SASRec(30, max_len=8, d_model=16, n_layers=3, n_heads=4, dropout=0.3, text_dim=text_dim,
+               text_vectors=torch.randn(30, text_dim) if text_dim else None)
+    x = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 9, 10, 11],
+                      [0, 0, 0, 0, 0, 0, 0, 12], [0] * 8])
+    m.eval()
+    with torch.no_grad():
+        whole = m(x)[:, -1]  # forward(): every position, aligned with the input
+        fast = m.score(x)
+    assert torch.isneginf(fast[:, 0]).all() and torch.isfinite(fast[:, 1:]).all()
+    assert torch.allclose(fast[:3, 1:], whole[:3, 1:], atol=1e-5)  # the empty row has no last
+    m.train()  # training keeps the whole forward (dropout everywhere, per-sample hooks)
+    torch.manual_seed(1)
+    a = m.last_hidden(x)
+    torch.manual_seed(1)
+    xr, length = right_align(x)
+    b = m._hidden(xr)[torch.arange(4), (length - 1).clamp(min=0)]
+    assert torch.equal(a, b)
 
 
 def test_cheap_training_loss_equals_dense_loss() -> None:
