@@ -36,7 +36,7 @@ class ServingSettings(Section):
     # /search: the longest query taken (characters), how many items the query's text similarity
     # keeps as candidates, and the user's model score's weight when re-ranking them (0: the query
     # alone decides). The weight was chosen on ml-latest-small's validation split
-    # (benchmarks/bench_search.py, docs/serving.md).
+    # (benchmarks/bench_search.py, serving/README.md "Search").
     max_query_chars: int = Field(256, ge=1, le=10_000)
     search_candidates: int = Field(100, ge=1, le=10_000)
     search_weight: float = Field(0.7, ge=0.0, le=1.0)

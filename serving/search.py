@@ -3,8 +3,8 @@ vectors picks candidates; the user's sequence model re-ranks them.
 
 The rule (:func:`combine`): every item is scored by cosine similarity to the query (an exact
 matrix product: at ~10k items it is faster than an ANN index and loses nothing, see
-docs/serving.md); the top ``candidates`` by cosine are kept; with a history, each candidate's
-cosine and model score are z-scored over the candidates and ranked by
+serving/README.md, "Search"); the top ``candidates`` by cosine are kept; with a history, each
+candidate's cosine and model score are z-scored over the candidates and ranked by
 ``(1 - weight) * z(cosine) + weight * z(model)``. Without a history, or with ``weight`` 0, the
 cosine order alone decides. ``weight`` (``serving.search_weight``) was chosen on the validation
 split of ml-latest-small, never on its test split (benchmarks/bench_search.py).
