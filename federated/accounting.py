@@ -3,9 +3,10 @@
 Client level (the unit is a client, i.e. everyone it holds): each round is one Gaussian
 mechanism on the clipped mean of the sampled clients' updates, noise multiplier σ, with a
 fraction q = clients_per_round / num_clients of the clients sampled. ε after T rounds comes
-from Opacus' RDP accountant for T Poisson-subsampled Gaussian steps (σ, q). Flower samples a
-fixed number of clients without replacement rather than Poisson; the RDP bound is the standard
-approximation for that (as in DP-FedAvg, McMahan et al. 2018).
+from Opacus' accountant (``privacy.accountant``: PRV or RDP) for T Poisson-subsampled Gaussian
+steps (σ, q). Flower samples a fixed number of clients without replacement rather than Poisson;
+the Poisson analysis is the standard approximation for that (as in DP-FedAvg, McMahan et al.
+2018).
 
 Sample level (the unit is a user): inside a client, Opacus DP-SGD with one sample per user.
 Users sit in exactly one client, so clients compose in parallel: the run's ε is the largest

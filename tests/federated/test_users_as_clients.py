@@ -1,6 +1,7 @@
 """Cross-device DP-FedAvg: every user a client, a sampled fraction per round, user-level ε from the
-RDP accountant in the ledger, and a run past the budget refused before it starts. The runner's
-own path, with the ServerApp and ClientApp in this process (``federated.loopback``)."""
+configured accountant (PRV by default) in the ledger, and a run past the budget refused before it
+starts. The runner's own path, with the ServerApp and ClientApp in this process
+(``federated.loopback``)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,10 @@ def test_every_user_is_a_client_and_the_spend_is_user_level(make_settings, tiny_
     assert (entry.unit, entry.steps, entry.noise_multiplier) == ("user", 2, 1.0)
     assert entry.sample_rate == pytest.approx(per_round / n)
     assert entry.delta == pytest.approx(1 / (10 * n))
-    expected = epsilon_for(1.0, per_round / n, 2, 1 / (10 * n), "rdp")
+    assert entry.accountant == s.privacy.accountant == "prv"  # the default
+    expected = epsilon_for(1.0, per_round / n, 2, 1 / (10 * n), "prv")
     assert entry.epsilon == pytest.approx(expected)
+    assert expected < epsilon_for(1.0, per_round / n, 2, 1 / (10 * n), "rdp")  # PRV is tighter
     assert res.privacy["epsilon"] == pytest.approx(expected)
     assert res.privacy["unit"] == "user"
     assert rows[-1]["epsilon"]["client_level"] == pytest.approx(expected)
