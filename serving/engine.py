@@ -92,11 +92,17 @@ class Engine:
 
     def sequence(self, indices: list[int]) -> torch.Tensor:
         """[1, max_len] left-padded, most recent last."""
-        tail = indices[-self.max_len:]
-        seq = torch.zeros(1, self.max_len, dtype=torch.long)
-        if tail:
-            seq[0, -len(tail):] = torch.tensor(tail, dtype=torch.long)
-        return seq
+        return self.sequences([indices])
+
+    def sequences(self, histories: Sequence[list[int]]) -> torch.Tensor:
+        """[B, max_len]: each history's last max_len indices, left-padded, most recent last."""
+        L = self.max_len
+        seqs = np.zeros((len(histories), L), dtype=np.int64)
+        for r, hist in enumerate(histories):
+            tail = hist[-L:]
+            if tail:
+                seqs[r, L - len(tail):] = tail
+        return torch.from_numpy(seqs)
 
     # --- ranking ------------------------------------------------------------------------------
     def rank_popular(self, k: int, *, exclude: list[int] | None = None) -> Ranked:
@@ -104,15 +110,6 @@ class Engine:
         picked = [int(i) for i in self.popular.tolist() if int(i) not in banned][:k]
         # Popularity has no calibrated score: report a rank-based one in (0, 1].
         return Ranked(picked, [1.0 / (r + 1) for r in range(len(picked))], "popular")
-
-    def reasons(self, recs: list[int], history: list[int]) -> list[int | None]:
-        """For each recommended index, the history index whose item vector is most similar."""
-        if not history or not recs:
-            return [None] * len(recs)
-        hist = torch.tensor(history[-self.max_len:], dtype=torch.long)
-        with torch.inference_mode():
-            sim = self.item_vectors[torch.tensor(recs)] @ self.item_vectors[hist].T  # [k, L]
-            return hist[sim.argmax(dim=1)].tolist()
 
     def similar(self, index: int, k: int) -> Ranked:
         with torch.inference_mode():
@@ -168,17 +165,11 @@ class Engine:
     def _rank(self, rows: list[tuple[list[int], list[int] | None, int]]
               ) -> tuple[list[Ranked], list[list[int | None]]]:
         """Rank a batch of (history, exclude, k) in index space with one forward pass, one
-        masking, one top-k and one reasons product for all rows: the lists, and each listed
-        item's reason (as :meth:`reasons`)."""
-        B, L = len(rows), self.max_len
-        seqs = np.zeros((B, L), dtype=np.int64)
-        for r, (hist, _, _) in enumerate(rows):
-            tail = hist[-L:]
-            seqs[r, L - len(tail):] = tail
-        seq_t = torch.from_numpy(seqs)
+        masking, one top-k and one reasons product for all rows: the lists, and for each listed
+        item the history index whose item vector is most similar (its reason)."""
+        seq_t = self.sequences([hist for hist, _, _ in rows])
         with torch.inference_mode():
-            scores = self.model.score(seq_t).float()
-            scores[:, 0] = -torch.inf
+            scores = self.model.score(seq_t).float()  # a fresh tensor, padding already masked
             ban_r = [r for r, (_, ex, _) in enumerate(rows) for _ in (ex or ())]
             if ban_r:
                 ban_c = [i for _, ex, _ in rows for i in (ex or ())]
@@ -187,7 +178,7 @@ class Engine:
             ks = [min(k, self.n_items, ok) for (_, _, k), ok in zip(rows, n_ok, strict=True)]
             top = torch.topk(scores, max(ks))
             # Each listed item's reason: the most similar item of the sequence (padding masked;
-            # the first of equals in history order, as reasons()).
+            # the first of equals in history order).
             sims = self.item_vectors[top.indices] @ self.item_vectors[seq_t].transpose(1, 2)
             sims.masked_fill_((seq_t == 0).unsqueeze(1), -torch.inf)
             why = seq_t.gather(1, sims.argmax(2)).tolist()
