@@ -339,6 +339,10 @@ def main() -> None:
         args.set = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     except ValueError:
         ap.error("--set takes KEY=VALUE")
+    if args.data is not None and not args.data.is_dir():
+        ap.error(f"--data {args.data}: no such folder")
+    if args.epochs is not None and args.epochs < 1:
+        ap.error("--epochs must be at least 1")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.requests = args.requests or (300 if args.quick else 2000)
     for k, v in {"BENTOML_DO_NOT_TRACK": "true", "FEAST_USAGE": "False"}.items():
@@ -347,11 +351,16 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from recops.errors import RecopsError
+
     con = Console(width=170)  # the tables are wide; never wrap them into unreadable cells
     tmp = tempfile.TemporaryDirectory(prefix="bench_serving_")
     home = args.home or Path(tmp.name) / "home"
     with con.status("building the world (lake, features, training, registry)"):
-        world = build_world(home, args.quick, args.data, args.epochs)
+        try:
+            world = build_world(home, args.quick, args.data, args.epochs)
+        except RecopsError as exc:  # e.g. --data is not a MovieLens release recops reads
+            ap.error(str(exc))
     u, i, e = world["sizes"]
     con.print(f"world: {u} users, {i} items, {e} events; SASRec trained in "
               f"{world['train_s']:.1f} s, test NDCG@10 {world['test']['ndcg@10']:.4f}; "
