@@ -11,6 +11,7 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 
+from federated.cache import cached
 from federated.common import (
     FED_DIR,
     INITIAL_STATE,
@@ -48,14 +49,19 @@ def _partition(context: Context) -> tuple[int, int]:
                          "'partition-id=<i> num-partitions=<n>'") from None
 
 
+def _read_state(path: Path) -> dict:
+    import torch
+
+    return dict(torch.load(path, weights_only=True))
+
+
 def _model(settings: Any, run_dir: Path, n_items: int) -> Any:
     """The shared architecture with the run's frozen buffers (text vectors) from initial state."""
     import numpy as np
-    import torch
 
     from recops.training.trainer import build_model
 
-    init = torch.load(run_dir / FED_DIR / INITIAL_STATE, weights_only=True)
+    init = cached(run_dir / FED_DIR / INITIAL_STATE, _read_state)
     text = None
     if "text" in init:  # frozen text vectors: a placeholder here, the real ones come with init
         text = np.zeros((n_items, init["text"].shape[1]), dtype=np.float32)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from federated.cache import cached
 from recops.config import Settings, load_settings
 from recops.errors import ConfigError
 
@@ -26,6 +27,8 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "fraction-train": "federated.fraction_train",
     "min-clients": "federated.min_clients",
     "proximal-mu": "federated.proximal_mu",
+    "server-lr": "federated.server_lr",
+    "server-momentum": "federated.server_momentum",
     "client-dp": "federated.client_dp",
     "client-noise-multiplier": "federated.client_noise_multiplier",
     "client-clipping-norm": "federated.client_clipping_norm",
@@ -85,7 +88,15 @@ def settings_for_run(run_config: Mapping[str, Any]) -> tuple[Path, Settings]:
     run_dir = run_dir_of(run_config)
     overrides = {dotted: run_config[key] for key, dotted in RUN_CONFIG_KEYS.items()
                  if key in run_config}
-    return run_dir, load_settings(run_dir / FED_DIR / SETTINGS_FILE, overrides)
+
+    def parse(path: Path) -> Settings:
+        return load_settings(path, overrides)
+
+    # Parsed once per process and run config (a simulation actor serves many clients); each
+    # caller gets its own copy, since clients adjust e.g. the batch size.
+    settings = cached(run_dir / FED_DIR / SETTINGS_FILE, parse, tuple(sorted(
+        (k, str(v)) for k, v in overrides.items())))
+    return run_dir, settings.model_copy(deep=True)
 
 
 def local_batch_size(configured: int, batch_size: int, client_users: int,

@@ -6,10 +6,11 @@ import json
 import pickle
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
+from federated.cache import cached
 from recops.errors import ConfigError, DataError
 from recops.schema import GENRE_SEPARATOR, GENRES
 from recops.training.sequences import SequenceData
@@ -84,6 +85,41 @@ def partition_users(user_ids: np.ndarray, num_clients: int, scheme: Scheme = "ii
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
+# A client's file holds only its users' fields; the public catalogue (item index and item
+# table, the same for every client) is written once beside them.
+USER_FIELDS = ("train_users", "train_seqs", "eval_users", "valid_inputs", "valid_targets",
+               "test_inputs", "test_targets", "valid_seen", "test_seen", "segments", "histories")
+CATALOGUE = "catalogue.pkl"
+
+
+def _client_fields(data: SequenceData, parts: list[np.ndarray]) -> list[dict]:
+    """Each client's slice of ``data``'s user fields, in one pass over the users.
+
+    ``SequenceData.subset`` scans every user once per call; with a user per client that is
+    quadratic in users (hours at 20,000).
+    """
+    owner = {int(u): c for c, users in enumerate(parts) for u in users}
+    tr: list[list[int]] = [[] for _ in parts]
+    ev: list[list[int]] = [[] for _ in parts]
+    for i, u in enumerate(data.train_users.tolist()):
+        if (c := owner.get(int(u))) is not None:
+            tr[c].append(i)
+    for i, u in enumerate(data.eval_users.tolist()):
+        if (c := owner.get(int(u))) is not None:
+            ev[c].append(i)
+    out = []
+    for t, e in zip(tr, ev, strict=True):
+        out.append({
+            "train_users": data.train_users[t], "train_seqs": [data.train_seqs[i] for i in t],
+            "eval_users": data.eval_users[e], "valid_inputs": [data.valid_inputs[i] for i in e],
+            "valid_targets": data.valid_targets[e], "test_inputs": [data.test_inputs[i] for i in e],
+            "test_targets": data.test_targets[e], "valid_seen": [data.valid_seen[i] for i in e],
+            "test_seen": [data.test_seen[i] for i in e],
+            "segments": {k: v[e] for k, v in data.segments.items()},
+            "histories": None if data.histories is None else [data.histories[i] for i in t]})
+    return out
+
+
 def write_partitions(data: SequenceData, parts: list[np.ndarray], run_dir: Path, *,
                      scheme: str, server_valid: SequenceData | None = None) -> Path:
     """Write one file per client (only that client's users) plus the server's validation set.
@@ -93,13 +129,15 @@ def write_partitions(data: SequenceData, parts: list[np.ndarray], run_dir: Path,
     """
     out = Path(run_dir) / PARTITION_DIR
     out.mkdir(parents=True, exist_ok=True)
+    with open(out / CATALOGUE, "wb") as f:
+        pickle.dump({"index": data.index, "items": data.items}, f,
+                    protocol=pickle.HIGHEST_PROTOCOL)
     sizes = []
-    for pid, users in enumerate(parts):
-        sub = data.subset(users)
+    for pid, fields in enumerate(_client_fields(data, parts)):
         with open(out / client_file(pid), "wb") as f:
-            pickle.dump(sub, f, protocol=pickle.HIGHEST_PROTOCOL)
-        sizes.append({"partition_id": pid, "n_users": int(sub.n_users),
-                      "n_eval_users": int(len(sub.eval_users))})
+            pickle.dump(fields, f, protocol=pickle.HIGHEST_PROTOCOL)
+        sizes.append({"partition_id": pid, "n_users": len(fields["train_users"]),
+                      "n_eval_users": len(fields["eval_users"])})
     with open(out / SERVER_VALID, "wb") as f:
         pickle.dump(server_valid if server_valid is not None else data, f,
                     protocol=pickle.HIGHEST_PROTOCOL)
@@ -109,11 +147,17 @@ def write_partitions(data: SequenceData, parts: list[np.ndarray], run_dir: Path,
     return out
 
 
+def _read_json(path: Path) -> dict:
+    return dict(json.loads(path.read_text()))
+
+
 def read_manifest(run_dir: Path) -> dict:
+    """The partition plan (cached per process; do not mutate it)."""
     path = Path(run_dir) / PARTITION_DIR / MANIFEST
-    if not path.is_file():
-        raise DataError(f"no partition manifest at {path}: run federated.partition first")
-    return json.loads(path.read_text())
+    try:
+        return cached(path, _read_json)
+    except FileNotFoundError:
+        raise DataError(f"no partition manifest at {path}: run federated.partition first") from None
 
 
 def load_partition(run_dir: Path, partition_id: int, num_partitions: int) -> SequenceData:
@@ -124,21 +168,36 @@ def load_partition(run_dir: Path, partition_id: int, num_partitions: int) -> Seq
                         f"{run_dir} holds {manifest['num_partitions']} partitions")
     if not 0 <= partition_id < num_partitions:
         raise DataError(f"partition-id {partition_id} is outside 0..{num_partitions - 1}")
-    return _load(Path(run_dir) / PARTITION_DIR / client_file(partition_id))
+    folder = Path(run_dir) / PARTITION_DIR
+    catalogue = _cached_pickle(folder / CATALOGUE)
+    fields = _cached_pickle(folder / client_file(partition_id))
+    if not (isinstance(catalogue, dict) and {"index", "items"} <= set(catalogue)):
+        raise DataError(f"{folder / CATALOGUE} does not hold the catalogue")
+    if not (isinstance(fields, dict) and set(fields) == set(USER_FIELDS)):
+        raise DataError(f"partition file {folder / client_file(partition_id)} does not hold a "
+                        "client's users")
+    return SequenceData(index=catalogue["index"], items=catalogue["items"], **fields)
 
 
 def load_server_valid(run_dir: Path) -> SequenceData:
-    return _load(Path(run_dir) / PARTITION_DIR / SERVER_VALID)
+    data = _load(Path(run_dir) / PARTITION_DIR / SERVER_VALID)
+    if not isinstance(data, SequenceData):
+        raise DataError("the server's validation file does not hold SequenceData")
+    return data
 
 
-def _load(path: Path) -> SequenceData:
+def _cached_pickle(path: Path) -> Any:
     try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)  # noqa: S301 - our own file, written by write_partitions
+        return cached(path, _load)
     except FileNotFoundError:
         raise DataError(f"partition file {path} is missing") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError) as exc:
+
+
+def _load(path: Path) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)  # noqa: S301 - our own file, written by write_partitions
+    except FileNotFoundError:
+        raise DataError(f"partition file {path} is missing") from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as exc:
         raise DataError(f"partition file {path} is unreadable: {exc}") from None
-    if not isinstance(data, SequenceData):
-        raise DataError(f"partition file {path} does not hold SequenceData")
-    return data

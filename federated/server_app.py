@@ -158,7 +158,9 @@ def main(grid: Grid, context: Context) -> None:
     round_timeout = float(context.run_config.get("round-timeout", 600.0))
     _wait_for_nodes(grid, num_clients, round_timeout)
     info["sample_rate"] = info["clients_per_round"] / num_clients
-    inner = getattr(strategy, "strategy", strategy)  # the DP wrappers hold the base strategy
+    inner = strategy
+    while hasattr(inner, "strategy"):  # DP and server-optimiser wrappers hold the base strategy
+        inner = inner.strategy
     recorder = RoundRecorder(run_dir / ROUNDS_FILE, info, settings, num_clients)
     inner.train_metrics_aggr_fn = recorder.train_aggr
     inner.evaluate_metrics_aggr_fn = recorder.eval_aggr

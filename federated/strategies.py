@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from federated.secagg import secagg_info
 from recops.config import FederatedSettings
 from recops.errors import ConfigError
 from recops.schema import METRIC_KEYS
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam")
+STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam")
+# Strategies that take a server optimiser step along the mean update.
+SERVER_OPTIMIZERS: dict[str, Literal["momentum", "adam"]] = {"fedavgm": "momentum",
+                                                            "fedadam": "adam"}
 CLIENT_DP = ("off", "fixed", "adaptive")
 # Reply metric keys. Under client-level DP every client weighs the same (DP-FedAvg): weighting
 # by examples would let a big client move the average by more than the clipping norm.
@@ -51,16 +54,26 @@ def plan_rounds(fed: FederatedSettings, num_clients: int | None = None) -> Round
     return RoundPlan(num_clients=n, clients_per_round=per_round, min_clients=fed.min_clients)
 
 
+def server_rate(fed: FederatedSettings, lr: float) -> float:
+    """The server optimiser's learning rate: ``federated.server_lr``, or the strategy's default."""
+    if fed.server_lr > 0:
+        return fed.server_lr
+    return 10 * lr if fed.strategy == "fedadam" else 1.0
+
+
 def build_strategy(fed: FederatedSettings, num_clients: int, *, lr: float) -> tuple[Any, dict]:
     """The strategy object for ``Strategy.start`` and a JSON-able description of it.
 
-    ``lr`` is the server learning rate of FedAdam (the clients use train.lr locally).
+    ``lr`` is the clients' train.lr (FedAdam's default server rate is 10 × it). Under client
+    DP, fedavgm and fedadam are DP-FedAvg followed by :class:`federated.server_opt.ServerOptimizer`
+    (the noise on the plain mean, the server step after it); without DP, Flower's classes.
     """
     from flwr.serverapp.strategy import (
         DifferentialPrivacyClientSideAdaptiveClipping,
         DifferentialPrivacyClientSideFixedClipping,
         FedAdam,
         FedAvg,
+        FedAvgM,
         FedProx,
     )
 
@@ -72,12 +85,6 @@ def build_strategy(fed: FederatedSettings, num_clients: int, *, lr: float) -> tu
     if dp and not fed.client_noise_multiplier > 0:
         raise ConfigError("federated.client_noise_multiplier must be > 0 when federated.client_dp "
                           f"is '{fed.client_dp}': without noise ε is infinite")
-    if dp and fed.strategy == "fedadam":
-        # The DP wrappers add noise after the inner strategy's update; FedAdam's update is a
-        # non-linear function of the clipped mean, so the noise would not be a Gaussian
-        # mechanism on a bounded-sensitivity sum any more.
-        raise ConfigError("federated.client_dp needs strategy 'fedavg' or 'fedprox', not "
-                          "'fedadam' (the DP noise must be added to the clipped mean itself)")
     # Users as clients: no client-side evaluation (one user's metrics; the server evaluates).
     fraction_evaluate = 0.0 if fed.users_as_clients else fed.fraction_train
     common: dict[str, Any] = dict(
@@ -87,13 +94,18 @@ def build_strategy(fed: FederatedSettings, num_clients: int, *, lr: float) -> tu
         min_available_nodes=max(fed.min_clients, 2),
         weighted_by_key=DP_WEIGHT if dp else NUM_EXAMPLES,
     )
-    if fed.strategy == "fedavg":
-        strategy: Any = FedAvg(**common)
-    elif fed.strategy == "fedprox":
-        strategy = FedProx(**common, proximal_mu=fed.proximal_mu)
+    server_lr = server_rate(fed, lr)
+    if fed.strategy == "fedprox":
+        strategy: Any = FedProx(**common, proximal_mu=fed.proximal_mu)
+    elif dp or fed.strategy == "fedavg":
+        # Under client DP the noise goes on the plain mean; a server optimiser steps after it.
+        strategy = FedAvg(**common)
+    elif fed.strategy == "fedavgm":
+        strategy = FedAvgM(**common, server_learning_rate=server_lr,
+                           server_momentum=fed.server_momentum)
     else:
         # eta is the server step on the averaged update; a transformer needs a small one.
-        strategy = FedAdam(**common, eta=lr * 10, eta_l=lr, beta_1=0.9, beta_2=0.99, tau=1e-3)
+        strategy = FedAdam(**common, eta=server_lr, eta_l=lr, beta_1=0.9, beta_2=0.99, tau=1e-3)
     noise = None
     if fed.client_dp == "fixed":
         strategy = DifferentialPrivacyClientSideFixedClipping(
@@ -111,6 +123,11 @@ def build_strategy(fed: FederatedSettings, num_clients: int, *, lr: float) -> tu
         # Flower splits the budget between the update noise and the clipped-count noise so
         # that together they equal the requested multiplier: account with the requested one.
         noise = fed.client_noise_multiplier
+    if dp and fed.strategy in SERVER_OPTIMIZERS:
+        from federated.server_opt import ServerOptimizer
+
+        strategy = ServerOptimizer(strategy, SERVER_OPTIMIZERS[fed.strategy], server_lr,
+                                   momentum=fed.server_momentum)
     info = {
         "strategy": fed.strategy, "num_clients": plan.num_clients,
         "clients_per_round": plan.clients_per_round, "fraction_train": fed.fraction_train,
@@ -118,6 +135,8 @@ def build_strategy(fed: FederatedSettings, num_clients: int, *, lr: float) -> tu
         "client_noise_multiplier": noise, "client_clipping_norm":
             fed.client_clipping_norm if dp else None,
         "proximal_mu": fed.proximal_mu if fed.strategy == "fedprox" else None,
+        "server_lr": server_lr if fed.strategy in SERVER_OPTIMIZERS else None,
+        "server_momentum": fed.server_momentum if fed.strategy == "fedavgm" else None,
         "secure_aggregation": secure, "users_as_clients": fed.users_as_clients,
         "privacy_unit": ("user" if fed.users_as_clients else "client") if dp else None,
     }

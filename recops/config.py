@@ -99,8 +99,12 @@ class FederatedSettings(_Section):
     local_epochs: int = Field(1, ge=1)
     partition: Literal["iid", "dirichlet"] = "iid"
     dirichlet_alpha: float = Field(0.5, gt=0)
-    strategy: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
+    strategy: Literal["fedavg", "fedprox", "fedavgm", "fedadam"] = "fedavg"
     proximal_mu: float = Field(0.01, ge=0)
+    # The server's step along the (under client DP: noised) mean update, for fedavgm and
+    # fedadam; 0 = the strategy's default (fedavgm 1.0, fedadam 10 x train.lr).
+    server_lr: float = Field(0.0, ge=0)
+    server_momentum: float = Field(0.9, ge=0, lt=1)
     fraction_train: float = Field(1.0, gt=0, le=1)
     min_clients: int = Field(2, ge=1)
     client_dp: Literal["off", "fixed", "adaptive"] = "off"

@@ -16,8 +16,13 @@ Partition = Annotated[str | None, typer.Option("--partition", help="iid or diric
                       "(federated.partition).")]
 Alpha = Annotated[float | None, typer.Option("--alpha", help="Dirichlet concentration; small = "
                   "more non-IID (federated.dirichlet_alpha).")]
-Strategy = Annotated[str | None, typer.Option("--strategy", help="fedavg, fedprox or fedadam "
-                     "(federated.strategy).")]
+Strategy = Annotated[str | None, typer.Option("--strategy", help="fedavg, fedprox, fedavgm or "
+                     "fedadam (federated.strategy).")]
+ServerLr = Annotated[float | None, typer.Option("--server-lr", help="Server step along the mean "
+                     "update for fedavgm/fedadam; 0 = the strategy's default "
+                     "(federated.server_lr).")]
+ServerMomentum = Annotated[float | None, typer.Option("--server-momentum", help="fedavgm's "
+                           "momentum, in [0, 1) (federated.server_momentum).")]
 Rounds = Annotated[int | None, typer.Option("--rounds", "-r", help="federated.rounds.")]
 LocalEpochs = Annotated[int | None, typer.Option("--local-epochs", help="federated.local_epochs.")]
 Fraction = Annotated[float | None, typer.Option("--fraction", help="Fraction of clients sampled "
@@ -58,6 +63,7 @@ def federated(ctx: typer.Context, engine: Engine = None, clients: Clients = None
               clip: Clip = None, sample_dp: SampleDP = None, secure_aggregation: SecAgg = None,
               secagg_shares: Shares = None, secagg_threshold: Threshold = None,
               secagg_clip: SecAggClip = None, users_as_clients: UsersAsClients = None,
+              server_lr: ServerLr = None, server_momentum: ServerMomentum = None,
               run_id: RunId = None) -> None:
     """Train on the lake with Flower: the rounds as they finish, then their table and plot."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -79,7 +85,8 @@ def federated(ctx: typer.Context, engine: Engine = None, clients: Clients = None
              "federated.secagg_num_shares": secagg_shares,
              "federated.secagg_reconstruction_threshold": secagg_threshold,
              "federated.secagg_clipping_range": secagg_clip,
-             "federated.users_as_clients": users_as_clients}
+             "federated.users_as_clients": users_as_clients,
+             "federated.server_lr": server_lr, "federated.server_momentum": server_momentum}
     settings = ctx.obj.settings(**{"train.mode": "federated", **flags})
     check_settings(settings)  # bad flags fail here, before any data is read
     run = RunDir.of(settings, run_id or "fed-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))

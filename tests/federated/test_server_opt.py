@@ -1,0 +1,135 @@
+"""Server optimisers under client DP: noise on the plain mean, the server step after it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from federated.common import FED_DIR, FINAL_STATE, SUMMARY_FILE, run_config_from_settings
+from federated.runner import prepare_run
+from federated.server_opt import ServerOptimizer
+from federated.strategies import build_strategy
+from tests.federated.conftest import tiny_overrides
+
+
+class _Fixed:
+    """A stand-in inner strategy whose aggregate is whatever the test queued (our logic only)."""
+
+    def __init__(self, aggregates: list[dict[str, np.ndarray]]) -> None:
+        self.aggregates = aggregates
+
+    def configure_train(self, server_round, arrays, config, grid):
+        return []
+
+    def aggregate_train(self, server_round, replies):
+        from flwr.app import Array, ArrayRecord, MetricRecord
+
+        agg = self.aggregates.pop(0)
+        return ArrayRecord({k: Array(v.astype(np.float32)) for k, v in agg.items()}), \
+            MetricRecord({"participants": 3})
+
+
+def _round(opt: ServerOptimizer, current: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from flwr.app import Array, ArrayRecord, ConfigRecord
+
+    opt.configure_train(1, ArrayRecord({k: Array(v.astype(np.float32))
+                                        for k, v in current.items()}), ConfigRecord(), None)
+    arrays, metrics = opt.aggregate_train(1, [])
+    assert arrays is not None and metrics is not None and metrics["participants"] == 3
+    return {k: v.numpy().astype(np.float64) for k, v in arrays.items()}
+
+
+def test_momentum_steps_along_the_accumulated_mean_update() -> None:
+    x0 = {"w": np.array([1.0, -2.0, 0.5])}
+    a1, a2 = {"w": np.array([1.5, -2.0, 0.0])}, {"w": np.array([2.0, -1.0, 1.0])}
+    opt = ServerOptimizer(_Fixed([a1, a2]), "momentum", lr=0.5, momentum=0.9)  # type: ignore[arg-type]
+    x1 = _round(opt, x0)
+    d1 = a1["w"] - x0["w"]
+    assert np.allclose(x1["w"], x0["w"] + 0.5 * d1, atol=1e-6)
+    x2 = _round(opt, x1)
+    d2 = a2["w"] - x1["w"]
+    assert np.allclose(x2["w"], x1["w"] + 0.5 * (0.9 * d1 + d2), atol=1e-6)
+
+
+def test_momentum_zero_at_rate_one_is_the_aggregate_itself() -> None:
+    agg = {"w": np.array([0.3, 0.7]), "b": np.array([[1.0], [2.0]])}
+    opt = ServerOptimizer(_Fixed([agg]), "momentum", lr=1.0, momentum=0.0)  # type: ignore[arg-type]
+    out = _round(opt, {"w": np.zeros(2), "b": np.zeros((2, 1))})
+    assert all(np.allclose(out[k], agg[k], atol=1e-7) for k in agg)
+
+
+def test_adam_normalises_each_coordinate_with_bias_correction() -> None:
+    x0 = {"w": np.array([0.0, 0.0])}
+    a1 = {"w": np.array([0.01, -4.0])}  # two coordinates, updates 400x apart
+    opt = ServerOptimizer(_Fixed([a1]), "adam", lr=0.1, tau=1e-9)  # type: ignore[arg-type]
+    x1 = _round(opt, x0)
+    # After one step m̂ = Δ and v̂ = Δ²: every coordinate moves by lr in Δ's direction.
+    assert np.allclose(x1["w"], [0.1, -0.1], atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"kind": "sgd", "lr": 1.0}, "momentum' or 'adam"),
+    ({"kind": "adam", "lr": 0.0}, "learning rate"),
+    ({"kind": "momentum", "lr": 1.0, "momentum": 1.0}, "momentum"),
+])
+def test_bad_server_optimiser_values_are_refused(kwargs, words) -> None:
+    with pytest.raises(ValueError, match=words):
+        ServerOptimizer(_Fixed([]), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name, kind", [("fedavgm", "momentum"), ("fedadam", "adam")])
+def test_under_client_dp_the_server_step_wraps_the_noised_plain_mean(make_settings, name,
+                                                                     kind) -> None:
+    s = make_settings(**{"federated.strategy": name, "federated.client_dp": "fixed",
+                         "federated.client_noise_multiplier": 0.8})
+    strategy, info = build_strategy(s.federated, 10, lr=s.train.lr)
+    assert isinstance(strategy, ServerOptimizer) and strategy.kind == kind
+    assert type(strategy.strategy).__name__ == "DifferentialPrivacyClientSideFixedClipping"
+    assert type(strategy.strategy.strategy).__name__ == "FedAvg"  # noise on the plain mean
+    assert info["server_lr"] == (1.0 if name == "fedavgm" else 10 * s.train.lr)
+
+
+N = 4
+
+
+def _run(tiny_data, root: Path, **extra: Any) -> tuple[dict, dict]:
+    """Two DP rounds over the in-process grid; the final weights and the run summary."""
+    from flwr.app import Context, RecordDict
+
+    from federated import client_app, server_app
+    from federated.loopback import LoopbackGrid
+    from recops.config import load_settings
+
+    settings = load_settings(overrides=tiny_overrides(**{
+        "home": str(root / "home"), "federated.num_clients": N, "federated.rounds": 2,
+        "federated.client_dp": "fixed", "federated.client_noise_multiplier": 0.5,
+        "federated.client_clipping_norm": 0.05, "privacy.budget_epsilon": 1e6, **extra}))
+    run_dir = root / "run"
+    prepare_run(settings, tiny_data, run_dir)
+    cfg = run_config_from_settings(settings, run_dir)
+    ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=cfg)
+    np.random.seed(7)  # Flower draws the DP noise from numpy's global generator
+    server_app.main(LoopbackGrid(client_app.app, cfg, N), ctx)
+    summary = json.loads((run_dir / FED_DIR / SUMMARY_FILE).read_text())
+    return torch.load(run_dir / FED_DIR / FINAL_STATE), summary
+
+
+def test_dp_fedavgm_without_momentum_is_dp_fedavg_and_adam_spends_the_same_epsilon(
+        tiny_data, tmp_path) -> None:
+    plain, s_plain = _run(tiny_data, tmp_path / "fedavg")
+    same, s_same = _run(tiny_data, tmp_path / "m0", **{
+        "federated.strategy": "fedavgm", "federated.server_momentum": 0.0,
+        "federated.server_lr": 1.0})
+    adam, s_adam = _run(tiny_data, tmp_path / "adam", **{"federated.strategy": "fedadam"})
+    for k in plain:
+        assert torch.allclose(plain[k].float(), same[k].float(), atol=1e-5), k
+    assert any(not torch.allclose(plain[k].float(), adam[k].float(), atol=1e-4) for k in plain)
+    eps = [s["rounds"][-1]["epsilon"]["client_level"] for s in (s_plain, s_same, s_adam)]
+    assert eps[0] > 0 and eps[0] == eps[1] == eps[2]  # post-processing spends nothing
+    assert s_adam["strategy"]["strategy"] == "fedadam"
+    assert s_adam["strategy"]["server_lr"] > 0
