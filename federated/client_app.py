@@ -123,9 +123,15 @@ def train(msg: Message, context: Context) -> Message:
                         "dp-ghost": int(pt.criterion is not None)})
         model = pt.base_model
     else:
-        loss = fit_epochs(model, loader, epochs=fed.local_epochs, lr=settings.train.lr,
+        lr = fed.client_lr or settings.train.lr
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        local: torch.optim.Optimizer = (
+            torch.optim.SGD(trainable, lr=lr, weight_decay=settings.train.weight_decay)
+            if fed.client_optimizer == "sgd" else
+            torch.optim.Adam(trainable, lr=lr, weight_decay=settings.train.weight_decay))
+        loss = fit_epochs(model, loader, epochs=fed.local_epochs, lr=lr,
                           weight_decay=settings.train.weight_decay, proximal_mu=mu,
-                          global_params=global_params,
+                          global_params=global_params, optimizer=local,
                           loss_weighting=settings.train.loss_weighting,
                           negatives=settings.train.negatives)
     metrics["train-loss"] = float(loss)

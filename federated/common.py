@@ -29,6 +29,8 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "proximal-mu": "federated.proximal_mu",
     "server-lr": "federated.server_lr",
     "server-momentum": "federated.server_momentum",
+    "client-optimizer": "federated.client_optimizer",
+    "client-lr": "federated.client_lr",
     "client-dp": "federated.client_dp",
     "client-noise-multiplier": "federated.client_noise_multiplier",
     "client-clipping-norm": "federated.client_clipping_norm",

@@ -105,6 +105,11 @@ class FederatedSettings(_Section):
     # fedadam; 0 = the strategy's default (fedavgm 1.0, fedadam 10 x train.lr).
     server_lr: float = Field(0.0, ge=0)
     server_momentum: float = Field(0.9, ge=0, lt=1)
+    # The clients' optimiser for their local epochs (a fresh one each round) and its rate; 0 =
+    # train.lr. Under client DP with a server optimiser, "sgd" makes one local step a clipped
+    # gradient, i.e. DP-FedAdam with one step is DP-SGD with Adam on the server.
+    client_optimizer: Literal["adam", "sgd"] = "adam"
+    client_lr: float = Field(0.0, ge=0)
     fraction_train: float = Field(1.0, gt=0, le=1)
     min_clients: int = Field(2, ge=1)
     client_dp: Literal["off", "fixed", "adaptive"] = "off"

@@ -86,7 +86,12 @@ class PrivacySettings(Section):
     # Unset: 1 / (10 * number of users), below 1/n as DP-SGD requires.
     delta: float | None = Field(None, gt=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
-    clipping: Literal["flat", "ghost"] = "ghost"
+    # ghost: ghost clipping (per-user norms without per-user gradients); flat: per-user
+    # gradients clipped as one vector; per_layer: each parameter tensor clipped to
+    # max_grad_norm / sqrt(tensors) (the whole gradient still within max_grad_norm);
+    # adaptive: the norm follows the median per-user norm (Andrew et al. 2021), starting at
+    # max_grad_norm; its clipped-count noise is part of the same σ, so ε is unchanged.
+    clipping: Literal["flat", "ghost", "per_layer", "adaptive"] = "ghost"
     # PRV (an upper bound on ε, Opacus' default error 0.01) needs 5-8% less noise than RDP for
     # the same ε at the recipe's sampling and steps (benchmarks/bench_accountants.py).
     accountant: Literal["rdp", "prv"] = "prv"

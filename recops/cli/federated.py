@@ -52,6 +52,10 @@ UsersAsClients = Annotated[bool | None, typer.Option("--users-as-clients/--no-us
 Engine = Annotated[str | None, typer.Option("--engine", "-e", help="simulation (virtual "
                    "clients in one Flower simulation) or deployment (a SuperLink and one "
                    "SuperNode process per client, over TLS) (federated.engine).")]
+ClientOpt = Annotated[str | None, typer.Option("--client-optimizer", help="adam or sgd for the "
+                      "clients' local epochs (federated.client_optimizer).")]
+ClientLr = Annotated[float | None, typer.Option("--client-lr", help="The clients' learning "
+                     "rate; 0 = train.lr (federated.client_lr).")]
 RunId = Annotated[str | None, typer.Option("--run-id", help="Run name; the run directory is "
                   "<home>/runs/<run-id> (default: fed-<timestamp>).")]
 
@@ -64,6 +68,7 @@ def federated(ctx: typer.Context, engine: Engine = None, clients: Clients = None
               secagg_shares: Shares = None, secagg_threshold: Threshold = None,
               secagg_clip: SecAggClip = None, users_as_clients: UsersAsClients = None,
               server_lr: ServerLr = None, server_momentum: ServerMomentum = None,
+              client_optimizer: ClientOpt = None, client_lr: ClientLr = None,
               run_id: RunId = None) -> None:
     """Train on the lake with Flower: the rounds as they finish, then their table and plot."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -86,7 +91,8 @@ def federated(ctx: typer.Context, engine: Engine = None, clients: Clients = None
              "federated.secagg_reconstruction_threshold": secagg_threshold,
              "federated.secagg_clipping_range": secagg_clip,
              "federated.users_as_clients": users_as_clients,
-             "federated.server_lr": server_lr, "federated.server_momentum": server_momentum}
+             "federated.server_lr": server_lr, "federated.server_momentum": server_momentum,
+             "federated.client_optimizer": client_optimizer, "federated.client_lr": client_lr}
     settings = ctx.obj.settings(**{"train.mode": "federated", **flags})
     check_settings(settings)  # bad flags fail here, before any data is read
     run = RunDir.of(settings, run_id or "fed-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))

@@ -146,6 +146,15 @@ def _spent_upto(entries: list[dict[str, Any]], run_id: str | None) -> float | No
     return sum(e["epsilon"] for e in entries[: idx[-1] + 1]) if idx else None
 
 
+def _clip_words(comp: dict[str, Any]) -> str:
+    mechanism = str(comp.get("mechanism", ""))
+    if mechanism.endswith("adaptive"):
+        return "clipping norm adapted to the median per-user gradient norm, from"
+    if mechanism.endswith("per-layer"):
+        return "clipping norm split equally over the parameter tensors, in all"
+    return "clipping norm"
+
+
 def privacy_in_words(meta: dict[str, Any], total: dict[str, Any]) -> list[str]:
     """The guarantee as a reviewer would say it, every figure from the spend record."""
     spend = meta.get("privacy")
@@ -165,7 +174,7 @@ def privacy_in_words(meta: dict[str, Any], total: dict[str, Any]) -> list[str]:
             f"of any outcome of training by at most a factor e^ε = {math.exp(eps):.3g} "
             f"(ε = {eps:.4g}), except with probability δ = {delta:.3g}. Mechanism "
             f"{comp.get('mechanism')}, accountant {str(comp.get('accountant')).upper()}, noise "
-            f"multiplier σ = {float(comp['noise_multiplier']):.4g}, clipping norm "
+            f"multiplier σ = {float(comp['noise_multiplier']):.4g}, {_clip_words(comp)} "
             f"{float(comp['max_grad_norm']):.4g}, sampling rate {float(comp['sample_rate']):.4g}, "
             f"{comp.get('steps')} steps over {comp.get('epochs')} epoch(s)/round(s).")
     parts.append(

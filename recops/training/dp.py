@@ -151,6 +151,39 @@ def dp_batch_size(settings: Settings, n_users: int) -> int:
     return max(1, min(size, n_users))
 
 
+MECHANISMS = {"ghost": "dp-sgd-ghost", "flat": "dp-sgd", "per_layer": "dp-sgd-per-layer",
+              "adaptive": "dp-sgd-adaptive"}
+
+
+def _noise_for(cfg: Any, delta: float, sample_rate: float, steps: int) -> float:
+    """σ for privacy.target_epsilon over ``steps`` steps at ``sample_rate`` (what Opacus'
+    make_private_with_epsilon computes; needed first here, since adaptive clipping sizes its
+    count noise from it)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return float(get_noise_multiplier(target_epsilon=cfg.target_epsilon, target_delta=delta,
+                                      sample_rate=sample_rate, steps=steps,
+                                      accountant=cfg.accountant))
+
+
+def _clipping(cfg: Any, model: nn.Module, sigma: float, expected_batch: float) -> dict[str, Any]:
+    """Opacus' clipping arguments for ``privacy.clipping``."""
+    if cfg.clipping in ("flat", "ghost"):
+        return {"clipping": "flat", "max_grad_norm": cfg.max_grad_norm}
+    if cfg.clipping == "per_layer":
+        n = sum(1 for p in model.parameters() if p.requires_grad)
+        # Equal shares: sqrt(n · (C / sqrt(n))²) = C, so one user still moves the sum by ≤ C.
+        return {"clipping": "per_layer", "max_grad_norm": [cfg.max_grad_norm / n ** 0.5] * n}
+    # Andrew et al. 2021: the clipped-count noise std is the expected batch / 20, and at least
+    # σ (Opacus needs σ < 2·std; the gradient noise then grows to (σ⁻² - (2·std)⁻²)^-1/2 so
+    # that both together are the Gaussian mechanism with multiplier σ that the accountant
+    # records).
+    return {"clipping": "adaptive", "max_grad_norm": cfg.max_grad_norm,
+            "target_unclipped_quantile": 0.5, "clipbound_learning_rate": 0.2,
+            "max_clipbound": 100 * cfg.max_grad_norm, "min_clipbound": cfg.max_grad_norm / 100,
+            "unclipped_num_std": max(expected_batch / 20, sigma)}
+
+
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer,
                  loader: DataLoader[tuple[torch.Tensor, ...]],
                  settings: Settings, n_users: int, epochs: int, *,
@@ -191,12 +224,13 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer,
             # floating-point side channel on the noise), as its own docs do outside production.
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             engine = PrivacyEngine(accountant=cfg.accountant)
-            out = engine.make_private_with_epsilon(
+            sigma = _noise_for(cfg, delta, 1.0 / len(loader), epochs * len(loader))
+            out = engine.make_private(
                 module=model, optimizer=optimizer, criterion=criterion, data_loader=loader,
-                target_epsilon=cfg.target_epsilon, target_delta=delta, epochs=epochs,
-                max_grad_norm=cfg.max_grad_norm, poisson_sampling=True, clipping="flat",
+                noise_multiplier=sigma, poisson_sampling=True,
                 grad_sample_mode="ghost" if ghost else "hooks",
-                noise_generator=noise_generator)
+                noise_generator=noise_generator,
+                **_clipping(cfg, model, sigma, expected_batch=n_users / len(loader)))
     except ValueError as exc:
         raise TrainingError(f"cannot reach privacy.target_epsilon={cfg.target_epsilon:g} with "
                             f"δ={delta:.3g} over {epochs} epoch(s): {exc}") from exc
@@ -210,7 +244,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer,
         noise_multiplier=float(dp_opt.noise_multiplier), sample_rate=1.0 / len(dp_loader),
         max_grad_norm=float(cfg.max_grad_norm), delta=delta, target_epsilon=cfg.target_epsilon,
         planned_epochs=epochs, accountant=cfg.accountant,
-        mechanism="dp-sgd-ghost" if ghost else "dp-sgd",
+        mechanism=MECHANISMS[cfg.clipping],
         population=population or default_population(settings), engine=engine,
         ignore_index=ignore_index)
 

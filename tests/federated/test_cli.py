@@ -15,6 +15,8 @@ from tests.conftest import run_cli_text
     (["--client-dp", "fixed", "--noise", "0"], "without noise"),
     (["--strategy", "fedavgm", "--server-momentum", "1.0"], "federated.server_momentum"),
     (["--strategy", "fedadam", "--server-lr", "-1"], "federated.server_lr"),
+    (["--client-optimizer", "lbfgs"], "federated.client_optimizer"),
+    (["--client-lr", "-0.1"], "federated.client_lr"),
     (["--clients", "4", "--min-clients", "5"], "more than the 4 clients"),
     (["--engine", "nowhere"], "federated.engine"),
     (["--secure-aggregation", "--secagg-shares", "3", "--secagg-threshold", "3"],

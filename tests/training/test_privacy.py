@@ -147,6 +147,49 @@ def test_ghost_and_hooks_give_the_same_clipped_gradient_without_noise(home):
     assert flat_h.norm() < plain.norm()
 
 
+def test_per_layer_clipping_bounds_each_tensor_and_so_the_whole_user_gradient(home):
+    C = 0.05
+    _, pt = private_run(home, n_users=40, batch=10, clipping="per_layer",
+                        **{"privacy.max_grad_norm": C})
+    params = list(pt.optimizer.params)
+    bounds = pt.optimizer.max_grad_norms
+    assert len(bounds) == len(params)
+    assert sum(b * b for b in bounds) ** 0.5 == pytest.approx(C)  # one user moves ≤ C
+    pt.optimizer.noise_multiplier = 0.0
+    x, y = next(x_y for x_y in pt.loader if len(x_y[0]) > 1)
+    pt.optimizer.zero_grad(set_to_none=True)
+    pt.loss(pt.model(x), y).backward()
+    pt.optimizer.step()
+    per_tensor = [p.grad_sample.reshape(len(x), -1) for p in params]
+    assert max(float(g.norm(dim=1).max()) for g in per_tensor) > 2 * bounds[0]
+    # Each tensor of each user is scaled to at most its share, then summed.
+    clipped = [g * (b / (g.norm(dim=1, keepdim=True) + 1e-6)).clamp(max=1.0)
+               for g, b in zip(per_tensor, bounds, strict=True)]
+    whole = torch.cat(clipped, dim=1)
+    assert whole.norm(dim=1).max() <= C + 1e-5
+    summed = torch.cat([p.summed_grad.reshape(-1) for p in params])
+    assert torch.allclose(summed, whole.sum(dim=0), atol=1e-6)
+    assert pt.mechanism == "dp-sgd-per-layer"
+
+
+def test_adaptive_clipping_moves_the_norm_and_accounts_the_requested_sigma(home):
+    s, pt = private_run(home, n_users=40, batch=10, clipping="adaptive",
+                        **{"privacy.max_grad_norm": 1e-3, "privacy.target_epsilon": 4.0})
+    start = pt.optimizer.max_grad_norm
+    train(pt, epochs=2)
+    # Every user's gradient is far above 1e-3: the median-seeking norm must grow.
+    assert pt.optimizer.max_grad_norm > 2 * start
+    spend = pt.spend(epochs=2, run_id="a1")
+    assert spend.mechanism == "dp-sgd-adaptive"
+    # The gradient noise and the clipped-count noise together are the Gaussian mechanism
+    # with the σ that was calibrated for the target: that σ is what the ledger recomputes.
+    assert spend.noise_multiplier == pytest.approx(pt.noise_multiplier)
+    assert 3.0 < spend.epsilon <= 4.0 + 0.05
+    assert spend.epsilon == pytest.approx(epsilon_for(
+        spend.noise_multiplier, spend.sample_rate, spend.steps, spend.delta, spend.accountant),
+        rel=1e-6)
+
+
 class TiedSASRecLike(nn.Module):
     """SASRec-like, but with the output layer tied to the item embedding (x @ E.T)."""
 
