@@ -116,3 +116,25 @@ def test_weights_that_do_not_fit_the_model_are_refused(prepared) -> None:
     wrong = ArrayRecord({"foo": torch.zeros(3)})
     with pytest.raises(Exception, match="do not match the model"):
         app(_message(wrong, "train"), _context(s, run_dir, 0, 3))
+
+
+def test_an_sgd_client_takes_plain_gradient_steps_at_its_own_rate(prepared) -> None:
+    """One local step (the whole partition in one batch): the update is -client_lr × the
+    gradient, so doubling the rate doubles it, and coordinates move by their gradient, not
+    by ±lr each as Adam's first step does."""
+    import numpy as np
+
+    from federated.client_app import app
+
+    updates = {}
+    for lr in (0.05, 0.1):
+        s, run_dir, model = prepared(**{"federated.client_optimizer": "sgd",
+                                        "federated.client_lr": lr, "train.batch_size": 10_000})
+        start = arrays_from_model(model)
+        reply = app(_message(start, "train"), _context(s, run_dir, 0, 3))
+        assert not reply.has_error()
+        a, b = start.to_numpy_ndarrays(), reply.content["arrays"].to_numpy_ndarrays()
+        updates[lr] = np.concatenate([(y - x).ravel() for x, y in zip(a, b, strict=True)])
+    moved = np.abs(updates[0.05])[np.abs(updates[0.05]) > 0]
+    assert moved.size > 0 and np.median(moved) < 0.2 * 0.05
+    assert np.allclose(updates[0.1], 2 * updates[0.05], atol=1e-6, rtol=1e-3)
