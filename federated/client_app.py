@@ -119,8 +119,7 @@ def train(msg: Message, context: Context) -> Message:
         metrics.update({"dp-noise": float(pt.noise_multiplier),
                         "dp-rate": float(pt.sample_rate), "dp-steps": int(pt.steps_taken),
                         "dp-delta": float(pt.delta), "dp-clip": float(pt.max_grad_norm),
-                        "dp-epochs": int(fed.local_epochs),
-                        "dp-ghost": int(pt.criterion is not None)})
+                        "dp-epochs": int(fed.local_epochs)})
         model = pt.base_model
     else:
         lr = fed.client_lr or settings.train.lr

@@ -34,6 +34,7 @@ from federated.common import (
 from federated.partition import load_server_valid, read_manifest
 from federated.strategies import EVAL_METRICS, NUM_EXAMPLES, build_strategy
 from recops.fsutil import write_json
+from recops.training.dp import MECHANISMS
 
 app = ServerApp()
 
@@ -76,7 +77,7 @@ class RoundRecorder:
                     sample_rate=float(m["dp-rate"]), steps=int(m["dp-steps"]),
                     delta=float(m["dp-delta"]), max_grad_norm=float(m["dp-clip"]),
                     epochs=int(m["dp-epochs"]),
-                    mechanism="dp-sgd-ghost" if int(m.get("dp-ghost", 0)) else "dp-sgd")
+                    mechanism=MECHANISMS[self.settings.privacy.clipping])
         total = sum(weights) or 1.0
         loss = sum(x * w for x, w in zip(losses, weights, strict=True)) / total
         self.pending.update(participants=len(replies), train_loss=loss,

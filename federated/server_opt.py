@@ -67,8 +67,8 @@ class ServerOptimizer(Strategy):
         if set(new) != set(self.current):
             raise ValueError("the aggregate's arrays do not match the global model's")
         out = self.step({k: new[k] - self.current[k] for k in new})
-        return ArrayRecord({k: Array(out[k].astype(arrays[k].numpy().dtype)) for k in out}), \
-            metrics
+        stepped = ArrayRecord({k: Array(out[k].astype(arrays[k].numpy().dtype)) for k in out})
+        return stepped, metrics
 
     def step(self, delta: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The new global weights from the current ones and the aggregate's update ``delta``."""

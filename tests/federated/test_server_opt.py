@@ -30,8 +30,8 @@ class _Fixed:
         from flwr.app import Array, ArrayRecord, MetricRecord
 
         agg = self.aggregates.pop(0)
-        return ArrayRecord({k: Array(v.astype(np.float32)) for k, v in agg.items()}), \
-            MetricRecord({"participants": 3})
+        arrays = ArrayRecord({k: Array(v.astype(np.float32)) for k, v in agg.items()})
+        return arrays, MetricRecord({"participants": 3})
 
 
 def _round(opt: ServerOptimizer, current: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
