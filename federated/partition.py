@@ -96,7 +96,7 @@ def _client_fields(data: SequenceData, parts: list[np.ndarray]) -> list[dict]:
     """Each client's slice of ``data``'s user fields, in one pass over the users.
 
     ``SequenceData.subset`` scans every user once per call; with a user per client that is
-    quadratic in users (hours at 20,000).
+    quadratic in users.
     """
     owner = {int(u): c for c, users in enumerate(parts) for u in users}
     tr: list[list[int]] = [[] for _ in parts]
