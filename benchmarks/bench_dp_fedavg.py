@@ -82,12 +82,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def calibrate(args: argparse.Namespace, accountant: str) -> float:
-    from opacus.accountants.utils import get_noise_multiplier
+    from recops.training.privacy import noise_for
 
     q = int(args.users * args.fraction) / args.users
-    return float(get_noise_multiplier(
-        target_epsilon=args.epsilon, target_delta=1 / (10 * args.users), sample_rate=q,
-        steps=args.rounds, accountant=accountant, epsilon_tolerance=0.005))
+    return noise_for(args.epsilon, q, args.rounds, 1 / (10 * args.users), accountant,
+                     tolerance=0.005)
 
 
 def test_gains(model: Any, data: Any) -> np.ndarray:

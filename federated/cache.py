@@ -44,8 +44,3 @@ def cached(path: Path, load: Callable[[Path], T], *extra: Any) -> T:
         while len(_entries) > MAX_ENTRIES:
             _entries.popitem(last=False)
     return value
-
-
-def clear() -> None:
-    with _lock:
-        _entries.clear()

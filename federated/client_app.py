@@ -93,10 +93,9 @@ def train(msg: Message, context: Context) -> Message:
     mu = float(cfg.get("proximal-mu", 0.0))
     global_params = ([p.detach().clone() for p in model.parameters() if p.requires_grad]
                      if mu > 0 else None)
-    manifest = read_manifest(run_dir)
     settings.train.batch_size = local_batch_size(
         int(context.run_config.get("local-batch-size", 0)), settings.train.batch_size,
-        data.n_users, sum(c["n_users"] for c in manifest["clients"]))
+        data.n_users, int(read_manifest(run_dir)["n_users"]))
     loader = make_train_loader(data, settings, seed=settings.seed + 7919 * server_round + pid)
     fed = settings.federated
     started = time.perf_counter()

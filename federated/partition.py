@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,13 +88,13 @@ def partition_users(user_ids: np.ndarray, num_clients: int, scheme: Scheme = "ii
 
 # A client's file holds only its users' fields; the public catalogue (item index and item
 # table, the same for every client) is written once beside them.
-USER_FIELDS = ("train_users", "train_seqs", "eval_users", "valid_inputs", "valid_targets",
-               "test_inputs", "test_targets", "valid_seen", "test_seen", "segments", "histories")
+CATALOGUE_FIELDS = ("index", "items")
+USER_FIELDS = tuple(f.name for f in fields(SequenceData) if f.name not in CATALOGUE_FIELDS)
 CATALOGUE = "catalogue.pkl"
 
 
 def _client_fields(data: SequenceData, parts: list[np.ndarray]) -> list[dict]:
-    """Each client's slice of ``data``'s user fields, in one pass over the users.
+    """Each client's user fields, with the users found in one pass over all of them.
 
     ``SequenceData.subset`` scans every user once per call; with a user per client that is
     quadratic in users.
@@ -101,22 +102,14 @@ def _client_fields(data: SequenceData, parts: list[np.ndarray]) -> list[dict]:
     owner = {int(u): c for c, users in enumerate(parts) for u in users}
     tr: list[list[int]] = [[] for _ in parts]
     ev: list[list[int]] = [[] for _ in parts]
-    for i, u in enumerate(data.train_users.tolist()):
-        if (c := owner.get(int(u))) is not None:
-            tr[c].append(i)
-    for i, u in enumerate(data.eval_users.tolist()):
-        if (c := owner.get(int(u))) is not None:
-            ev[c].append(i)
+    for rows, users in ((tr, data.train_users), (ev, data.eval_users)):
+        for i, u in enumerate(users.tolist()):
+            if (c := owner.get(int(u))) is not None:
+                rows[c].append(i)
     out = []
     for t, e in zip(tr, ev, strict=True):
-        out.append({
-            "train_users": data.train_users[t], "train_seqs": [data.train_seqs[i] for i in t],
-            "eval_users": data.eval_users[e], "valid_inputs": [data.valid_inputs[i] for i in e],
-            "valid_targets": data.valid_targets[e], "test_inputs": [data.test_inputs[i] for i in e],
-            "test_targets": data.test_targets[e], "valid_seen": [data.valid_seen[i] for i in e],
-            "test_seen": [data.test_seen[i] for i in e],
-            "segments": {k: v[e] for k, v in data.segments.items()},
-            "histories": None if data.histories is None else [data.histories[i] for i in t]})
+        sub = data.take(t, e)
+        out.append({name: getattr(sub, name) for name in USER_FIELDS})
     return out
 
 
@@ -130,19 +123,19 @@ def write_partitions(data: SequenceData, parts: list[np.ndarray], run_dir: Path,
     out = Path(run_dir) / PARTITION_DIR
     out.mkdir(parents=True, exist_ok=True)
     with open(out / CATALOGUE, "wb") as f:
-        pickle.dump({"index": data.index, "items": data.items}, f,
+        pickle.dump({name: getattr(data, name) for name in CATALOGUE_FIELDS}, f,
                     protocol=pickle.HIGHEST_PROTOCOL)
     sizes = []
-    for pid, fields in enumerate(_client_fields(data, parts)):
+    for pid, users in enumerate(_client_fields(data, parts)):
         with open(out / client_file(pid), "wb") as f:
-            pickle.dump(fields, f, protocol=pickle.HIGHEST_PROTOCOL)
-        sizes.append({"partition_id": pid, "n_users": len(fields["train_users"]),
-                      "n_eval_users": len(fields["eval_users"])})
+            pickle.dump(users, f, protocol=pickle.HIGHEST_PROTOCOL)
+        sizes.append({"partition_id": pid, "n_users": len(users["train_users"]),
+                      "n_eval_users": len(users["eval_users"])})
     with open(out / SERVER_VALID, "wb") as f:
         pickle.dump(server_valid if server_valid is not None else data, f,
                     protocol=pickle.HIGHEST_PROTOCOL)
     manifest = {"num_partitions": len(parts), "scheme": scheme, "n_items": int(data.n_items),
-                "clients": sizes}
+                "n_users": sum(c["n_users"] for c in sizes), "clients": sizes}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return out
 
@@ -170,13 +163,13 @@ def load_partition(run_dir: Path, partition_id: int, num_partitions: int) -> Seq
         raise DataError(f"partition-id {partition_id} is outside 0..{num_partitions - 1}")
     folder = Path(run_dir) / PARTITION_DIR
     catalogue = _cached_pickle(folder / CATALOGUE)
-    fields = _cached_pickle(folder / client_file(partition_id))
-    if not (isinstance(catalogue, dict) and {"index", "items"} <= set(catalogue)):
+    users = _cached_pickle(folder / client_file(partition_id))
+    if not (isinstance(catalogue, dict) and set(catalogue) == set(CATALOGUE_FIELDS)):
         raise DataError(f"{folder / CATALOGUE} does not hold the catalogue")
-    if not (isinstance(fields, dict) and set(fields) == set(USER_FIELDS)):
+    if not (isinstance(users, dict) and set(users) == set(USER_FIELDS)):
         raise DataError(f"partition file {folder / client_file(partition_id)} does not hold a "
                         "client's users")
-    return SequenceData(index=catalogue["index"], items=catalogue["items"], **fields)
+    return SequenceData(**catalogue, **users)
 
 
 def load_server_valid(run_dir: Path) -> SequenceData:

@@ -16,6 +16,7 @@ from recops.training.privacy import (
     PrivacySpend,
     default_population,
     epsilon_for,
+    noise_for,
     resolve_delta,
 )
 
@@ -155,17 +156,6 @@ MECHANISMS = {"ghost": "dp-sgd-ghost", "flat": "dp-sgd", "per_layer": "dp-sgd-pe
               "adaptive": "dp-sgd-adaptive"}
 
 
-def _noise_for(cfg: Any, delta: float, sample_rate: float, steps: int) -> float:
-    """σ for privacy.target_epsilon over ``steps`` steps at ``sample_rate`` (what Opacus'
-    make_private_with_epsilon computes; needed first here, since adaptive clipping sizes its
-    count noise from it)."""
-    from opacus.accountants.utils import get_noise_multiplier
-
-    return float(get_noise_multiplier(target_epsilon=cfg.target_epsilon, target_delta=delta,
-                                      sample_rate=sample_rate, steps=steps,
-                                      accountant=cfg.accountant))
-
-
 def _clipping(cfg: Any, model: nn.Module, sigma: float, expected_batch: float) -> dict[str, Any]:
     """Opacus' clipping arguments for ``privacy.clipping``."""
     if cfg.clipping in ("flat", "ghost"):
@@ -224,7 +214,10 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer,
             # floating-point side channel on the noise), as its own docs do outside production.
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             engine = PrivacyEngine(accountant=cfg.accountant)
-            sigma = _noise_for(cfg, delta, 1.0 / len(loader), epochs * len(loader))
+            # σ first (what make_private_with_epsilon computes): adaptive clipping sizes its
+            # count noise from it.
+            sigma = noise_for(cfg.target_epsilon, 1.0 / len(loader), epochs * len(loader),
+                              delta, cfg.accountant)
             out = engine.make_private(
                 module=model, optimizer=optimizer, criterion=criterion, data_loader=loader,
                 noise_multiplier=sigma, poisson_sampling=True,

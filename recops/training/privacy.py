@@ -201,3 +201,20 @@ def epsilon_for(noise_multiplier: float, sample_rate: float, steps: int, delta: 
     acc = create_accountant(mechanism=accountant)
     acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
     return float(acc.get_epsilon(delta=delta))
+
+
+def noise_for(target_epsilon: float, sample_rate: float, steps: int, delta: float,
+              accountant: str = "rdp", tolerance: float = 0.01) -> float:
+    """The noise multiplier σ at which ``steps`` Poisson-subsampled Gaussian steps spend
+    ``target_epsilon`` within ``tolerance`` (Opacus' calibration, the inverse of
+    :func:`epsilon_for`).
+
+    Raises ``ValueError`` when no σ reaches the target (Opacus' own message).
+    """
+    from opacus.accountants.utils import get_noise_multiplier
+
+    if accountant not in ACCOUNTANTS:
+        raise ValueError(f"accountant {accountant!r} must be one of {ACCOUNTANTS}")
+    return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                      sample_rate=sample_rate, steps=steps,
+                                      accountant=accountant, epsilon_tolerance=tolerance))

@@ -244,6 +244,12 @@ class SequenceData:
         keep = set(int(u) for u in user_ids)
         tr = [i for i, u in enumerate(self.train_users) if int(u) in keep]
         ev = [i for i, u in enumerate(self.eval_users) if int(u) in keep]
+        return self.take(tr, ev)
+
+    def take(self, train_rows: list[int], eval_rows: list[int]) -> SequenceData:
+        """The same item index with the train users at ``train_rows`` and the evaluated users at
+        ``eval_rows`` (positions in ``train_users`` and ``eval_users``)."""
+        tr, ev = train_rows, eval_rows
         return replace(
             self,
             train_users=self.train_users[tr], train_seqs=[self.train_seqs[i] for i in tr],

@@ -74,7 +74,7 @@ def test_each_client_file_holds_only_its_users(tiny_data, tmp_path) -> None:
     parts = partition_users(tiny_data.train_users, 4, "iid", seed=0)
     write_partitions(tiny_data, parts, tmp_path, scheme="iid")
     manifest = read_manifest(tmp_path)
-    assert manifest["num_partitions"] == 4
+    assert manifest["num_partitions"] == 4 and manifest["n_users"] == tiny_data.n_users
     for pid, users in enumerate(parts):
         sub = load_partition(tmp_path, pid, 4)
         assert sorted(sub.train_users.tolist()) == users.tolist()

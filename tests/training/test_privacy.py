@@ -182,12 +182,26 @@ def test_adaptive_clipping_moves_the_norm_and_accounts_the_requested_sigma(home)
     spend = pt.spend(epochs=2, run_id="a1")
     assert spend.mechanism == "dp-sgd-adaptive"
     # The gradient noise and the clipped-count noise together are the Gaussian mechanism
-    # with the σ that was calibrated for the target: that σ is what the ledger recomputes.
-    assert spend.noise_multiplier == pytest.approx(pt.noise_multiplier)
+    # with the σ calibrated for the target: the same σ flat clipping gets, and what the ledger
+    # recomputes ε from.
+    _, flat = private_run(home, n_users=40, batch=10, clipping="flat",
+                          **{"privacy.max_grad_norm": 1e-3, "privacy.target_epsilon": 4.0})
+    assert spend.noise_multiplier == pytest.approx(flat.noise_multiplier)
     assert 3.0 < spend.epsilon <= 4.0 + 0.05
     assert spend.epsilon == pytest.approx(epsilon_for(
         spend.noise_multiplier, spend.sample_rate, spend.steps, spend.delta, spend.accountant),
         rel=1e-6)
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_noise_for_is_the_inverse_of_epsilon_for(accountant):
+    from recops.training.privacy import noise_for
+
+    sigma = noise_for(2.0, 0.05, 400, 1e-5, accountant)
+    assert epsilon_for(sigma, 0.05, 400, 1e-5, accountant) == pytest.approx(2.0, abs=0.01)
+    assert noise_for(8.0, 0.05, 400, 1e-5, accountant) < sigma  # more ε, less noise
+    with pytest.raises(ValueError, match="accountant"):
+        noise_for(2.0, 0.05, 400, 1e-5, "moments")
 
 
 class TiedSASRecLike(nn.Module):
