@@ -66,16 +66,39 @@ def test_momentum_zero_at_rate_one_is_the_aggregate_itself() -> None:
 def test_adam_normalises_each_coordinate_with_bias_correction() -> None:
     x0 = {"w": np.array([0.0, 0.0])}
     a1 = {"w": np.array([0.01, -4.0])}  # two coordinates, updates 400x apart
-    opt = ServerOptimizer(_Fixed([a1]), "adam", lr=0.1, tau=1e-9)  # type: ignore[arg-type]
+    opt = ServerOptimizer(_Fixed([a1]), "adam", lr=0.1)  # type: ignore[arg-type]
     x1 = _round(opt, x0)
     # After one step m̂ = Δ and v̂ = Δ²: every coordinate moves by lr in Δ's direction.
     assert np.allclose(x1["w"], [0.1, -0.1], atol=1e-5)
+
+
+def test_adam_is_torch_adam_with_the_negated_update_as_gradient() -> None:
+    # DP-FedAdam with one SGD step per user is DP-SGD with Adam on the server only if the
+    # server's Adam is the one DP-SGD's rate was validated with: torch.optim.Adam.
+    rng = np.random.default_rng(3)
+    x = {"w": rng.normal(size=5)}
+    ref = torch.tensor(x["w"], dtype=torch.float64, requires_grad=True)
+    adam = torch.optim.Adam([ref], lr=0.03)
+    opt = ServerOptimizer(_Fixed([]), "adam", lr=0.03)  # type: ignore[arg-type]
+    for i, scale in enumerate((1e-3, 1e-2, 1e-4, 1e-3, 1e-2)):
+        agg = x["w"] + rng.normal(scale=scale, size=5)
+        opt.strategy.aggregates = [{"w": agg}]  # type: ignore[attr-defined]
+        # The update the server sees: both sides travel as float32 arrays.
+        seen = agg.astype(np.float32).astype(np.float64) - x["w"].astype(np.float32)
+        x = _round(opt, x)
+        with torch.no_grad():
+            ref.grad = torch.tensor(-seen)
+            adam.step()
+            assert np.allclose(x["w"], ref.numpy(), rtol=0, atol=1e-6), i
+            ref.copy_(torch.tensor(x["w"]))  # the same float32 weights next round
 
 
 @pytest.mark.parametrize("kwargs, words", [
     ({"kind": "sgd", "lr": 1.0}, "momentum' or 'adam"),
     ({"kind": "adam", "lr": 0.0}, "learning rate"),
     ({"kind": "momentum", "lr": 1.0, "momentum": 1.0}, "momentum"),
+    ({"kind": "adam", "lr": 1.0, "beta_2": 1.0}, "betas"),
+    ({"kind": "adam", "lr": 1.0, "eps": 0.0}, "eps"),
 ])
 def test_bad_server_optimiser_values_are_refused(kwargs, words) -> None:
     with pytest.raises(ValueError, match=words):
