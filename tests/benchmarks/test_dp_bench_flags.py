@@ -22,6 +22,11 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
     ("bench_dp_clipping.py", ["--users", "10"], "--users must be at least 100"),
     ("bench_dp_clipping.py", ["--modes", "median"], "--modes must be among"),
     ("bench_dp_clipping.py", ["--epsilons", "0"], "--epsilons must be > 0"),
+    ("bench_fedadam_arith.py", ["--users", "999"], "--users must be at least 1000"),
+    ("bench_fedadam_arith.py", ["--fraction", "1.5"], "--fraction must lie in (0, 1]"),
+    ("bench_fedadam_arith.py", ["--server-lr", "0"], "must be > 0"),
+    ("bench_fedadam_arith.py", ["--forms", "yogi"], "--forms must be among"),
+    ("bench_fedadam_arith.py", ["--seeds", "x"], "invalid int value"),
 ])
 def test_bad_flags_exit_2_with_a_message(script, args, says) -> None:
     got = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,
