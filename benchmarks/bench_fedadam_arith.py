@@ -165,16 +165,16 @@ def main(argv: list[str] | None = None) -> None:
                  n_clusters=8, days=30, seed=1)
     data = SequenceData.from_interactions(t.interactions, t.items, 30)
     per_user = [training_pairs(history_windows([h], 30), 30) for h in data.train_histories]
-    sigma = calibrate(argparse.Namespace(users=args.users, fraction=args.fraction,
-                                         rounds=args.rounds, epsilon=args.epsilon), "prv")
+    sigma = calibrate(args, "prv")  # reads users, fraction, rounds, epsilon
     rows = []
     for seed in args.seeds:
         ref = None
         for form in args.forms:
             valid, gains, wall = run(form, seed, args, data, sigma, per_user)
-            gap = "–" if ref is None else "{:+.4f} ± {:.4f}".format(
-                *paired_difference(gains, ref))
-            ref = gains if ref is None else ref
+            if ref is None:
+                ref, gap = gains, "–"
+            else:
+                gap = "{:+.4f} ± {:.4f}".format(*paired_difference(gains, ref))
             rows.append(f"| {form} | {seed} | {valid:.4f} | {float(np.mean(gains)):.4f} | "
                         f"{gap} | {wall:.0f} |")
             print(f"# {form} seed {seed}: valid {valid:.4f}", file=sys.stderr, flush=True)
