@@ -35,12 +35,12 @@ def build_world(home: Path, data: Path, *, feedback: int = 2000) -> Any:
 
     from recops import schema
     from recops.config import load_settings
+    from recops.core.feedback import open_log
+    from recops.core.lake import Lake
+    from recops.core.runs import RunDir
     from recops.features import feast_store
     from recops.features.featurize import build_sources
-    from recops.feedback import open_log
-    from recops.lake import Lake
     from recops.orchestration import pipeline
-    from recops.runs import RunDir
     from recops.training.splits import leave_last_out_labels
 
     shutil.copytree(data / "ml-latest-small", home / "datasets" / "ml-latest-small")
@@ -69,7 +69,7 @@ def build_world(home: Path, data: Path, *, feedback: int = 2000) -> Any:
 def default_users(settings: Any) -> list[int]:
     """The most active user and a median one."""
     from recops import schema
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     counts = Lake(settings.paths.lake).read(schema.INTERACTIONS)[schema.USER_ID].value_counts()
     return [int(counts.index[0]), int(counts.index[len(counts) // 2])]

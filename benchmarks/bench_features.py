@@ -158,10 +158,10 @@ def main() -> None:
 
     import feast.infra.offline_stores.duckdb  # noqa: F401  (import once, outside the timings)
 
+    from recops.core.lake import Lake
     from recops.data.synthetic import generate
     from recops.features import feast_store
     from recops.features.featurize import build_sources
-    from recops.lake import Lake
 
     n_inter, n_users, n_items = (100_000, 1_000, 2_000) if args.quick else (1_000_000, 10_000,
                                                                             20_000)

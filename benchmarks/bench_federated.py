@@ -111,7 +111,7 @@ def paired_gap(row: Any, base: Any) -> str:
 
 
 def quality_row(name: str, settings: Any, data: Any, run_dir: Path) -> dict[str, Any]:
-    from recops.runs import RunDir
+    from recops.core.runs import RunDir
     from recops.training.evaluation import evaluate_model
 
     t0 = time.perf_counter()
@@ -124,7 +124,7 @@ def quality_row(name: str, settings: Any, data: Any, run_dir: Path) -> dict[str,
 
         res = train_model(settings, data, progress=False)
     wall = time.perf_counter() - t0
-    RunDir(run_dir).save_training(res)
+    res.save(RunDir(run_dir))
     test = evaluate_model(res.model, data, "test", segments=False).overall
     eps = res.privacy["epsilon"] if res.privacy else None
     return {"row": name, "valid_ndcg": res.valid_metrics["ndcg@10"], "test_ndcg": test["ndcg@10"],

@@ -115,10 +115,10 @@ def build_world(home: Path, backend: str) -> Any:
     """Synthetic lake -> Feast (SQLite online store) -> a popularity model as champion."""
     from recops import schema
     from recops.config import load_settings
+    from recops.core.lake import Lake
     from recops.data.synthetic import generate
     from recops.features import feast_store
     from recops.features.featurize import build_sources
-    from recops.lake import Lake
     from recops.release import registry
     from recops.training.models import create_model, make_checkpoint
 
@@ -179,7 +179,7 @@ def main() -> None:
 
     from bench_serving import Server  # the same `bentoml serve` wrapper as the serving bench
 
-    from recops.feedback import open_log
+    from recops.core.feedback import open_log
 
     requests = 200 if args.quick else args.requests
     use_wrk = args.tool == "wrk" or (args.tool == "auto" and shutil.which("wrk") is not None)

@@ -136,7 +136,7 @@ def main() -> None:
     from rich.table import Table
 
     from recops.config import load_settings
-    from recops.feedback import FeedbackLog
+    from recops.core.feedback import FeedbackLog
     from recops.orchestration import platform, replay
     from recops.orchestration.airflow_runner import free_port
     from recops.orchestration.platform_health import status

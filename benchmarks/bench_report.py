@@ -38,8 +38,8 @@ def build_records(settings: Any, rounds_n: int, ledger_n: int, segments: int,
                   audit_n: int) -> str:
     """A registered federated DP model with ``rounds_n`` rounds and ``ledger_n`` ledger spends."""
     from federated.accounting import client_level_spend
-    from recops.compliance.audit import AuditLog
-    from recops.lake import Lake
+    from recops.core.audit import AuditLog
+    from recops.core.lake import Lake
     from recops.release import registry
     from recops.release.gate import decide
     from recops.training.models import create_model, make_checkpoint
@@ -129,11 +129,10 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from recops.compliance.audit import AuditLog, verify
     from recops.compliance.chromium import screenshot
-    from recops.compliance.report import build_report, render_html
-    from recops.compliance.report_data import gather
+    from recops.compliance.report import build_report, collect, render_html
     from recops.config import load_settings
+    from recops.core.audit import AuditLog, verify
 
     repeats = 2 if args.quick else args.repeats
     table = Table(title=f"compliance report build (median / max of {repeats})")
@@ -152,7 +151,7 @@ def main() -> None:
             tag = build_records(s, *SIZES[name])
             cases.append((name, s, tag, SIZES[name]))
     for name, s, tag, size in cases:
-        g_med, g_max, data = timed(lambda: gather(s, tag), repeats)  # noqa: B023
+        g_med, g_max, data = timed(lambda: collect(s, tag), repeats)  # noqa: B023
         r_med, r_max, page = timed(lambda: render_html(data), repeats)  # noqa: B023
         b_med, b_max, path = timed(lambda: build_report(s, tag), repeats)  # noqa: B023
         v_med, v_max, _ = timed(lambda: verify(AuditLog(s.paths.audit_log)), repeats)  # noqa: B023

@@ -42,8 +42,8 @@ def main() -> None:
 
     from recops import schema
     from recops.config import load_settings
+    from recops.core.feedback import FeedbackLog
     from recops.data.tables import Tables, stage
-    from recops.feedback import FeedbackLog
     from recops.orchestration import airflow_runner, pipeline
 
     for key in [k for k in os.environ if k.startswith("RECOPS_")]:

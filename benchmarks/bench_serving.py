@@ -133,10 +133,10 @@ def build_world(home: Path, quick: bool, data: Path | None = None,
                 epochs: int | None = None) -> dict[str, Any]:
     from recops import schema
     from recops.config import load_settings
+    from recops.core.lake import Lake
     from recops.data.movielens import read_movielens
     from recops.data.synthetic import generate
     from recops.features.featurize import build_sources
-    from recops.lake import Lake
     from recops.release import registry
     from recops.training.evaluation import evaluate_model
     from recops.training.sequences import SequenceData
@@ -253,8 +253,8 @@ def feedback_to_visible(url: str, items: list[int], trials: int) -> list[float]:
 def bench_store(world: dict[str, Any], store: str, args: argparse.Namespace,
                 logdir: Path) -> dict[str, Any]:
     from recops.config import load_settings
+    from recops.core.feedback import FeedbackLog
     from recops.features import feast_store
-    from recops.feedback import FeedbackLog
 
     ov = {"home": world["settings"].home, "stores.online": store,
           "stores.feast_project": "bench" + uuid.uuid4().hex[:8], "train.num_threads": 1,

@@ -42,8 +42,8 @@ def _settings(home: Path):  # noqa: ANN202 - recops.config.Settings
 def _prepare(rows: int, seed: int, work: Path) -> dict:
     """Write the batch to Parquet and fill the lake with items and an earlier reference batch."""
     from recops import schema
+    from recops.core.lake import Lake
     from recops.data.synthetic import generate
-    from recops.lake import Lake
 
     users, items = SIZES[rows]
     tables = generate(users, items, rows, 8, 60, seed)

@@ -8,8 +8,9 @@ from typing import Any
 
 from federated.common import FED_DIR, format_run_config
 from federated.processes import BIN, ProcessGroup, free_port, wait_for_port, watch
-from recops.config import CHECKOUT, Settings
+from recops.config import Settings
 from recops.environment import child_env
+from recops.paths import CHECKOUT
 
 CONNECTION = "recops"
 

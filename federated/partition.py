@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from federated.cache import cached
+from recops.core.atomic import write_atomic
 from recops.errors import ConfigError, DataError
 from recops.schema import GENRE_SEPARATOR, GENRES
 from recops.training.sequences import SequenceData
@@ -136,7 +137,7 @@ def write_partitions(data: SequenceData, parts: list[np.ndarray], run_dir: Path,
                     protocol=pickle.HIGHEST_PROTOCOL)
     manifest = {"num_partitions": len(parts), "scheme": scheme, "n_items": int(data.n_items),
                 "n_users": sum(c["n_users"] for c in sizes), "clients": sizes}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    write_atomic(out / MANIFEST, json.dumps(manifest, indent=1))
     return out
 
 

@@ -21,7 +21,8 @@ from federated.common import (
     run_config_from_settings,
 )
 from federated.partition import partition_users, taste_clusters, write_partitions
-from federated.strategies import build_strategy, plan_rounds
+from federated.rounds import plan_rounds
+from federated.strategies import build_strategy
 from recops.config import Settings
 from recops.errors import ConfigError, TrainingError
 from recops.training.sequences import SequenceData

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from federated.rounds import plan_rounds
 from recops.config import FederatedSettings
 from recops.errors import ConfigError, TrainingError
 
@@ -170,8 +171,6 @@ def run_secagg(grid: Any, context: Any, *, fed: FederatedSettings, num_clients: 
     from flwr.common import ndarrays_to_parameters
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.workflow import DefaultWorkflow
-
-    from federated.strategies import plan_rounds
 
     plan = plan_rounds(fed, num_clients)
     names = list(initial)

@@ -33,7 +33,7 @@ from federated.common import (
 )
 from federated.partition import load_server_valid, read_manifest
 from federated.strategies import EVAL_METRICS, NUM_EXAMPLES, build_strategy
-from recops.fsutil import write_json
+from recops.core.atomic import write_json
 from recops.training.dp import MECHANISMS
 
 app = ServerApp()

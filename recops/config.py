@@ -38,10 +38,9 @@ from recops.config_training import ModelSettings as ModelSettings
 from recops.config_training import PrivacySettings as PrivacySettings
 from recops.config_training import TrainSettings as TrainSettings
 from recops.errors import ConfigError
-from recops.paths import Paths
+from recops.paths import CHECKOUT, Paths
 from recops.schema import EVENT_TYPES, METRIC_KEYS
 
-CHECKOUT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = CHECKOUT / ".recops"
 
 Dataset = Literal["ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "synthetic"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The source checkout (the folder holding recops/, dags/, feature_repo/, ...).
+CHECKOUT = Path(__file__).resolve().parents[1]
+
 
 @dataclass(frozen=True)
 class Paths:

@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from recops.feedback import Appended, EventLog
+from recops.core.events import Appended, EventLog
 
 log = logging.getLogger("recops.serving")
 

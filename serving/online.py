@@ -49,7 +49,7 @@ class OnlineFeatures:
         two workers folding the same user's events at once would each write a row missing the
         other's event, and that user's next /recommend would not see it.
         """
-        from recops.fsutil import file_lock
+        from recops.core.atomic import file_lock
 
         with self._lock, file_lock(self._push_lock):
             self._fs.push_events(self.rows, events)

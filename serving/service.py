@@ -113,7 +113,7 @@ class Recommender:
         import torch
 
         from recops.config import load_settings
-        from recops.feedback import open_log
+        from recops.core.feedback import open_log
         from serving.feedback_writer import GroupCommitter
         from serving.online import OnlineFeatures
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from recops import schema
+from recops.core.lake import Lake
 from recops.data.synthetic import generate
 from recops.errors import DataError
-from recops.lake import Lake
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_a_moved_lake_reads_from_its_new_place(tmp_path):
 
     import pandas as pd
 
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     old = Lake(tmp_path / "old")
     df = pd.DataFrame({"user_id": [1, 2], "item_id": [3, 4], "rating": [4.0, 5.0],

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from recops import schema
+from recops.core.lake import conform
 from recops.data.synthetic import generate
 from recops.data.tables import Tables, read_staged, stage
 from recops.errors import DataError
-from recops.lake import conform
 
 
 def test_arrow_and_pandas_schemas_name_the_same_columns() -> None:

@@ -5,12 +5,17 @@ A module may not (a) import another module's private name (``from x import _y``)
 (c) stays at most ``MAX_LINES`` lines. Private means a leading underscore, dunders excepted.
 Attribute access on objects (``self._x``, ``obj._x``) is not (b): only names bound by importing
 a project module are.
+
+The house's order is :data:`LAYERS`, lowest first: (d) a module imports only modules of its own
+layer or below (lazy imports inside functions and ``TYPE_CHECKING`` imports count too), and
+(e) no two modules import each other, directly or round a circle. ``docs/architecture.md`` holds
+the same order, rendered by :func:`layers_table`.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +27,29 @@ PACKAGES = ("recops", "federated", "serving", "validation")
 # Folders of top-level scripts run with the folder on sys.path (module name = file stem).
 SCRIPT_DIRS = ("dags", "feature_repo")
 MAX_LINES = 400
+
+# The layers, lowest first: (name, the packages or modules in it, what the layer is for).
+# A package entry covers its submodules; the longest matching entry decides.
+LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("declarations", ("recops", "recops.errors", "recops.schema", "recops.paths",
+                      "recops.environment", "recops.config", "recops.config_training",
+                      "recops.config_serving"),
+     "settings, the schema's names, errors, where files go: what everything refers to"),
+    ("core", ("recops.core",),
+     "the ground floor: run records, audit chain, tombstones, lake, event logs and their "
+     "watermark, atomic I/O, hashing, the process supervisor"),
+    ("stages", ("recops.data", "recops.features", "recops.policy"),
+     "data sources, features (Feast, text vectors), serving policies and off-policy evaluation"),
+    ("training", ("recops.training",), "models, sequences, the trainer, metrics, privacy"),
+    ("release", ("recops.release", "recops.compliance"),
+     "the promotion gate and model registry; the compliance report and data-subject requests"),
+    ("faces", ("federated", "serving", "validation", "feature_repo"),
+     "Flower apps, the BentoML service, Great Expectations suites, Feast definitions"),
+    ("orchestration", ("recops.orchestration",),
+     "the pipeline's stages, the retraining cycle, the one fit, Airflow and the platform"),
+    ("cli", ("recops.cli",), "the `recops` command"),
+    ("dags", ("dags",), "Airflow's DAG files"),
+)
 
 
 @dataclass(frozen=True)
@@ -136,6 +164,107 @@ def source_files(root: Path = ROOT) -> Iterator[SourceFile]:
             yield SourceFile(p, p.stem, False)
 
 
+def layered_files(root: Path = ROOT) -> list[SourceFile]:
+    """Every source file named for the layer rule: script modules as ``<folder>.<stem>``."""
+    return [SourceFile(f.path, f"{f.path.parent.name}.{f.module}", False)
+            if f.path.parent.name in SCRIPT_DIRS else f for f in source_files(root)]
+
+
+def layer_of(module: str, layers: Sequence[tuple[str, tuple[str, ...], str]] = LAYERS,
+             ) -> int | None:
+    """The index in ``layers`` of the longest entry that is ``module`` or a package above it."""
+    best: tuple[int, int] | None = None
+    for i, (_name, members, _what) in enumerate(layers):
+        for m in members:
+            inside = module == m or module.startswith(m + ".")
+            if inside and (best is None or len(m) > best[1]):
+                best = (i, len(m))
+    return None if best is None else best[0]
+
+
+def imports_of(source: str, *, module: str, modules: Collection[str],
+               is_package: bool = False) -> set[str]:
+    """The project modules that ``module`` imports anywhere in its source (a ``from pkg import
+    name`` counts as ``pkg.name`` when that is a module, else as ``pkg``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in modules}
+        elif isinstance(node, ast.ImportFrom):
+            src = _absolute(module, is_package, node.level, node.module)
+            for alias in node.names:
+                full = f"{src}.{alias.name}"
+                if full in modules:
+                    found.add(full)
+                elif src in modules:
+                    found.add(src)
+    found.discard(module)
+    return found
+
+
+def import_graph(files: Sequence[SourceFile]) -> dict[str, set[str]]:
+    modules = {f.module for f in files}
+    return {f.module: imports_of(f.path.read_text(encoding="utf-8"), module=f.module,
+                                 modules=modules, is_package=f.is_package) for f in files}
+
+
+def upward_imports(graph: Mapping[str, set[str]],
+                   layers: Sequence[tuple[str, tuple[str, ...], str]] = LAYERS) -> list[str]:
+    """``a -> b`` for every import of a module in a higher layer, or of one in no layer."""
+    out = []
+    for a, targets in sorted(graph.items()):
+        la = layer_of(a, layers)
+        for b in sorted(targets):
+            lb = layer_of(b, layers)
+            if la is None or lb is None or lb > la:
+                names = [layers[i][0] if i is not None else "no layer" for i in (la, lb)]
+                out.append(f"{a} ({names[0]}) -> {b} ({names[1]})")
+    return out
+
+
+def cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def layers_table(layers: Sequence[tuple[str, tuple[str, ...], str]] = LAYERS) -> str:
+    """The layers as the markdown table ``docs/architecture.md`` shows, top layer first."""
+    rows = ["| layer | packages and modules | what it holds |", "| --- | --- | --- |"]
+    for name, members, what in reversed(layers):
+        rows.append(f"| {name} | {', '.join(f'`{m}`' for m in members)} | {what} |")
+    return "\n".join(rows) + "\n"
+
+
 def check_tree(root: Path = ROOT) -> list[Problem]:
     files = list(source_files(root))
     modules = {f.module for f in files}
@@ -161,12 +290,65 @@ def _report(problems: list[Problem], rule: str) -> str:
 
 def test_sources_found() -> None:
     modules = {f.module for f in source_files()}
-    assert {"recops.lake", "recops.cli", "serving.engine", "recops_pipeline", "views"} <= modules
+    assert {"recops.core.lake", "recops.cli", "serving.engine", "recops_pipeline",
+            "views"} <= modules
 
 
 @pytest.mark.parametrize("rule", ["private-import", "private-attribute", "too-long"])
 def test_tree_follows_rule(tree_problems: list[Problem], rule: str) -> None:
     assert not [p for p in tree_problems if p.rule == rule], _report(tree_problems, rule)
+
+
+def test_no_import_runs_back_up() -> None:
+    graph = import_graph(layered_files())
+    assert graph["recops.core.runs"], "the import graph was not read"
+    bad = upward_imports(graph)
+    assert not bad, f"{len(bad)} import(s) against LAYERS:\n" + "\n".join(bad)
+
+
+def test_no_import_circle() -> None:
+    found = cycles(import_graph(layered_files()))
+    assert not found, "import circles:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+def test_architecture_doc_shows_the_layers() -> None:
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    begin, end = "<!-- layers: begin -->\n", "<!-- layers: end -->"
+    assert begin in doc and end in doc, "docs/architecture.md lacks the layers block"
+    shown = doc.split(begin, 1)[1].split(end, 1)[0]
+    assert shown == layers_table(), ("docs/architecture.md's layers differ from LAYERS; "
+                                     "put this between its markers:\n" + layers_table())
+
+
+# --- the layer and circle checks, on synthetic graphs ---------------------------------------
+
+TOY_LAYERS = (("low", ("p.low",), ""), ("mid", ("p.mid", "q"), ""), ("top", ("p",), ""))
+
+
+def test_layer_is_the_longest_match() -> None:
+    assert layer_of("p.low.x", TOY_LAYERS) == 0
+    assert layer_of("p.other", TOY_LAYERS) == 2
+    assert layer_of("q.a", TOY_LAYERS) == 1
+    assert layer_of("r", TOY_LAYERS) is None
+
+
+def test_upward_and_unplaced_imports_are_found() -> None:
+    graph = {"p.low.a": {"p.mid.b"}, "p.mid.b": {"p.low.a", "q.c"}, "p.x": {"p.low.a"},
+             "r": {"p.low.a"}}
+    assert upward_imports(graph, TOY_LAYERS) == ["p.low.a (low) -> p.mid.b (mid)",
+                                                 "r (no layer) -> p.low.a (low)"]
+
+
+def test_cycles_are_found_with_their_members() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e2"}, "e2": {"e"}}
+    assert cycles(graph) == [["a", "b", "c"], ["e", "e2"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_lazy_and_type_only_imports_count() -> None:
+    src = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import T\n"
+           "def f():\n    from pkg.sub import c\n    import flat\n")
+    assert imports_of(src, module="pkg.b", modules=MODULES) == {"pkg.a", "pkg.sub.c", "flat"}
 
 
 # --- the checker, on synthetic sources ------------------------------------------------------

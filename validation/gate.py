@@ -17,10 +17,10 @@ import pandas as pd
 from pyarrow import ArrowException
 
 from recops import schema
-from recops.compliance.audit import AuditLog
 from recops.config import Settings
+from recops.core.audit import AuditLog
+from recops.core.lake import Lake
 from recops.errors import DataError, ValidationFailed
-from recops.lake import Lake
 from validation import quarantine
 from validation.history import history_for
 from validation.names import FEEDBACK
@@ -184,7 +184,7 @@ def validate_feedback(settings: Settings, df: pd.DataFrame, *, run_id: str | Non
 def quarantine_feedback(settings: Settings, df: pd.DataFrame, *, failed: list[str], reason: str,
                         result: dict[str, Any] | None, run_id: str | None = None) -> Path:
     """Put feedback rows (a whole batch, or the rows of one that failed) in quarantine."""
-    from recops.hashing import sha256_frame
+    from recops.core.hashing import sha256_frame
 
     qid = "feedback-" + sha256_frame(df)[:12]
     tmp = settings.paths.quarantine / ".incoming" / qid
@@ -227,7 +227,7 @@ def submit_files(settings: Settings, path: Path, *, table: str | None = None,
     Unreadable input raises :class:`DataError` naming the file (copied to quarantine first).
     Returns (validation, accepted batch if landed, quarantine path if quarantined).
     """
-    from recops.hashing import sha256_file
+    from recops.core.hashing import sha256_file
 
     path = Path(path)
     src = source or f"file:{path.name}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import UTC, timedelta
 
 import numpy as np
@@ -12,7 +11,8 @@ import pandas as pd
 
 from recops import schema
 from recops.config import Settings
-from recops.lake import Lake
+from recops.core.atomic import atomic_file, write_atomic
+from recops.core.lake import Lake
 from validation import suites
 from validation.drift import shares
 from validation.suites import History, Reference
@@ -44,10 +44,8 @@ def item_reference(settings: Settings, ids: np.ndarray) -> str:
     digest = hashlib.sha256(ids.tobytes()).hexdigest()[:16]
     path = settings.paths.gx / "references" / f"item_ids-{digest}.npy"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, ids, allow_pickle=False)
-        os.replace(tmp, path)
+        with atomic_file(path) as f:
+            np.save(f, ids, allow_pickle=False)
     return str(path)
 
 
@@ -74,7 +72,7 @@ def references(settings: Settings, lake: Lake) -> list[Reference]:
     refs.append(Reference(schema.ITEM_ID, cats, shares(hist[schema.ITEM_ID], cats).tolist(),
                           f"item popularity (top {len(cats)} items + the rest)"))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps([r.__dict__ for r in refs]))
+    write_atomic(cache, json.dumps([r.__dict__ for r in refs]))
     return refs
 
 

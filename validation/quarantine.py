@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recops.compliance.audit import AuditLog
 from recops.config import Settings
+from recops.core.atomic import write_atomic
+from recops.core.audit import AuditLog
 from recops.errors import DataError
 
 META = "meta.json"
@@ -55,14 +56,14 @@ def put(settings: Settings, qid: str, *, kind: str, source: str, tables: dict[st
         "rows": rows, "failed": failed, "created_at": datetime.now(UTC).isoformat(),
         "run_id": run_id, "status": "quarantined",
     }
-    (dest / META).write_text(json.dumps(meta, indent=2))
+    write_atomic(dest / META, json.dumps(meta, indent=2))
     (dest / REASON).write_text(
         f"Batch {dest.name} ({kind}, source {source}) was quarantined at {meta['created_at']}.\n\n"
         f"{reason}\n\nFailing checks:\n" + "".join(f"  - {f}\n" for f in failed)
         + f"\nInspect: recops quarantine show {dest.name}\n"
         f"Resubmit once fixed: recops quarantine release {dest.name} [--file FIXED]\n")
     if result is not None:
-        (dest / RESULT).write_text(json.dumps(result, indent=1, default=str))
+        write_atomic(dest / RESULT, json.dumps(result, indent=1, default=str))
     AuditLog(settings.paths.audit_log).append(
         "quarantine", run_id=run_id, inputs={"batch": qid, "source": source, "origin": origin},
         outputs={"quarantine_path": str(dest)}, result="failed",
@@ -84,7 +85,7 @@ def read_meta(settings: Settings, qid: str) -> dict[str, Any]:
 
 
 def write_meta(settings: Settings, meta: dict[str, Any]) -> None:
-    (path_of(settings, meta["id"]) / META).write_text(json.dumps(meta, indent=2))
+    write_atomic(path_of(settings, meta["id"]) / META, json.dumps(meta, indent=2))
 
 
 def list_batches(settings: Settings) -> list[dict[str, Any]]:

@@ -45,7 +45,7 @@ MirrorTable = Annotated[str, typer.Option("--table", help="Mirror table name.")]
 def verify_cmd(ctx: typer.Context, postgres: Postgres = False,
                table: MirrorTable = "recops_audit") -> None:
     """Walk the chain: exit 0 when intact, 1 naming the first edited/removed/reordered record."""
-    from recops.compliance.audit import AuditLog, verify, verify_against_postgres
+    from recops.core.audit import AuditLog, verify, verify_against_postgres
 
     settings = ctx.obj.settings()
     log = AuditLog(settings.paths.audit_log)
@@ -65,7 +65,7 @@ def verify_cmd(ctx: typer.Context, postgres: Postgres = False,
 @audit_app.command("mirror")
 def mirror_cmd(ctx: typer.Context, table: MirrorTable = "recops_audit") -> None:
     """Copy new records to the PostgreSQL mirror (refused if the chain or mirror disagree)."""
-    from recops.compliance.audit import AuditLog, mirror_to_postgres
+    from recops.core.audit import AuditLog, mirror_to_postgres
 
     settings = ctx.obj.settings()
     added = mirror_to_postgres(AuditLog(settings.paths.audit_log), _dsn(settings), table)
@@ -84,7 +84,7 @@ def show_cmd(
     = False,
 ) -> None:
     """The audit records, filtered, as a table (or JSON)."""
-    from recops.compliance.audit import AuditLog
+    from recops.core.audit import AuditLog
 
     settings = ctx.obj.settings()
     records = AuditLog(settings.paths.audit_log).records()

@@ -49,11 +49,11 @@ def ingest(
         dir_okay=False)] = None,
 ) -> None:
     """Load a dataset (or a file of new events), stage it for validation, print what was staged."""
-    from recops.compliance.audit import AuditLog
+    from recops.core.audit import AuditLog
+    from recops.core.lake import Lake
     from recops.data import movielens_fetch
     from recops.data.loaders import incremental_tables, load_dataset
     from recops.data.tables import stage
-    from recops.lake import Lake
 
     settings = ctx.obj.settings(**{"data.dataset": dataset, "data.root": data_root,
                                    "data.download": download})

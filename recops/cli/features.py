@@ -39,8 +39,8 @@ def build(
                                        "(needs the sentence encoder).")] = True,
 ) -> None:
     """Compute the feature tables from the lake and write the Parquet sources Feast reads."""
+    from recops.core.lake import Lake
     from recops.features.featurize import build_sources
-    from recops.lake import Lake
 
     settings = ctx.obj.settings(**{"model.max_len": max_len})
     with out.status("computing features from the lake"):

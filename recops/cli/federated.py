@@ -75,10 +75,10 @@ def federated(ctx: typer.Context, engine: Engine = None, clients: Clients = None
 
     from federated.report import plot_rounds, read_rounds, rounds_table
     from federated.runner import check_settings
-    from recops.lake import Lake
+    from recops.core.lake import Lake
+    from recops.core.runs import RunDir
     from recops.orchestration.fit import ensure_features, fit, lake_tables, training_data
     from recops.orchestration.pipeline import config_hash
-    from recops.runs import RunDir
 
     flags = {"federated.engine": engine, "federated.num_clients": clients,
              "federated.partition": partition, "federated.dirichlet_alpha": alpha,

@@ -38,7 +38,7 @@ def evaluate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Estimate a policy's click rate per shown slot on the lists /recommend served."""
-    from recops.fsutil import write_json
+    from recops.core.atomic import write_json
     from recops.policy.evaluate import evaluate
     from recops.policy.policies import from_settings
 

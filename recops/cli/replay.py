@@ -61,10 +61,10 @@ def register(app: typer.Typer) -> None:
 
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+        from recops.core.atomic import write_json
         from recops.errors import ConfigError
-        from recops.fsutil import write_json
         from recops.orchestration import replay
-        from recops.orchestration.platform import platform_state
+        from recops.orchestration.platform_state import platform_state
 
         opts = replay.ReplayOptions(rate=rate, limit=limit, concurrency=concurrency,
                                     timeout=timeout, after_swap=after_swap,

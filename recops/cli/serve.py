@@ -34,8 +34,8 @@ def register(app: typer.Typer) -> None:
                                              "changes (development).")] = False,
     ) -> None:
         """Serve the champion over HTTP (/recommend, /feedback, /similar, /healthz, /metrics)."""
-        from recops.config import CHECKOUT
         from recops.environment import child_env
+        from recops.paths import CHECKOUT
         from recops.release import registry
 
         settings = ctx.obj.settings(**{"serving.port": port, "serving.host": host})
@@ -57,10 +57,10 @@ def register(app: typer.Typer) -> None:
                                          "champion).")] = "champion",
     ) -> None:
         """Build a Bento (service code + the model) with `bentoml build`, offline."""
-        from recops.compliance.audit import AuditLog
-        from recops.config import CHECKOUT
+        from recops.core.audit import AuditLog
         from recops.environment import child_env
         from recops.errors import RegistryError
+        from recops.paths import CHECKOUT
         from recops.release import registry
 
         settings = ctx.obj.settings()

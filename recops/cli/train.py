@@ -55,11 +55,11 @@ def train(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Train a recommender on the lake (chronological leave-last-out), print validation metrics."""
+    from recops.core.lake import Lake
+    from recops.core.runs import RunDir
     from recops.errors import ConfigError
-    from recops.lake import Lake
     from recops.orchestration.fit import ensure_features, fit, lake_tables, training_data
     from recops.orchestration.pipeline import config_hash
-    from recops.runs import RunDir
     from recops.training.models import read_checkpoint
 
     settings = ctx.obj.settings(**{
@@ -99,11 +99,11 @@ def evaluate(
                       "(default: <run dir>/evaluation_<split>.json).", dir_okay=False)] = None,
 ) -> None:
     """Full-ranking metrics of a trained model, overall and per user segment; writes JSON."""
+    from recops.core.atomic import write_json
+    from recops.core.lake import Lake
+    from recops.core.runs import RunDir
     from recops.errors import DataError
-    from recops.fsutil import write_json
-    from recops.lake import Lake
     from recops.orchestration.fit import ensure_features, lake_tables, training_data
-    from recops.runs import RunDir
     from recops.training.evaluation import evaluate_model, model_for_data
     from recops.training.models import read_checkpoint
     from recops.training.sequences import SequenceData

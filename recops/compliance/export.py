@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from recops import schema
 from recops.compliance import online_rows, places
 from recops.compliance.subjects import show
+from recops.core.atomic import write_json
 from recops.errors import DataError
-from recops.fsutil import write_json
 
 if TYPE_CHECKING:
     from recops.config import Settings
@@ -38,7 +38,7 @@ def check_out(out: Path, *, force: bool = False) -> Path:
 
 def gather(settings: Settings, user_id: int) -> dict[str, Any]:
     """The export's content; DataError when nothing is held about the user, nor ever was."""
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     view = show(settings, user_id)
     if not (view.batches or view.copies or view.online_rows or view.erasures or view.models):

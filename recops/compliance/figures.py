@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from recops.compliance.report_data import ReportData
+from recops.compliance.report_data import Figure, ReportData
 
 METRICS = ("hr@10", "ndcg@10", "mrr", "coverage@10")
-
-
-@dataclass
-class Figure:
-    """One plot: what it shows, the series it was drawn from, and the PNG (base64)."""
-
-    key: str
-    title: str
-    caption: str
-    x_label: str
-    series: dict[str, list[Any]]  # "x" and one list per line/bar, as read from the records
-    png: str = ""
 
 
 def figures(data: ReportData) -> list[Figure]:

@@ -5,7 +5,7 @@ erasure see the same list, and an erasure of a user held nowhere changes nothing
 
 * Parquet files anywhere under the home but the lake's own batches (staged and quarantined
   batches, the feature sources Feast reads, run files: labels, feedback batches, ...), found by
-  their ``user_id`` column. Run files are rewritten through :class:`recops.runs.RunDir`, the
+  their ``user_id`` column. Run files are rewritten through :class:`recops.core.runs.RunDir`, the
   others atomically (temporary file, fsync, rename), the Parquet schema kept;
 * the user lists of run directories (``eval_users.json``, ``window.json``);
 * downloaded dataset files (``<home>/datasets``: CSV with a ``userId``/``user_id`` header);
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,12 +30,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recops import schema
+from recops.core.atomic import atomic_file, write_atomic
+from recops.core.runs import RunDir
 from recops.errors import DataError
-from recops.runs import RunDir
 
 if TYPE_CHECKING:
     from recops.config import Settings
-    from recops.feedback import EventLog
+    from recops.core.events import EventLog
 
 CSV_USER_COLUMNS = ("userId", "user_id")
 
@@ -117,11 +117,8 @@ def _rewrite_parquet(settings: Settings, path: Path, user_id: int) -> None:
     if run is not None:
         run[0].write_frame(run[1], keep.to_pandas())
         return
-    tmp = path.with_name(path.name + ".erase.tmp")
-    pq.write_table(keep, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        pq.write_table(keep, f)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,12 +180,7 @@ def _csv_split(path: Path, col: int, user_id: int) -> tuple[list[str], list[str]
 
 
 def _rewrite_csv(path: Path, kept: list[str]) -> None:
-    tmp = path.with_name(path.name + ".erase.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        f.write("".join(kept))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, "".join(kept))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +188,7 @@ def _rewrite_csv(path: Path, kept: list[str]) -> None:
 
 
 def _feedback_log(settings: Settings) -> EventLog | None:
-    from recops.feedback import open_log
+    from recops.core.feedback import open_log
 
     return open_log(settings)
 
@@ -210,7 +202,7 @@ def _left_behind(settings: Settings, filename: str,
 
 
 def _old_file_log(settings: Settings) -> EventLog | None:
-    from recops.feedback import FILENAME, FeedbackLog
+    from recops.core.feedback import FILENAME, FeedbackLog
 
     return _left_behind(settings, FILENAME, FeedbackLog)
 
@@ -314,7 +306,7 @@ def erase(settings: Settings, place: Place, user_id: int) -> int:
         log = _open(place.where, settings)
         erased = log.erase_user(user_id)
         if erased.spans:  # byte offsets moved: consumers' watermarks move with them
-            from recops.orchestration.continual import shift_watermark
+            from recops.core.watermark import shift_watermark
 
             shift_watermark(settings, log.name, erased.shift)
         return erased.removed

@@ -15,15 +15,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recops.compliance.audit import AuditLog
 from recops.compliance.chromium import print_pdf
-from recops.compliance.figures import METRICS
+from recops.compliance.figures import METRICS, figures
 from recops.compliance.report_data import gather
-from recops.hashing import sha256_file
+from recops.core.atomic import write_atomic
+from recops.core.audit import AuditLog
+from recops.core.hashing import sha256_file
 
 if TYPE_CHECKING:
-    from recops.compliance.figures import Figure
-    from recops.compliance.report_data import ReportData
+    from recops.compliance.report_data import Figure, ReportData
     from recops.config import Settings
 
 TEMPLATE = "report.html.j2"
@@ -59,6 +59,14 @@ def _figure_json(figs: list[Figure]) -> str:
     return blob.replace("</", "<\\/")
 
 
+def collect(settings: Settings, tag: str | None = None, *,
+            run_id: str | None = None) -> ReportData:
+    """The report's records (:func:`gather`) with the figures drawn from them."""
+    data = gather(settings, tag, run_id=run_id)
+    data.figures = figures(data)
+    return data
+
+
 def render_html(data: ReportData) -> str:
     """The report page: inline CSS, figures as data: URIs, nothing fetched from anywhere."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -92,13 +100,10 @@ def build_report(settings: Settings, tag: str | None = None, *, run_id: str | No
     prints it to PDF with headless Chromium (next to the HTML).
     """
     started = time.perf_counter()
-    data = gather(settings, tag, run_id=run_id)
+    data = collect(settings, tag, run_id=run_id)
     page = render_html(data)
     path = Path(out) if out else report_path(settings, data.tag)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, page)
     outputs: dict[str, Any] = {"html": str(path), "html_sha256": sha256_file(path)}
     if pdf:
         pdf_path = print_pdf(path, path.with_suffix(".pdf"))

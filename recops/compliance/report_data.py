@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recops import schema
-from recops.compliance.audit import AuditLog, ChainStatus, verify
-from recops.compliance.figures import Figure, figures
+from recops.core.audit import AuditLog, ChainStatus, verify
 from recops.errors import AuditError, DataError, RegistryError
 
 if TYPE_CHECKING:
@@ -19,6 +18,18 @@ if TYPE_CHECKING:
 
 RUN_FILES = ("validation.json", "features.json", "train.json", "history.json", "privacy.json",
              "federated_rounds.json", "metrics.json", "gate.json", "register.json")
+
+
+@dataclass
+class Figure:
+    """One plot: what it shows, the series it was drawn from, and the PNG (base64)."""
+
+    key: str
+    title: str
+    caption: str
+    x_label: str
+    series: dict[str, list[Any]]  # "x" and one list per line/bar, as read from the records
+    png: str = ""
 
 
 @dataclass
@@ -91,7 +102,7 @@ def _quarantined(settings: Settings) -> list[dict[str, Any]]:
 
 
 def _lake(settings: Settings) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    from recops.lake import SUPERSEDE, Lake
+    from recops.core.lake import SUPERSEDE, Lake
 
     lake = Lake(settings.paths.lake)
     tables, superseded = {}, []
@@ -105,7 +116,7 @@ def erasures_for(settings: Settings, data_version: str | None) -> list[dict[str,
     """Each erasure that removed rows: its id and time, and ``excluded``: whether the dataset
     version ``data_version`` is free of the erased rows (no version holding them is it)."""
     from recops.compliance.subjects import versions_containing
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     lake = Lake(settings.paths.lake)
     out = []
@@ -244,7 +255,6 @@ def gather(settings: Settings, tag: str | None = None, *, run_id: str | None = N
         retrain=retrain_required(settings).get(full),
         erasures=erasures_for(settings, meta.get("data_version")),
         policy=policy_evaluation(settings, files.get("gate.json")))
-    data.figures = figures(data)
     return data
 
 

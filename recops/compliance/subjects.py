@@ -25,16 +25,17 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 
 from recops import schema
-from recops.compliance import online_rows, places, tombstones
-from recops.compliance.audit import AuditLog
-from recops.compliance.tombstones import subject_hash
+from recops.compliance import online_rows, places
+from recops.core import tombstones
+from recops.core.atomic import file_lock, write_json
+from recops.core.audit import AuditLog
+from recops.core.hashing import sha256_json
+from recops.core.tombstones import subject_hash
 from recops.errors import DataError
-from recops.fsutil import file_lock, write_json
-from recops.hashing import sha256_json
 
 if TYPE_CHECKING:
     from recops.config import Settings
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
 USER_TABLES = (schema.INTERACTIONS, schema.USERS)
 __all__ = ["erase", "parse_user_id", "retrain_required", "show", "subject_hash",
@@ -97,7 +98,7 @@ def versions_containing(lake: Lake, batch_ids: set[str]) -> set[str]:
 
     Replays the tables' logs in time order (the lake only appends, so this is its history).
     """
-    from recops.lake import SUPERSEDE
+    from recops.core.lake import SUPERSEDE
 
     events = []
     for order, table in enumerate(schema.TABLES):
@@ -219,7 +220,7 @@ def _trained_on(settings: Settings, versions: set[str], run_hits: set[str]
 
 def show(settings: Settings, user_id: int) -> SubjectView:
     """Datasets/batches, copies, runs, model versions and privacy spends that involved the user."""
-    from recops.lake import Lake
+    from recops.core.lake import Lake
     from recops.training.privacy import PrivacyLedger
 
     lake = Lake(settings.paths.lake)
@@ -290,7 +291,7 @@ def erase(settings: Settings, user_id: int, *, reason: str = "data subject erasu
     A user held nowhere and never erased is refused (DataError) with nothing changed. A repeat
     is idempotent: it finds nothing left to remove and records that it found nothing.
     """
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     lake = Lake(settings.paths.lake)
     subject = subject_hash(user_id)

@@ -16,7 +16,7 @@ from recops.errors import DataError
 
 if TYPE_CHECKING:
     from recops.config import Settings
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
 SYNTHETIC = "synthetic"
 SUPPORTED = (*movielens_fetch.FORMATS, SYNTHETIC)

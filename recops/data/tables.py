@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 
 from recops import schema
+from recops.core.atomic import atomic_file, write_atomic
+from recops.core.hashing import sha256_json
+from recops.core.lake import conform
 from recops.errors import DataError
-from recops.hashing import sha256_json
-from recops.lake import conform
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Tables:
 
 def stage(staging_root: Path, tables: Tables) -> str:
     """Write tables to ``<staging>/<id>/`` (id = content hash) for validation; returns the id."""
-    from recops.hashing import sha256_frame
+    from recops.core.hashing import sha256_frame
 
     hashes = {name: sha256_frame(df) for name, df in tables.as_dict().items()}
     staged_id = sha256_json(hashes)[:16]
@@ -46,14 +46,13 @@ def stage(staging_root: Path, tables: Tables) -> str:
         return staged_id
     d.mkdir(parents=True, exist_ok=True)
     for name, df in tables.as_dict().items():
-        tmp = d / f"{name}.parquet.tmp"
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, d / f"{name}.parquet")
+        with atomic_file(d / f"{name}.parquet") as f:
+            df.to_parquet(f, index=False)
     manifest = {
         "id": staged_id, "source": tables.source, "created_at": datetime.now(UTC).isoformat(),
         "rows": {n: len(df) for n, df in tables.as_dict().items()}, "hashes": hashes,
     }
-    (d / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_atomic(d / "manifest.json", json.dumps(manifest, indent=2))  # written last: the marker
     return staged_id
 
 

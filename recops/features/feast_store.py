@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from recops import schema
-from recops.config import CHECKOUT
 from recops.environment import child_env, feast_env
 from recops.errors import FeatureError
 from recops.features import featurize as f
+from recops.paths import CHECKOUT
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -68,7 +68,7 @@ def get_store(settings: Settings) -> FeatureStore:
 
 
 def _audit(settings: Settings, stage: str, run_id: str | None, **kw: Any) -> None:
-    from recops.compliance.audit import AuditLog
+    from recops.core.audit import AuditLog
 
     AuditLog(settings.paths.audit_log).append(stage, run_id=run_id,
                                               config=settings.public_dict(), **kw)

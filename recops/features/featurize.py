@@ -9,7 +9,6 @@ tests and benchmarks can hold Feast's answers against it.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,11 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recops import schema
+from recops.core.atomic import atomic_file, write_atomic
 from recops.errors import FeatureError
 
 if TYPE_CHECKING:
     from recops.config import Settings
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
 # Names shared with feature_repo/ (views declare exactly these columns).
 USER_EVENTS_FILE = "user_events.parquet"
@@ -232,10 +232,9 @@ def _text_vectors(settings: Settings, items: pd.DataFrame) -> tuple[np.ndarray, 
 
 def _replace_parquet(path: Path, batches: Iterator[pa.RecordBatch] | pa.Table,
                      table_schema: pa.Schema) -> int:
-    """Write atomically (tmp + rename) so a concurrent Feast read never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write atomically so a concurrent Feast read never sees half a file."""
     rows = 0
-    with pq.ParquetWriter(tmp, table_schema) as w:
+    with atomic_file(path) as f, pq.ParquetWriter(f, table_schema) as w:
         if isinstance(batches, pa.Table):
             w.write_table(batches)
             rows = batches.num_rows
@@ -243,7 +242,6 @@ def _replace_parquet(path: Path, batches: Iterator[pa.RecordBatch] | pa.Table,
             for b in batches:
                 w.write_batch(b)
                 rows += b.num_rows
-    os.replace(tmp, path)
     return rows
 
 
@@ -287,9 +285,7 @@ def build_sources(settings: Settings, lake: Lake, *, text_vectors: bool = True) 
             ITEM_CONTENT_FILE: {"rows": content_rows, "path": str(out / ITEM_CONTENT_FILE)},
         },
     }
-    tmp = out / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / MANIFEST_FILE)
+    write_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=2))
     return manifest
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from recops.core.atomic import atomic_file
+from recops.core.hashing import sha256_file
 from recops.errors import ConfigError, DataError
-from recops.hashing import sha256_file
 from recops.schema import GENRES, TEXT, TITLE
 
 if TYPE_CHECKING:
@@ -103,8 +103,6 @@ def item_text_vectors(settings: Settings, items_df: pd.DataFrame) -> np.ndarray:
         if vec.shape == (len(texts), DIM):
             return vec
     vec = encode_texts(texts)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp.npy")
-    np.save(tmp, vec)
-    tmp.replace(cache)
+    with atomic_file(cache) as f:
+        np.save(f, vec)
     return vec

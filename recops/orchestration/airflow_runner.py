@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recops.config import CHECKOUT, Settings
+from recops.config import Settings
+from recops.core.hashing import sha256_json
 from recops.environment import child_env
 from recops.errors import ConfigError, RecopsError
-from recops.hashing import sha256_json
+from recops.paths import CHECKOUT
 
 DAGS_FOLDER = CHECKOUT / "dags"
 _FINISHED = re.compile(r"DagRun Finished: dag_id=(?P<dag>[^,]+), .*?run_id=(?P<run>[^,]+), .*?"

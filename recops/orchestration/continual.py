@@ -18,17 +18,16 @@ The privacy ledger is shared by every run and cycle, so DP spends add up across 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from recops import schema
 from recops.config import Settings
-from recops.errors import DataError, TrainingError, ValidationFailed
-from recops.fsutil import file_lock, write_json
+from recops.core.runs import RunDir
+from recops.core.watermark import advance, read_state, watermark
+from recops.errors import TrainingError, ValidationFailed
 from recops.orchestration import pipeline
-from recops.runs import RunDir
 
 # Share of the users *not* active in the new window replayed into fine-tuning.
 REPLAY_FRACTION = 0.3
@@ -38,70 +37,9 @@ FINETUNE_EPOCHS = 5
 STAGES = ("collect", "validate", "features", "train", "evaluate", "gate", "register", "report")
 
 
-# ---------------------------------------------------------------------------------------------
-# Watermark
-
-
-def state_path(settings: Settings) -> Path:
-    return settings.paths.runs / "_continual" / "state.json"
-
-
-def read_state(settings: Settings) -> dict[str, Any]:
-    """``{"offset": feedback offset consumed so far, "cycles": n, "last_run": id,
-    "log": the feedback log it is an offset of, "offsets": {log: offset}}``."""
-    path = state_path(settings)
-    if not path.exists():
-        return {"offset": 0, "cycles": 0, "last_run": None}
-    try:
-        state: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"continual state {path} is unreadable ({exc}); restore it or remove "
-                        "it to re-read all feedback") from exc
-    return state
-
-
-def watermark(state: dict[str, Any], log_name: str) -> int:
-    """The offset consumed so far in the feedback log ``log_name`` (0 for a log never read:
-    offsets of the file log and of a PostgreSQL table are different counters)."""
-    offsets: dict[str, int] = state.get("offsets", {})
-    if log_name in offsets:
-        return offsets[log_name]
-    return int(state["offset"]) if state.get("log", "file") == log_name else 0
-
-
-def _advance(settings: Settings, run_id: str, from_offset: int, to_offset: int,
-             log_name: str = "file") -> None:
-    """Move the watermark past a batch (landed or quarantined: either way nothing is lost)."""
-    with file_lock(state_path(settings).with_suffix(".lock")):
-        state = read_state(settings)
-        if watermark(state, log_name) == from_offset:  # a retry must not skip a newer batch
-            state.update(offset=to_offset, cycles=state["cycles"] + 1, last_run=run_id,
-                         log=log_name,
-                         offsets={**state.get("offsets", {}), log_name: to_offset})
-            write_json(state_path(settings), state)
-
-
-def shift_watermark(settings: Settings, log_name: str, shift: Callable[[int], int]) -> None:
-    """Move the watermark of ``log_name`` after the log was rewritten (an erasure cut records
-    out of it, so byte offsets moved): ``shift`` maps an old offset to the new one."""
-    path = state_path(settings)
-    if not path.exists():
-        return
-    with file_lock(path.with_suffix(".lock")):
-        state = read_state(settings)
-        old = watermark(state, log_name)
-        new = shift(old)
-        if new != old:
-            offsets = {**state.get("offsets", {}), log_name: new}
-            if state.get("log", "file") == log_name:
-                state["offset"] = new
-            state["offsets"] = offsets
-            write_json(path, state)
-
-
 def pending(settings: Settings) -> int:
     """How many feedback events wait for the next cycle."""
-    from recops.feedback import open_log
+    from recops.core.feedback import open_log
 
     log = open_log(settings)
     df, _ = log.read(watermark(read_state(settings), log.name))
@@ -131,8 +69,8 @@ def check_feedback(settings: Settings, run_id: str, retrains_active: int = 0,
 
 def collect(settings: Settings, run_id: str, min_events: int = 1) -> dict[str, Any]:
     """Snapshot the feedback since the watermark into the run directory as interactions."""
-    from recops.compliance.tombstones import drop_erased
-    from recops.feedback import open_log
+    from recops.core.feedback import open_log
+    from recops.core.tombstones import drop_erased
 
     run = RunDir.of(settings, run_id)
     if run.has(RunDir.COLLECT):  # a retry: the same batch, whatever arrived since
@@ -171,7 +109,7 @@ def validate(settings: Settings, run_id: str, batch: str) -> dict[str, Any]:
     """
     import pandas as pd
 
-    from recops.lake import Lake
+    from recops.core.lake import Lake
     from validation.gate import quarantine_feedback, validate_feedback
     from validation.rows import row_reasons
 
@@ -199,7 +137,7 @@ def validate(settings: Settings, run_id: str, batch: str) -> dict[str, Any]:
         qpath = quarantine_feedback(settings, df, failed=checked.failed,
                                     reason="Blocking expectations failed.",
                                     result={"feedback": checked.result.gx_result}, run_id=run_id)
-        _advance(settings, run_id, col["from_offset"], col["to_offset"], col.get("log", "file"))
+        advance(settings, run_id, col["from_offset"], col["to_offset"], col.get("log", "file"))
         raise ValidationFailed(
             f"feedback batch (offsets {col['from_offset']}-{col['to_offset']}, "
             f"{len(df)} events) failed validation: {'; '.join(checked.failed[:5])}; "
@@ -208,7 +146,7 @@ def validate(settings: Settings, run_id: str, batch: str) -> dict[str, Any]:
     manifest = lake.append(schema.INTERACTIONS, df,
                            source=f"feedback:{col['from_offset']}-{col['to_offset']}")
     version = lake.dataset_version()
-    _advance(settings, run_id, col["from_offset"], col["to_offset"], col.get("log", "file"))
+    advance(settings, run_id, col["from_offset"], col["to_offset"], col.get("log", "file"))
     users = sorted(int(u) for u in df[schema.USER_ID].unique())
     run.write_json(RunDir.WINDOW, {"users": users, "start": col["start"], "end": col["end"],
                                    "batch_id": manifest.batch_id})

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from recops import schema
+from recops.core.runs import RunDir
 from recops.errors import DataError, TrainingError
-from recops.runs import RunDir
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from recops.config import Settings
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
 
 @dataclass
@@ -45,7 +45,7 @@ def check_version(lake: Lake, dataset_version: str) -> str:
 
 def lake_tables(settings: Settings, dataset_version: str | None = None) -> LakeTables:
     """The lake's interactions, items and users; ``dataset_version`` must be the current one."""
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     lake = Lake(settings.paths.lake)
     current = (lake.dataset_version() if dataset_version is None
@@ -156,7 +156,7 @@ def fit(settings: Settings, run: RunDir, tables: LakeTables, labelled: pd.DataFr
                              resume_from=run.load_resume() if resume else None,
                              on_epoch=run.save_resume)
     result.checkpoint.setdefault("run_id", run.run_id)
-    run.save_training(result)
+    result.save(run)
     info = {**key, "run_id": run.run_id, "mode": settings.train.mode,
             "kind": result.checkpoint.get("kind"), "privacy": result.privacy,
             "federated": federated, "epochs_run": len(result.history),

@@ -3,7 +3,7 @@
 Each stage takes the settings, a run id and the small outputs of the stages before it (ids and
 paths, never data), does its work through the owning area's module (imported inside the body:
 this is the composition root), and returns a small JSON-able dict. Stages hand results to each
-other through the run directory (:class:`recops.runs.RunDir`), which writes every file and
+other through the run directory (:class:`recops.core.runs.RunDir`), which writes every file and
 audit record. Stages are idempotent: rerunning one with the same inputs returns the same
 outputs without redoing the work (training, registering) or re-charging the privacy budget.
 """
@@ -20,9 +20,9 @@ from typing import Any
 
 from recops import schema
 from recops.config import Settings, load_settings
+from recops.core.hashing import code_version, sha256_json
+from recops.core.runs import RunDir
 from recops.errors import ConfigError, DataError
-from recops.hashing import code_version, sha256_json
-from recops.runs import RunDir
 from recops.schema import METRIC_KEYS
 
 STAGES = ("ingest", "validate", "features", "train", "evaluate", "gate", "register", "report")
@@ -117,9 +117,9 @@ def features(settings: Settings, run_id: str, dataset_version: str) -> dict[str,
 
     ``feast_store.apply``/``materialize`` write the ``features.*`` audit records themselves.
     """
+    from recops.core.lake import Lake
     from recops.features import feast_store
     from recops.features.featurize import build_sources
-    from recops.lake import Lake
     from recops.orchestration.fit import check_version
 
     lake = Lake(settings.paths.lake)
@@ -181,7 +181,7 @@ def evaluate_run(settings: Settings, run: RunDir, *, users: list[int] | None = N
         if champion is not None:
             out["champion_metrics"] = run.read_json(RunDir.CHAMPION_METRICS)["overall"]
         return out
-    from recops.training.models import Pop
+    from recops.training.models import Pop, read_checkpoint
     from recops.training.trainer import fit_popularity
 
     data = run_data(settings, run)
@@ -189,7 +189,7 @@ def evaluate_run(settings: Settings, run: RunDir, *, users: list[int] | None = N
     popularity = fit_popularity(Pop(data.n_items), data)
     if users is not None:
         data = data.subset(users)
-    model, mdata = model_for_data(run.read_checkpoint(), data)
+    model, mdata = model_for_data(read_checkpoint(run.file(RunDir.CHECKPOINT)), data)
     ours = test_metrics(model, mdata)
     ours["baseline"] = {"kind": "pop", "overall": test_metrics(popularity, data)["overall"]}
     scope = {"split": "test", "k": 10} if users is None else {"split": "test", "k": 10,
@@ -284,6 +284,7 @@ def register(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
     ``registry.register``/``promote`` write the ``register``/``promote`` audit records.
     """
     from recops.release import registry
+    from recops.training.models import read_checkpoint
 
     run = RunDir.of(settings, Path(run_dir).name)
     g = run.read_json(RunDir.GATE)
@@ -294,7 +295,7 @@ def register(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
     metadata = challenger_metadata(settings, run)
     metadata["gate"] = {"passed": g["passed"], "champion": g.get("champion"),
                         "reasons": g.get("reasons", [])}
-    tag = registry.register(settings, run.read_checkpoint(), metadata)
+    tag = registry.register(settings, read_checkpoint(run.file(RunDir.CHECKPOINT)), metadata)
     promoted = False
     if g["passed"]:
         registry.promote(settings, tag, reason="gate", decision={

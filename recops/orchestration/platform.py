@@ -14,118 +14,23 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from recops.config import Settings
-from recops.errors import RecopsError
-from recops.fsutil import write_json
-from recops.orchestration.processes import ProcRecord, alive, check_ports, spawn, stop_all
-
-AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-SERVICE = "service"
-COMPONENTS = (*AIRFLOW_COMPONENTS, SERVICE)
-DAG_IDS = ("recops_pipeline", "recops_retrain", "recops_feedback_watch")
-USER = "admin"  # the UI's one user (Airflow's SimpleAuthManager, role admin)
-SERVICE_TARGET = "serving.service:Recommender"
-
-
-def client_host(host: str) -> str:
-    """The address a client on this machine uses to reach a server bound to ``host``."""
-    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-
-
-def _url(host: str, port: int) -> str:
-    h = client_host(host)
-    return f"http://[{h}]:{port}" if ":" in h else f"http://{h}:{port}"
-
-
-@dataclass
-class PlatformState:
-    """What `up` started and where: the state file's content, and how to reach each part."""
-
-    home: str
-    airflow_host: str
-    airflow_port: int
-    service_host: str
-    service_port: int
-    password_file: str
-    started_at: str
-    procs: dict[str, ProcRecord] = field(default_factory=dict)
-    healthy_after_s: float | None = None
-    champion: str | None = None
-
-    @property
-    def ui_url(self) -> str:
-        """The Airflow UI (the REST API is under ``api/v2``)."""
-        return _url(self.airflow_host, self.airflow_port) + "/"
-
-    @property
-    def api_url(self) -> str:
-        return self.ui_url + "api/v2"
-
-    @property
-    def service_url(self) -> str | None:
-        """The BentoML service, or None when `up` did not start it (no champion)."""
-        return _url(self.service_host, self.service_port) if SERVICE in self.procs else None
-
-    def login(self) -> tuple[str, str]:
-        """(user, password) of the Airflow UI and REST API."""
-        return USER, read_password(Path(self.password_file))
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "procs"}
-        out["procs"] = {n: r.to_dict() for n, r in self.procs.items()}
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PlatformState:
-        fields = {k: v for k, v in data.items() if k != "procs"}
-        return cls(**fields, procs={n: ProcRecord.from_dict(r)
-                                    for n, r in data.get("procs", {}).items()})
-
-
-def state_path(settings: Settings) -> Path:
-    return settings.paths.platform / "state.json"
-
-
-def read_state(settings: Settings) -> PlatformState | None:
-    """The platform's state file, or None when `up` has not run (or `down` removed it)."""
-    import json
-
-    path = state_path(settings)
-    if not path.exists():
-        return None
-    try:
-        return PlatformState.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise RecopsError(f"platform state file {path} is unreadable ({exc}): stop what it "
-                          "started by hand if anything runs, then delete the file") from None
-
-
-def platform_state(settings: Settings) -> PlatformState | None:
-    """The running platform (URLs, login, PIDs) for programs and tests; None when not up."""
-    state = read_state(settings)
-    if state is None or not any(alive(r) for r in state.procs.values()):
-        return None
-    return state
-
-
-def _write_state(settings: Settings, state: PlatformState) -> None:
-    path = write_json(state_path(settings), state.to_dict(), sync_dir=True)
-    path.chmod(0o600)
-
-
-def read_password(path: Path) -> str:
-    import json
-
-    try:
-        return str(json.loads(path.read_text())[USER])
-    except (OSError, ValueError, KeyError) as exc:
-        raise RecopsError(f"cannot read the UI password from {path} ({exc}): run "
-                          "`recops down`, delete the file and `recops up` again") from None
+from recops.core.processes import alive, check_ports, spawn, stop_all
+from recops.orchestration.platform_state import (
+    AIRFLOW_COMPONENTS,
+    SERVICE,
+    SERVICE_TARGET,
+    USER,
+    PlatformState,
+    read_password,
+    read_state,
+    state_path,
+    write_state,
+)
 
 
 def _password_file(settings: Settings) -> Path:
@@ -185,7 +90,7 @@ def _start(settings: Settings, state: PlatformState, names: list[str]) -> None:
         env = child_env(settings) if name == SERVICE else af_env
         port = {"api-server": state.airflow_port, SERVICE: state.service_port}.get(name)
         state.procs[name] = spawn(name, _command(name, state), env, logs / f"{name}.log", port)
-        _write_state(settings, state)  # recorded at once: `down` finds it whatever happens next
+        write_state(settings, state)  # recorded at once: `down` finds it whatever happens next
 
 
 @dataclass
@@ -260,10 +165,10 @@ def up(settings: Settings, *, timeout: float | None = None,
         else:
             for n in missing:
                 state.procs.pop(n, None)
-            _write_state(settings, state)
+            write_state(settings, state)
         raise
     state.healthy_after_s = round(time.monotonic() - t0, 1)
-    _write_state(settings, state)
+    write_state(settings, state)
     return UpResult(state, missing, state.healthy_after_s)
 
 

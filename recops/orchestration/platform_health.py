@@ -17,15 +17,15 @@ import httpx
 import psutil
 
 from recops.config import Settings
+from recops.core.processes import alive, log_tail, members, pid_reused
 from recops.errors import RecopsError
-from recops.orchestration.platform import (
+from recops.orchestration.platform_state import (
     COMPONENTS,
     DAG_IDS,
     SERVICE,
     PlatformState,
     read_state,
 )
-from recops.orchestration.processes import alive, log_tail, members, pid_reused
 
 # The health check's key for each Airflow daemon.
 _HEARTBEAT_KEY = {"scheduler": "scheduler", "dag-processor": "dag_processor",

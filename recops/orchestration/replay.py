@@ -154,8 +154,8 @@ def event_id(user_id: int, item_id: int, ts: pd.Timestamp) -> str:
 def later_events(settings: Settings) -> tuple[pd.DataFrame, pd.Timestamp, int]:
     """The dataset's events after the lake's last interaction, in time order, with the cut and
     how many were left out for an item the lake's catalogue lacks (the service refuses them)."""
+    from recops.core.lake import Lake
     from recops.data.loaders import load_dataset
-    from recops.lake import Lake
 
     lake = Lake(settings.paths.lake)
     seen = lake.read(schema.INTERACTIONS)

@@ -107,7 +107,7 @@ def evaluate_frames(impressions: pd.DataFrame, feedback: pd.DataFrame, policy: P
 
 def evaluate(settings: Settings, policy: Policy, events: Sequence[str]) -> Evaluation:
     """Read both logs (``settings.feedback.backend``) and evaluate ``policy`` on them."""
-    from recops.feedback import open_log
+    from recops.core.feedback import open_log
     from recops.policy.impressions import open_impressions
 
     impressions, _ = open_impressions(settings).read(0)

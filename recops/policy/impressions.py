@@ -9,7 +9,7 @@ best first), ``k``, ``policy`` / ``policy_params`` / ``policy_tag``, ``model`` (
 tag), ``fallback`` and ``served_at`` (UTC).
 
 Durable as the feedback log is, by the same code: the file backend is a
-:class:`recops.feedback.FeedbackLog` with another record kind (``impressions.jsonl`` next to
+:class:`recops.core.feedback.FeedbackLog` with another record kind (``impressions.jsonl`` next to
 ``feedback.jsonl``: group commit, one fsync per batch, acknowledged = durable), the PostgreSQL
 backend another table (``feedback.impressions_table``). A request id is stored once.
 """
@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from recops import schema
+from recops.core.events import EventLog, records_frame, timestamp_text
+from recops.core.feedback import FeedbackLog
+from recops.core.feedback_pg import PostgresFeedbackLog
 from recops.errors import DataError
-from recops.feedback import EventLog, FeedbackLog, records_frame, timestamp_text
-from recops.feedback_pg import PostgresFeedbackLog
 
 if TYPE_CHECKING:
     from recops.config import Settings

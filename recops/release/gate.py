@@ -15,8 +15,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from recops.compliance.audit import AuditLog
-from recops.runs import RunDir
+from recops.core.audit import AuditLog
+from recops.core.runs import RunDir
 
 if TYPE_CHECKING:
     from recops.config import Settings

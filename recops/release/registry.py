@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from recops import schema
-from recops.compliance.audit import AuditLog
+from recops.core.atomic import file_lock, write_atomic
+from recops.core.audit import AuditLog
+from recops.core.hashing import code_version
 from recops.errors import DataError, RegistryError
-from recops.fsutil import file_lock, write_atomic
-from recops.hashing import code_version
 
 if TYPE_CHECKING:
     from bentoml import Model
@@ -92,7 +92,7 @@ def _check_checkpoint(checkpoint: Any, where: str) -> None:
 def _catalogue(settings: Settings, item_ids: list[int], items: pd.DataFrame | None) -> pd.DataFrame:
     """id + title of the items the model serves, from ``items`` or the lake's latest snapshot."""
     if items is None:
-        from recops.lake import Lake
+        from recops.core.lake import Lake
 
         items = Lake(settings.paths.lake).read_latest(schema.ITEMS)
     cat = pd.DataFrame({schema.ITEM_ID: pd.Series(item_ids, dtype="int64")})
@@ -109,7 +109,7 @@ def _popularity(settings: Settings, item_ids: list[int],
                 interactions: pd.DataFrame | None) -> list[int]:
     """Item ids by interaction count (most popular first), restricted to the model's items."""
     if interactions is None:
-        from recops.lake import Lake
+        from recops.core.lake import Lake
 
         interactions = Lake(settings.paths.lake).read(schema.INTERACTIONS)
     known = set(int(i) for i in item_ids)

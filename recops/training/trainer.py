@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from recops.core.runs import RunDir
 from recops.errors import TrainingError
 from recops.training.evaluation import evaluate_model
 from recops.training.models import (
@@ -29,6 +30,7 @@ from recops.training.models import (
     extend_checkpoint,
     load_checkpoint,
     make_checkpoint,
+    save_checkpoint,
 )
 from recops.training.progress import EpochProgress
 from recops.training.samples import make_train_loader
@@ -49,6 +51,13 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     valid_metrics: dict[str, float] = field(default_factory=dict)
     privacy: dict[str, Any] | None = None
+
+    def save(self, run: RunDir) -> None:
+        """Keep the result in ``run``: the checkpoint, the per-epoch (or per-round) history and
+        the privacy record."""
+        save_checkpoint(self.checkpoint, run.file(RunDir.CHECKPOINT))
+        run.write_json(RunDir.HISTORY, self.history)
+        run.write_json(RunDir.PRIVACY, self.privacy)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -243,7 +252,7 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ``settings.model.kind`` on ``data``, early-stopping on validation ``gate.metric``.
 
-    Writes no file: the caller keeps the result (``recops.runs.RunDir.save_training``).
+    Writes no file: the caller keeps the result (``TrainResult.save``).
     ``init`` warm-starts from a checkpoint (its item index extended by new items).
     ``on_epoch`` receives the resumable state after every epoch; ``resume_from`` is such a state
     to continue from. With privacy on, the projected spend is checked against the budget in

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recops.compliance.audit import AuditLog, verify
+from recops.core.audit import AuditLog, verify
 
 
 def _log(path: Path, n: int = 5) -> AuditLog:
@@ -50,7 +50,7 @@ def test_edited_record_is_named(tmp_path: Path, field: str, value: object) -> No
 
 def test_edit_with_recomputed_hashes_is_caught_by_the_head(tmp_path: Path) -> None:
     """A forger who re-hashes the whole chain after an edit still disagrees with the head."""
-    from recops.compliance.audit import GENESIS, _record_hash
+    from recops.core.audit import GENESIS, _record_hash
 
     log = _log(tmp_path / "audit.jsonl")
     recs = log.records()
@@ -143,7 +143,7 @@ def test_postgres_mirror_catches_a_fully_rewritten_log(tmp_path: Path, postgres_
     """Even a forger who re-hashes the chain and rewrites the head disagrees with the mirror."""
     import uuid
 
-    from recops.compliance.audit import (
+    from recops.core.audit import (
         GENESIS,
         _record_hash,
         mirror_to_postgres,
@@ -184,7 +184,7 @@ def test_postgres_mirror_catches_a_fully_rewritten_log(tmp_path: Path, postgres_
 
 
 def test_postgres_mirror_refuses_a_broken_chain_and_bad_dsn(tmp_path: Path) -> None:
-    from recops.compliance.audit import mirror_to_postgres
+    from recops.core.audit import mirror_to_postgres
     from recops.errors import AuditError
 
     log = _log(tmp_path / "audit.jsonl", 2)

@@ -64,8 +64,8 @@ def feedback_events(ratings: pd.DataFrame, users: list[int], n: int, start: int 
 
 def push(settings: Any, events: list[dict[str, Any]]) -> None:
     """What serving's /feedback does: log durably, then fold into the online store."""
+    from recops.core.feedback import open_log
     from recops.features.feast_online import push_events
-    from recops.feedback import open_log
 
     open_log(settings).append_many(events)
     push_events(settings, events)
@@ -124,8 +124,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.mark.slow
 def test_erase_reaches_every_file_and_the_online_store(world, monkeypatch, capsys,
                                                        tmp_path: Path) -> None:
-    from recops.compliance.audit import AuditLog, verify
     from recops.compliance.subjects import retrain_required, subject_hash
+    from recops.core.audit import AuditLog, verify
     from recops.features.feast_online import online_features
     from recops.orchestration import continual
     from recops.release import registry
@@ -195,10 +195,10 @@ def test_erase_reaches_every_file_and_the_online_store(world, monkeypatch, capsy
 def test_retrain_after_erasure_excludes_the_user(world) -> None:
     from recops.compliance.report_data import gather
     from recops.compliance.subjects import erase, retrain_required
-    from recops.feedback import open_log
-    from recops.lake import Lake
+    from recops.core.feedback import open_log
+    from recops.core.lake import Lake
+    from recops.core.runs import RunDir
     from recops.orchestration import continual, pipeline
-    from recops.runs import RunDir
 
     s, home = world["settings"], world["home"]
     assert retrain_required(s), "runs after test_erase_reaches_every_file_and_the_online_store"
@@ -279,7 +279,7 @@ def test_erase_deletes_the_users_redis_keys(tmp_path: Path, redis_url: str) -> N
 def lake_home(tmp_path: Path) -> Path:
     """A home whose lake holds the small tables, and nothing else."""
     from recops.config import load_settings
-    from recops.lake import Lake
+    from recops.core.lake import Lake
     from tests.compliance.conftest import small_tables
 
     home = tmp_path / "h"
@@ -337,7 +337,7 @@ def test_export_refuses_bad_input_and_writes_nothing(monkeypatch, capsys, tmp_pa
 
 
 def test_feedback_log_rewrite_shifts_offsets(tmp_path: Path) -> None:
-    from recops.feedback import FeedbackLog
+    from recops.core.feedback import FeedbackLog
 
     log = FeedbackLog(tmp_path / "fb")
     ev = [{"user_id": u, "item_id": i, "event_type": "click",
@@ -363,7 +363,7 @@ def test_postgres_feedback_log_erase_is_one_transaction(postgres_dsn: str) -> No
     from psycopg import sql
 
     from recops.config import libpq_dsn
-    from recops.feedback_pg import PostgresFeedbackLog
+    from recops.core.feedback_pg import PostgresFeedbackLog
 
     table = f"t_erase_{uuid.uuid4().hex[:10]}"
     log = PostgresFeedbackLog(libpq_dsn(postgres_dsn), table)
@@ -428,8 +428,8 @@ def test_erase_reaches_the_postgres_log_and_the_file_log_left_before_it(
 
     from recops.compliance.subjects import erase, show
     from recops.config import libpq_dsn, load_settings
-    from recops.feedback import FeedbackLog, open_log
-    from recops.lake import Lake
+    from recops.core.feedback import FeedbackLog, open_log
+    from recops.core.lake import Lake
     from tests.compliance.conftest import small_tables
 
     table = f"t_erase_{uuid.uuid4().hex[:10]}"

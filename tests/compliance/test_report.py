@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from recops.hashing import sha256_file
+from recops.core.hashing import sha256_file
 from tests.compliance.conftest import chromium_render, figure_data, small_tables, tiny_checkpoint
 from tests.conftest import run_cli_text
 
@@ -53,7 +53,7 @@ def settings(fed_model: dict[str, Any], home: Path):  # noqa: ANN201 - the copie
 def _build(settings) -> dict[str, Any]:  # noqa: ANN001
     """A registered federated model with client-level DP, its run files and two ledger spends."""
     from federated.accounting import client_level_spend
-    from recops.lake import Lake
+    from recops.core.lake import Lake
     from recops.release import registry
     from recops.release.gate import decide
     from recops.training.privacy import PrivacyLedger, epsilon_for
@@ -120,8 +120,8 @@ def _build(settings) -> dict[str, Any]:  # noqa: ANN001
 
 
 def test_report_figures_and_numbers_come_from_the_records(settings, fed_model) -> None:
-    from recops.compliance.audit import AuditLog
     from recops.compliance.report import build_report
+    from recops.core.audit import AuditLog
     from recops.training.privacy import PrivacyLedger
 
     path = build_report(settings, fed_model["tag"])
@@ -183,8 +183,8 @@ def test_report_of_champion_and_of_run_id_are_the_same_model(settings, fed_model
 
 
 def test_report_shows_a_broken_audit_chain(settings, fed_model) -> None:
-    from recops.compliance.audit import AuditLog
     from recops.compliance.report import build_report
+    from recops.core.audit import AuditLog
 
     log = AuditLog(settings.paths.audit_log)
     lines = log.path.read_text().splitlines()
@@ -247,9 +247,9 @@ def test_cli_report_audit_verify_and_show(monkeypatch, capsys, settings, fed_mod
 
 
 def test_pdf_is_printed_by_chromium_and_recorded(settings, fed_model) -> None:
-    from recops.compliance.audit import AuditLog
     from recops.compliance.chromium import chromium
     from recops.compliance.report import build_report
+    from recops.core.audit import AuditLog
 
     if chromium() is None:
         chromium_render(Path("/nonexistent"))  # skips (fails in CI) with the reason

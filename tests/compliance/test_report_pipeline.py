@@ -40,7 +40,7 @@ def _stages(settings, run_id: str) -> dict[str, Any]:  # noqa: ANN001
 
 def _pit(settings, labels):  # noqa: ANN001, ANN202 - Feast's point-in-time answer, in pandas
     from recops import schema
-    from recops.lake import Lake
+    from recops.core.lake import Lake
     from recops.training.splits import history_before
 
     inter = Lake(settings.paths.lake).read(schema.INTERACTIONS)
@@ -77,7 +77,7 @@ def runs(central: dict[str, Any], home_dir: Path) -> dict[str, Any]:
 
 
 def test_pipeline_report_stage_writes_the_centralised_report(central) -> None:
-    from recops.compliance.audit import AuditLog
+    from recops.core.audit import AuditLog
 
     runs = central
     a = runs["central"]

@@ -21,7 +21,7 @@ RUN = "run-1"
 
 def _lake(settings) -> tuple[str, dict[str, pd.DataFrame]]:  # noqa: ANN001
     """The lake (two interaction batches); same content, same version, in any home."""
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     t = small_tables()
     lake = Lake(settings.paths.lake)
@@ -113,7 +113,7 @@ def test_unknown_user_has_nothing(settings, world) -> None:
 def test_versions_replay_matches_the_lake(settings, world) -> None:
     """The replayed history ends at the lake's own current version (same definition)."""
     from recops.compliance.subjects import versions_containing
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     lake = Lake(settings.paths.lake)
     every = {b.batch_id for t in schema.TABLES for b in lake.batches(t)}
@@ -121,10 +121,10 @@ def test_versions_replay_matches_the_lake(settings, world) -> None:
 
 
 def test_erase_removes_rows_keeps_order_and_marks_models(settings, world) -> None:
-    from recops.compliance.audit import AuditLog, verify
     from recops.compliance.report_data import gather
     from recops.compliance.subjects import erase, retrain_required, show, subject_hash
-    from recops.lake import Lake
+    from recops.core.audit import AuditLog, verify
+    from recops.core.lake import Lake
 
     lake = Lake(settings.paths.lake)
     before = {t: lake.batches(t) for t in schema.TABLES}
@@ -175,7 +175,7 @@ def test_erase_removes_rows_keeps_order_and_marks_models(settings, world) -> Non
 
 def test_erasing_a_users_only_batch_removes_it(settings, world) -> None:
     from recops.compliance.subjects import erase
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     lake = Lake(settings.paths.lake)
     solo = pd.DataFrame({"user_id": [555, 555], "item_id": [1, 2], "rating": [4.0, 3.0],
@@ -190,7 +190,7 @@ def test_erasing_a_users_only_batch_removes_it(settings, world) -> None:
 
 def test_interrupted_erasure_leaves_an_orphan_that_the_rerun_deletes(settings, world) -> None:
     from recops.compliance.subjects import erase
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     lake = Lake(settings.paths.lake)
     b = lake.batches(schema.INTERACTIONS)[0]

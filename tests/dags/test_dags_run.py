@@ -35,7 +35,7 @@ def sqlite_run(tmp_path_factory: pytest.TempPathFactory, clean_env: None) -> dic
 
 
 def _assert_registered_with_audit(settings, result) -> dict:  # noqa: ANN001
-    from recops.compliance.audit import AuditLog, verify
+    from recops.core.audit import AuditLog, verify
     from recops.release import registry
 
     assert result.ok, f"{result.failed_tasks}: {result.error} (log {result.log_path})"
@@ -103,7 +103,7 @@ def test_api_server_lists_the_dags_and_the_run(sqlite_run: dict) -> None:
 
 def test_rejected_batch_fails_validate_and_training_never_runs(
         tmp_path: Path, clean_env: None) -> None:
-    from recops.compliance.audit import AuditLog
+    from recops.core.audit import AuditLog
     from recops.release import registry
 
     bad = write_bad_movielens(tmp_path / "data")

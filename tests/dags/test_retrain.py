@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from recops import schema
+from recops.core import watermark
+from recops.core.runs import RunDir
 from recops.errors import ValidationFailed
 from recops.orchestration import continual, pipeline
-from recops.runs import RunDir
 from tests.dags.tiny import beats_popularity, tiny_settings
 
 # Three trainings and three feature refreshes: minutes on an idle machine, far more on a busy one.
@@ -21,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(360
 
 def _log_feedback(settings, events: pd.DataFrame) -> None:  # noqa: ANN001
     """What serving does for each feedback request: a durable append to the feedback log."""
-    from recops.feedback import FeedbackLog
+    from recops.core.feedback import FeedbackLog
 
     log = FeedbackLog(settings.paths.feedback)
     for row in events.itertuples(index=False):
@@ -67,13 +68,13 @@ def test_no_feedback_means_no_cycle(world: dict) -> None:
     settings = tiny_settings(world["home"])
     out = continual.run_cycle(settings)
     assert "skipped" in out
-    assert continual.read_state(settings)["offset"] == 0
+    assert watermark.read_state(settings)["offset"] == 0
 
 
 def test_retrain_dag_promotes_a_better_challenger(world: dict) -> None:
-    from recops.compliance.audit import AuditLog
-    from recops.feedback import FeedbackLog
-    from recops.lake import Lake
+    from recops.core.audit import AuditLog
+    from recops.core.feedback import FeedbackLog
+    from recops.core.lake import Lake
     from recops.orchestration import airflow_runner
     from recops.release import registry
 
@@ -97,7 +98,7 @@ def test_retrain_dag_promotes_a_better_challenger(world: dict) -> None:
     # The feedback is in the lake, the watermark moved past it, the cycle is audited.
     lake_rows = len(Lake(settings.paths.lake).read(schema.INTERACTIONS))
     assert lake_rows == rows_before + len(world["batch1"])
-    assert continual.read_state(settings)["offset"] == FeedbackLog(settings.paths.feedback)\
+    assert watermark.read_state(settings)["offset"] == FeedbackLog(settings.paths.feedback)\
         .read(0)[1]
     stages = {r["stage"] for r in AuditLog(settings.paths.audit_log).records()
               if r["run_id"] == result.run_id}
@@ -123,17 +124,17 @@ def test_a_worse_challenger_leaves_the_champion_serving(world: dict) -> None:
 
 
 def test_bad_feedback_is_quarantined_and_never_reaches_the_lake(world: dict) -> None:
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     settings = tiny_settings(world["home"])
     lake_version = Lake(settings.paths.lake).dataset_version()
     bad = world["batch2"].head(5).assign(**{schema.ITEM_ID: 999_999})  # items nobody knows
     _log_feedback(settings, bad)
-    offset_before = continual.read_state(settings)["offset"]
+    offset_before = watermark.read_state(settings)["offset"]
     with pytest.raises(ValidationFailed) as info:
         continual.run_cycle(settings)
     assert info.value.quarantine_path and os.path.isdir(info.value.quarantine_path)
     assert Lake(settings.paths.lake).dataset_version() == lake_version
     # Quarantined whole, so the next cycle does not trip over the same events again.
-    assert continual.read_state(settings)["offset"] > offset_before
+    assert watermark.read_state(settings)["offset"] > offset_before
     assert "skipped" in continual.run_cycle(settings)

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from recops import schema
-from recops.compliance.audit import AuditLog, verify
 from recops.config import load_settings
+from recops.core.audit import AuditLog, verify
+from recops.core.lake import Lake
 from recops.data.tables import read_staged
-from recops.lake import Lake
 from tests.conftest import run_cli
 from tests.data.conftest import write_ml100k
 

@@ -9,6 +9,7 @@ import pytest
 
 from recops import schema
 from recops.config import load_settings
+from recops.core.lake import Lake
 from recops.data.loaders import (
     dataset_status,
     incremental_tables,
@@ -16,7 +17,6 @@ from recops.data.loaders import (
     read_interactions_file,
 )
 from recops.errors import DataError
-from recops.lake import Lake
 from tests.data.conftest import write_latest, write_ml1m
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from recops import schema
 from recops.config import load_settings
+from recops.core.hashing import sha256_frame
 from recops.data.synthetic import generate, generate_from_settings
-from recops.hashing import sha256_frame
 
 SMALL = dict(n_users=300, n_items=600, n_interactions=30_000, n_clusters=6, days=28)
 

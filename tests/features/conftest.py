@@ -55,7 +55,7 @@ def fresh_settings(home: Path, **overrides: object):
 
 
 def fill_lake(settings, events: pd.DataFrame):
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     lake = Lake(settings.paths.lake)
     lake.append("interactions", events, "test")

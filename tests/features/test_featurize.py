@@ -116,7 +116,7 @@ def test_build_sources_writes_manifest_and_files(tmp_path):
 
 
 def test_build_sources_on_an_empty_lake_says_to_ingest(tmp_path):
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     settings = fresh_settings(tmp_path / "home")
     with pytest.raises(FeatureError, match="recops ingest"):

@@ -33,8 +33,8 @@ def _land_synthetic(cfg: Path) -> None:
     """The configured synthetic dataset in the lake, as `recops ingest` + `validate` leave it."""
     from recops import schema
     from recops.config import load_settings
+    from recops.core.lake import Lake
     from recops.data.loaders import load_dataset
-    from recops.lake import Lake
 
     settings = load_settings(cfg)
     tables = load_dataset(settings)

@@ -7,8 +7,9 @@ import tomllib
 import pytest
 
 from federated.common import RUN_CONFIG_KEYS, format_run_config, run_config_from_settings
+from federated.rounds import plan_rounds
 from federated.runner import check_settings
-from federated.strategies import build_strategy, plan_rounds
+from federated.strategies import build_strategy
 from recops.errors import ConfigError
 
 
@@ -69,7 +70,8 @@ def test_run_config_carries_every_knob_and_pyproject_defaults_match_settings(
         make_settings, tmp_path) -> None:
     from flwr.common.config import parse_config_args
 
-    from recops.config import CHECKOUT, load_settings
+    from recops.config import load_settings
+    from recops.paths import CHECKOUT
 
     s = make_settings(**{"federated.strategy": "fedprox", "federated.rounds": 7,
                          "privacy.enabled": True})

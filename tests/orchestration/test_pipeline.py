@@ -127,7 +127,7 @@ def test_run_pipeline_registers_a_model_with_its_metrics(done: dict) -> None:
 def test_labels_come_from_feast_point_in_time(done: dict) -> None:
     """The training histories are exactly the events strictly before each label."""
     from recops import schema
-    from recops.lake import Lake
+    from recops.core.lake import Lake
     from recops.training.splits import history_before
 
     s = done["settings"]
@@ -143,7 +143,7 @@ def test_labels_come_from_feast_point_in_time(done: dict) -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_every_stage_left_an_audit_record_and_the_chain_holds(done: dict) -> None:
-    from recops.compliance.audit import AuditLog, verify
+    from recops.core.audit import AuditLog, verify
 
     s, rid = done["settings"], done["summary"]["run_id"]
     log = AuditLog(s.paths.audit_log)
@@ -156,7 +156,7 @@ def test_every_stage_left_an_audit_record_and_the_chain_holds(done: dict) -> Non
 @pytest.mark.integration
 @pytest.mark.slow
 def test_rerunning_stages_with_the_same_inputs_changes_nothing(done: dict) -> None:
-    from recops.compliance.audit import AuditLog
+    from recops.core.audit import AuditLog
     from recops.release import registry
 
     s, summary = done["settings"], done["summary"]
@@ -179,7 +179,7 @@ def test_rerunning_stages_with_the_same_inputs_changes_nothing(done: dict) -> No
 def test_training_refuses_a_lake_that_moved_on(done: dict) -> None:
     """A retried train task must not silently train on data its run never validated."""
     from recops import schema
-    from recops.lake import Lake
+    from recops.core.lake import Lake
 
     s, summary = done["settings"], done["summary"]
     lake = Lake(s.paths.lake)

@@ -17,9 +17,9 @@ import httpx
 import psutil
 import pytest
 
-from recops.orchestration import platform
+from recops.core.processes import ProcRecord, members
+from recops.orchestration import platform_state
 from recops.orchestration.airflow_runner import free_port
-from recops.orchestration.processes import ProcRecord, members
 from tests.orchestration.platform_cli import FINISHED, recops, running, wait_for_runs
 from tests.serving.conftest import build_world
 
@@ -32,11 +32,11 @@ def _config(settings: Any) -> Path:
     return settings.save(settings.paths.home.parent / "recops.yaml")
 
 
-def _sessions(state: platform.PlatformState) -> list[psutil.Process]:
+def _sessions(state: platform_state.PlatformState) -> list[psutil.Process]:
     return [p for rec in state.procs.values() for p in members(rec)]
 
 
-def _watcher_ran(state: platform.PlatformState, timeout: float = 600) -> dict[str, Any]:
+def _watcher_ran(state: platform_state.PlatformState, timeout: float = 600) -> dict[str, Any]:
     """The first scheduled run of recops_feedback_watch, once finished (through the REST API):
     the scheduler, a LocalExecutor worker and the execution API ran its task."""
     return dict(wait_for_runs(
@@ -64,7 +64,7 @@ def test_up_status_kill_down_on_sqlite(world: dict[str, Any]) -> None:
     t0 = time.monotonic()
     up = recops(cfg, "up", "--airflow-port", ap, "--service-port", sp)
     print(f"recops up: {time.monotonic() - t0:.1f} s wall, load {os.getloadavg()}")
-    state = platform.platform_state(settings)
+    state = platform_state.platform_state(settings)
     assert up.returncode == 0 and state is not None, up.stdout + up.stderr
     snapshot: list[psutil.Process] = []
     try:
@@ -75,8 +75,8 @@ def test_up_status_kill_down_on_sqlite(world: dict[str, Any]) -> None:
             assert shown in up.stdout
         assert "healthy after" in up.stdout
         assert stat.S_IMODE(os.stat(state.password_file).st_mode) == 0o600
-        assert stat.S_IMODE(platform.state_path(settings).stat().st_mode) == 0o600
-        assert set(state.procs) == set(platform.COMPONENTS)
+        assert stat.S_IMODE(platform_state.state_path(settings).stat().st_mode) == 0o600
+        assert set(state.procs) == set(platform_state.COMPONENTS)
 
         health = httpx.get(state.api_url + "/monitor/health", timeout=10).json()
         for part in ("metadatabase", "scheduler", "triggerer", "dag_processor"):
@@ -88,7 +88,8 @@ def test_up_status_kill_down_on_sqlite(world: dict[str, Any]) -> None:
                            timeout=10).json()["access_token"]
         dags = httpx.get(state.api_url + "/dags", headers={"Authorization": f"Bearer {token}"},
                          params={"dag_id_pattern": "recops_"}, timeout=10).json()["dags"]
-        assert {d["dag_id"]: d["is_paused"] for d in dags} == {d: False for d in platform.DAG_IDS}
+        paused = {d["dag_id"]: d["is_paused"] for d in dags}
+        assert paused == {d: False for d in platform_state.DAG_IDS}
         assert httpx.get(state.api_url + "/dags", timeout=10).status_code == 401  # no login
 
         got = httpx.post(state.service_url + "/recommend", json={"user_id": 1, "k": 5},
@@ -100,7 +101,7 @@ def test_up_status_kill_down_on_sqlite(world: dict[str, Any]) -> None:
 
         again = recops(cfg, "up")
         assert again.returncode == 0 and "already up" in again.stdout, again.stdout
-        assert platform.platform_state(settings) == state
+        assert platform_state.platform_state(settings) == state
 
         st = recops(cfg, "status")
         assert st.returncode == 0, st.stdout + st.stderr
@@ -111,7 +112,7 @@ def test_up_status_kill_down_on_sqlite(world: dict[str, Any]) -> None:
             row = _row(st.stdout, name)
             assert str(rec.pid) in row and "healthy" in row, row
         assert str(ap) in _row(st.stdout, "api-server") and str(sp) in _row(st.stdout, "service")
-        for dag_id in platform.DAG_IDS:
+        for dag_id in platform_state.DAG_IDS:
             assert dag_id in st.stdout
 
         # SIGKILL the scheduler: status names it dead at once (its heartbeat is not yet stale).
@@ -130,7 +131,7 @@ def test_up_status_kill_down_on_sqlite(world: dict[str, Any]) -> None:
         again = recops(cfg, "up")
         print(f"scheduler restarted by recops up in {time.monotonic() - t1:.1f} s")
         assert again.returncode == 0 and "scheduler started" in again.stdout, again.stdout
-        restarted = platform.platform_state(settings)
+        restarted = platform_state.platform_state(settings)
         assert restarted is not None and restarted.procs["scheduler"].pid != victim.pid
         assert restarted.procs["api-server"] == state.procs["api-server"]
         assert recops(cfg, "status").returncode == 0
@@ -139,7 +140,7 @@ def test_up_status_kill_down_on_sqlite(world: dict[str, Any]) -> None:
         down = recops(cfg, "down")
     assert down.returncode == 0 and "recops is down" in down.stdout, down.stdout + down.stderr
     assert running(snapshot) == []
-    assert not platform.state_path(settings).exists()
+    assert not platform_state.state_path(settings).exists()
     for port in (ap, sp):  # the ports are free again
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
@@ -162,13 +163,13 @@ def test_up_on_postgres_without_a_champion(tmp_path: Path, fresh_database: str) 
     t0 = time.monotonic()
     up = recops(cfg, "up", "--airflow-port", free_port())
     print(f"recops up (PostgreSQL): {time.monotonic() - t0:.1f} s wall, load {os.getloadavg()}")
-    state = platform.platform_state(settings)
+    state = platform_state.platform_state(settings)
     assert up.returncode == 0 and state is not None, up.stdout + up.stderr
     snapshot = _sessions(state)
     try:
         lines = [line for line in up.stdout.splitlines() if "no champion" in line]
         assert len(lines) == 1 and "`recops run`" in lines[0], up.stdout
-        assert state.service_url is None and platform.SERVICE not in state.procs
+        assert state.service_url is None and platform_state.SERVICE not in state.procs
         st = recops(cfg, "status")
         assert st.returncode == 0, st.stdout
         assert "not started" in _row(st.stdout, "service")
@@ -192,12 +193,12 @@ def _stale_state(settings: Any) -> dict[str, Any]:
     """A state file naming this test's own PID under another start time (a reused PID)."""
     me = psutil.Process()
     rec = ProcRecord("scheduler", me.pid, me.create_time() - 500, None, "gone.log")
-    state = platform.PlatformState(
+    state = platform_state.PlatformState(
         home=str(settings.paths.home), airflow_host="127.0.0.1", airflow_port=free_port(),
         service_host="127.0.0.1", service_port=free_port(), password_file="nowhere",
         started_at="2026-01-01T00:00:00+00:00", procs={"scheduler": rec})
-    platform.state_path(settings).parent.mkdir(parents=True, exist_ok=True)
-    platform.state_path(settings).write_text(json.dumps(state.to_dict()))
+    platform_state.state_path(settings).parent.mkdir(parents=True, exist_ok=True)
+    platform_state.state_path(settings).write_text(json.dumps(state.to_dict()))
     return state.to_dict()
 
 
@@ -222,7 +223,7 @@ def test_bad_ports_and_stale_state_start_nothing(world: dict[str, Any]) -> None:
         taken = busy.getsockname()[1]
         got = recops(cfg, "up", "--service-port", taken)
         assert got.returncode == 2 and f"port {taken} on 127.0.0.1 is not free" in got.stderr
-    assert not platform.state_path(settings).exists()
+    assert not platform_state.state_path(settings).exists()
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
 
     # A stale state file (its PID reused by this very test): status and down say so, and
@@ -233,7 +234,7 @@ def test_bad_ports_and_stale_state_start_nothing(world: dict[str, Any]) -> None:
     assert "reused" not in st.stdout  # not up: no table
     down = recops(cfg, "down")
     assert down.returncode == 0 and "stale state removed" in down.stdout, down.stdout
-    assert not platform.state_path(settings).exists() and psutil.Process().is_running()
+    assert not platform_state.state_path(settings).exists() and psutil.Process().is_running()
 
 
 @pytest.mark.timeout(900)
@@ -242,7 +243,7 @@ def test_a_start_that_times_out_leaves_nothing(world: dict[str, Any]) -> None:
     _stale_state(settings)  # replaced by `up`, whose PID must not be signalled
     got = recops(cfg, "up", "--timeout", 3)
     assert got.returncode == 2 and "not healthy in time" in got.stderr, got.stdout + got.stderr
-    assert not platform.state_path(settings).exists() and psutil.Process().is_running()
+    assert not platform_state.state_path(settings).exists() and psutil.Process().is_running()
     logs = settings.paths.platform / "logs"
     assert (logs / "api-server.log").exists()
     # Nothing of the sessions it started runs: no airflow process has this home in its env.

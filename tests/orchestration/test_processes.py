@@ -13,8 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from recops.errors import ConfigError
-from recops.orchestration.processes import (
+from recops.core.processes import (
     ProcRecord,
     alive,
     check_ports,
@@ -23,6 +22,7 @@ from recops.orchestration.processes import (
     spawn,
     stop_all,
 )
+from recops.errors import ConfigError
 
 # A leader that starts a child which ignores SIGTERM (as a busy worker might), then waits.
 FAMILY = ("import signal, subprocess, sys, time\n"

@@ -95,8 +95,8 @@ def fake() -> Iterator[tuple[Fake, str]]:
 def _home(home: Path) -> tuple[Any, pd.DataFrame]:
     """A lake holding the synthetic data's first 20 days (what a champion was trained on)."""
     from recops.config import load_settings
+    from recops.core.lake import Lake
     from recops.data.synthetic import generate_from_settings
-    from recops.lake import Lake
 
     settings = load_settings(overrides={"home": home, **SYNTH})
     full = generate_from_settings(settings)
@@ -211,8 +211,8 @@ def test_bad_input_is_one_line_and_exit_2(
         assert message in err and len(err.strip().splitlines()) == 1, (args, err)
     # Every event already in the lake: nothing later to replay.
     from recops.config import load_settings
+    from recops.core.lake import Lake
     from recops.data.synthetic import generate_from_settings
-    from recops.lake import Lake
 
     settings = load_settings(overrides={"home": home, **SYNTH})
     full = generate_from_settings(settings)

@@ -16,9 +16,9 @@ import psutil
 import pytest
 
 from recops import schema
-from recops.orchestration import platform
+from recops.core.processes import members
+from recops.orchestration import platform_state
 from recops.orchestration.airflow_runner import free_port
-from recops.orchestration.processes import members
 from tests.orchestration.platform_cli import FINISHED, recops, running, wait_for_runs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -71,7 +71,7 @@ def loop_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 "config": settings.save(home.parent / "recops.yaml")}
 
 
-def _retrain_run(state: platform.PlatformState, recops_run_id: str,
+def _retrain_run(state: platform_state.PlatformState, recops_run_id: str,
                  timeout: float = 600) -> dict[str, Any]:
     """The recops_retrain Airflow run behind a recops run id, once finished."""
     from recops.orchestration.pipeline import safe_run_id
@@ -84,7 +84,7 @@ def _retrain_run(state: platform.PlatformState, recops_run_id: str,
                               timeout=timeout, what=f"retrain run {recops_run_id} unfinished"))
 
 
-def _first_start_done(state: platform.PlatformState, timeout: float = 300) -> None:
+def _first_start_done(state: platform_state.PlatformState, timeout: float = 300) -> None:
     """Wait for recops_retrain's first-start run (its latest daily slot, run at unpause) to
     finish: started after it, the replay's first events would race it into a tiny batch."""
     wait_for_runs(state, "recops_retrain",
@@ -93,7 +93,7 @@ def _first_start_done(state: platform.PlatformState, timeout: float = 300) -> No
                   what="recops_retrain's first-start run not finished")
 
 
-def _asset_events(state: platform.PlatformState) -> list[dict[str, Any]]:
+def _asset_events(state: platform_state.PlatformState) -> list[dict[str, Any]]:
     from recops.orchestration.platform_health import AirflowClient
 
     client = AirflowClient(state, timeout=30)
@@ -129,17 +129,17 @@ def _keys(events: Any) -> set[tuple[int, int, int]]:
 @pytest.mark.timeout(2400)
 def test_replay_closes_the_loop_under_the_scheduler(loop_world: dict[str, Any],
                                                     tmp_path: Path) -> None:
-    from recops.feedback import FeedbackLog
-    from recops.lake import Lake
+    from recops.core.feedback import FeedbackLog
+    from recops.core.lake import Lake
+    from recops.core.runs import RunDir
     from recops.release import registry
-    from recops.runs import RunDir
 
     settings, cfg = loop_world["settings"], loop_world["config"]
     champion = registry.champion_tag(settings)
     t0 = time.monotonic()
     up = recops(cfg, "up", "--airflow-port", free_port(), "--service-port", free_port())
     print(f"recops up: {time.monotonic() - t0:.0f} s, load {os.getloadavg()}")
-    state = platform.platform_state(settings)
+    state = platform_state.platform_state(settings)
     assert up.returncode == 0 and state is not None, up.stdout + up.stderr
     snapshot: list[psutil.Process] = []
     try:

@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from recops.compliance.chromium import chromium
-from recops.orchestration import platform
+from recops.core.processes import members
+from recops.orchestration import platform_state
 from recops.orchestration.airflow_runner import free_port
 from recops.orchestration.pipeline import safe_run_id
-from recops.orchestration.processes import members
 from tests.dags.tiny import tiny_settings
 from tests.orchestration.platform_cli import recops, running
 
@@ -58,7 +58,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     settings = tiny_settings(home, **{"serving.workers": 1, "platform.parallelism": 1})
     config = settings.save(home.parent / "recops.yaml")
     started = recops(config, "up", "--airflow-port", free_port())
-    state = platform.platform_state(settings)
+    state = platform_state.platform_state(settings)
     assert started.returncode == 0 and state is not None, started.stdout + started.stderr
     procs = [p for rec in state.procs.values() for p in members(rec)]
     try:
@@ -70,7 +70,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     assert running(procs) == []
 
 
-def _api(state: platform.PlatformState, path: str) -> Any:
+def _api(state: platform_state.PlatformState, path: str) -> Any:
     user, password = state.login()
     token = httpx.post(state.ui_url + "auth/token", json={"username": user,
                                                           "password": password},

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from recops import schema
 from recops.config import load_settings
-from recops.feedback import FeedbackLog
+from recops.core.feedback import FeedbackLog
 from recops.orchestration.continual import check_feedback
 
 

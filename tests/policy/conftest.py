@@ -16,7 +16,7 @@ def write_logs(settings: Any, logged: Logged, policy: Policy, *, users: np.ndarr
                item_base: int = 1000) -> None:
     """Append ``logged`` (simulated lists) to the home's impression and feedback logs; item a
     is id ``item_base + a``; each click becomes a ``click`` event with the list's request id."""
-    from recops.feedback import open_log
+    from recops.core.feedback import open_log
     from recops.policy.impressions import open_impressions
 
     t0 = datetime(2026, 5, 1, tzinfo=UTC)

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from recops.compliance.audit import AuditLog, verify
+from recops.core.audit import AuditLog, verify
+from recops.core.feedback import FeedbackLog
 from recops.errors import DataError, RegistryError
-from recops.feedback import FeedbackLog
 from recops.release import registry
 from recops.release.gate import run_gate
 from tests.serving.conftest import make_checkpoint, meta

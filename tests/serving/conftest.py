@@ -84,9 +84,9 @@ def build_world(home: Path, online: str = "sqlite", redis_url: str | None = None
     """Lake -> Feast sources -> apply -> materialise; two registered models, the first champion."""
     from recops import schema
     from recops.config import load_settings
+    from recops.core.lake import Lake
     from recops.features import feast_store
     from recops.features.featurize import build_sources
-    from recops.lake import Lake
     from recops.release import registry
 
     ov = {"home": home, "model.max_len": 20, "stores.online": online,

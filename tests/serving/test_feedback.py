@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from recops.feedback import FeedbackLog
+from recops.core.feedback import FeedbackLog
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from recops.config import load_settings
+from recops.core.events import event_key
+from recops.core.feedback import FeedbackLog, open_log
 from recops.errors import ConfigError, DataError
-from recops.feedback import FeedbackLog, event_key, open_log
 
 PG_DSN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 

@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 from recops.config import FeedbackSettings
-from recops.feedback import open_log
+from recops.core.feedback import open_log
 from tests.conftest import require_service
 from tests.serving.conftest import Server
 

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
+from recops.core.feedback import FeedbackLog
 from recops.errors import DataError
-from recops.feedback import FeedbackLog
 from serving.feedback_writer import GroupCommitter
 
 

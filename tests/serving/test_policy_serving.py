@@ -9,7 +9,7 @@ import re
 import httpx
 import pytest
 
-from recops.feedback import FeedbackLog
+from recops.core.feedback import FeedbackLog
 from recops.policy.evaluate import evaluate
 from recops.policy.impressions import ImpressionLog
 from recops.policy.policies import Greedy

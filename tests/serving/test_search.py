@@ -103,8 +103,8 @@ def test_item_vectors_missing_from_the_feature_source_say_what_to_run(settings) 
 def server(world, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The world's feature sources rebuilt with item text vectors (what `recops features build`
     does by default), then a server."""
+    from recops.core.lake import Lake
     from recops.features.featurize import build_sources
-    from recops.lake import Lake
     from tests.serving.conftest import start_server
 
     build_sources(world.settings, Lake(world.settings.paths.lake), text_vectors=True)

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from recops.feedback import FeedbackLog
+from recops.core.feedback import FeedbackLog
 from recops.release import registry
 from tests.serving.conftest import start_server
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from recops import schema
-from recops.compliance.audit import AuditLog
 from recops.config import load_settings
-from recops.lake import Lake
+from recops.core.audit import AuditLog
+from recops.core.lake import Lake
 from tests.conftest import run_cli
 from tests.training.conftest import cyclic_interactions
 

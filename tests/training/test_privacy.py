@@ -15,9 +15,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from recops.config import load_settings
+from recops.core.runs import RunDir
 from recops.errors import AuditError, ConfigError, PrivacyBudgetExceeded, TrainingError
-from recops.runs import RunDir
 from recops.training.dp import grad_sample_error, make_private
+from recops.training.models import read_checkpoint
 from recops.training.models.sasrec import SASRec
 from recops.training.privacy import PrivacyLedger, PrivacySpend, epsilon_for, resolve_delta
 
@@ -390,11 +391,11 @@ def test_dp_training_saves_the_spend_with_the_checkpoint_and_in_the_ledger(home)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         result = train_model(s, data, progress=False, run_id="dp1")
-    run.save_training(result)
+    result.save(run)
 
     ledger = PrivacyLedger(s.paths.privacy_ledger)
     [entry] = ledger.entries()
-    saved = run.read_checkpoint()["privacy"]
+    saved = read_checkpoint(run.file(RunDir.CHECKPOINT))["privacy"]
     on_disk = run.read_json(RunDir.PRIVACY)
     assert saved == on_disk == result.privacy == entry.to_dict()
     assert entry.run_id == "dp1" and entry.unit == "user" and entry.population == "ml-latest-small"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from recops.core.runs import RunDir
 from recops.errors import PrivacyBudgetExceeded, TrainingError
-from recops.runs import RunDir
 from recops.training.evaluation import evaluate_model
 from recops.training.models import read_checkpoint
 from recops.training.samples import make_train_loader
@@ -87,7 +87,7 @@ def test_resume_continues_where_it_stopped(home, data, tmp_path) -> None:
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     sf, sr = full.checkpoint["state_dict"], resumed.checkpoint["state_dict"]
     assert all(torch.allclose(sf[k], sr[k]) for k in sf)
-    rd.save_training(resumed)
+    resumed.save(rd)
     for name in (RunDir.CHECKPOINT, RunDir.HISTORY, RunDir.PRIVACY, RunDir.RESUME):
         assert rd.has(name), name
     assert rd.read_json(RunDir.HISTORY) == resumed.history

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from recops import schema
-from recops.lake import Lake
+from recops.core.lake import Lake
 from tests.validation.frames import SOURCE, make_interactions, make_items, make_users
 
 

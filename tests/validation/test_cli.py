@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from recops import schema
+from recops.core.lake import Lake
 from recops.data.tables import Tables, stage
-from recops.lake import Lake
 from tests.conftest import run_cli
 from tests.validation.frames import SOURCE, make_interactions, make_items, make_users
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from recops import schema
+from recops.core.feedback import FeedbackLog
+from recops.core.lake import Lake
 from recops.errors import ValidationFailed
-from recops.feedback import FeedbackLog
-from recops.lake import Lake
 from recops.orchestration import continual
 from tests.validation.frames import N_ITEMS, N_USERS
 from validation.results import CheckResult, TableResult

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 
 from recops import schema
-from recops.compliance.audit import AuditLog, verify
 from recops.config import load_settings
+from recops.core.audit import AuditLog, verify
+from recops.core.lake import Lake
 from recops.data.tables import Tables, stage
 from recops.errors import DataError, ValidationFailed
-from recops.lake import Lake
 from tests.validation.frames import (
     SOURCE,
     make_interactions,

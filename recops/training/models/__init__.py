@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recops.core.atomic import atomic_file
 from recops.errors import DataError
 from recops.training.models.base import Recommender
 from recops.training.models.baselines import MF, Pop
@@ -127,15 +127,9 @@ def extend_checkpoint(ckpt: dict[str, Any], new_item_ids: list[int],
 def save_checkpoint(ckpt: dict[str, Any], path: Path) -> Path:
     """Write a checkpoint atomically and durably (torch.save of plain tensors and builtins)."""
     check_checkpoint(ckpt, str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_file(Path(path)) as f:
         torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recops.core.atomic import atomic_file, write_json
+from recops.core.audit import AuditLog
+from recops.core.hashing import sha256_file
 from recops.errors import DataError
-from recops.fsutil import write_json
-from recops.hashing import sha256_file
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from recops.config import Settings
-    from recops.training.trainer import TrainResult
 
 
 class RunDir:
     """``<home>/runs/<run_id>/``: what each stage of one run leaves for the next and the report.
 
     Every file is written here, atomically (a reader sees the old file or the new one) and
-    fsync'd; trainers return results and the caller hands them to :meth:`save_training`.
+    fsync'd; trainers return results and the caller saves them (``TrainResult.save(run)``).
     ``federated/`` and ``partitions/`` are the Flower run's own exchange folder (written for the
     ServerApp/ClientApp processes by ``federated.runner``, which gets it from :meth:`file`).
     """
@@ -99,15 +98,12 @@ class RunDir:
         record = self.read_json(name)
         return all(record.get(k) == v for k, v in key.items())
 
-    # -- tables and checkpoints ----------------------------------------------------------------
+    # -- tables and torch state -----------------------------------------------------------------
 
     def write_frame(self, name: str, df: pd.DataFrame) -> Path:
         path = self.file(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        df.to_parquet(tmp, index=False)
-        _fsync(tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as f:
+            df.to_parquet(f, index=False)
         return path
 
     def read_frame(self, name: str) -> pd.DataFrame:
@@ -118,32 +114,12 @@ class RunDir:
             raise DataError(f"{path} is missing: run the stage that writes it first")
         return pd.read_parquet(path)
 
-    def save_checkpoint(self, ckpt: dict[str, Any]) -> Path:
-        from recops.training.models import save_checkpoint
-
-        return save_checkpoint(ckpt, self.file(self.CHECKPOINT))
-
-    def read_checkpoint(self) -> dict[str, Any]:
-        from recops.training.models import read_checkpoint
-
-        return read_checkpoint(self.file(self.CHECKPOINT))
-
-    def save_training(self, result: TrainResult) -> None:
-        """A trainer's result: the checkpoint, the per-epoch (or per-round) history, privacy."""
-        self.save_checkpoint(result.checkpoint)
-        self.write_json(self.HISTORY, result.history)
-        self.write_json(self.PRIVACY, result.privacy)
-
     def save_resume(self, state: dict[str, Any]) -> None:
         """The trainer's state after an epoch, for ``resume`` (see trainer.train_model)."""
         import torch
 
-        path = self.file(self.RESUME)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".pt.tmp")
-        torch.save(state, tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
+        with atomic_file(self.file(self.RESUME)) as f:
+            torch.save(state, f)
 
     def load_resume(self) -> dict[str, Any]:
         import torch
@@ -164,13 +140,7 @@ class RunDir:
         if self._audit_log is None:
             raise DataError(f"{self!r} was opened without an audit log: use RunDir.of(settings, "
                             "run_id)")
-        from recops.compliance.audit import AuditLog
-
         AuditLog(self._audit_log).append(stage, run_id=self.run_id, inputs=inputs,
                                          outputs=outputs, config=self._config, result=result,
                                          details=details)
 
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())

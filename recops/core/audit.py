@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recops.core.atomic import write_atomic
+from recops.core.hashing import sha256_json
 from recops.errors import AuditError
-from recops.fsutil import write_atomic
-from recops.hashing import sha256_json
 
 if TYPE_CHECKING:  # psycopg is imported lazily: only the PostgreSQL mirror needs it
     from psycopg import Connection

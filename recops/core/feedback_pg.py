@@ -1,8 +1,8 @@
 """The feedback log as a PostgreSQL table, shared by every replica (``feedback.backend: postgres``).
 
-Same contract as the file log (:class:`recops.feedback.FeedbackLog`): ``append_many`` returns
+Same contract as the file log (:class:`recops.core.feedback.FeedbackLog`): ``append_many`` returns
 only after the events' transaction committed (``synchronous_commit = on``: the WAL is flushed),
-a repeated event (same :func:`recops.feedback.event_key`) is stored once, and
+a repeated event (same :func:`recops.core.feedback.event_key`) is stored once, and
 ``read(since) -> (frame, next_offset)`` gives retraining every event after a watermark.
 
 Offsets are the table's ``seq``. A sequence alone hands out numbers in *start* order, not commit
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from recops.core.events import Appended, Erased, event_key, frame, prepare_record, record_json
 from recops.errors import DataError
-from recops.feedback import Appended, Erased, event_key, frame, prepare_record, record_json
 
 if TYPE_CHECKING:
     from psycopg import Connection

@@ -20,8 +20,8 @@ from typing import Any
 
 import psutil
 
-from recops.config import CHECKOUT
 from recops.errors import ConfigError
+from recops.paths import CHECKOUT
 
 # Start times from psutil are floats rebuilt from clock ticks: equal within this much.
 _SAME_START = 0.05

@@ -28,9 +28,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recops import schema
+from recops.core.atomic import atomic_file, write_atomic
+from recops.core.hashing import sha256_frame, sha256_json
+from recops.core.tombstones import drop_erased
 from recops.errors import DataError
-from recops.fsutil import write_atomic
-from recops.hashing import sha256_frame, sha256_json
 
 SUPERSEDE = "supersede"
 
@@ -44,7 +45,7 @@ class BatchManifest:
     source: str
     created_at: str
     path: str
-    # Rows of erased subjects (recops.compliance.tombstones) refused when the batch landed.
+    # Rows of erased subjects (recops.core.tombstones) refused when the batch landed.
     erased_rows_dropped: int = 0
 
 
@@ -124,9 +125,8 @@ class Lake:
                 raise DataError(f"{table}: batch {batch_id} would be replaced by identical content")
             new_id = content_hash[:16]
             path = self._table_dir(table) / "batches" / f"{new_id}.parquet"
-            tmp = path.with_suffix(".parquet.tmp")
-            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-            os.replace(tmp, path)
+            with atomic_file(path) as f:
+                pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f)
             new = BatchManifest(table=table, batch_id=new_id, rows=len(df),
                                 content_hash=content_hash, source=source,
                                 created_at=datetime.now(UTC).isoformat(), path=str(path))
@@ -149,8 +149,6 @@ class Lake:
         Rows of an erased subject (listed in the lake's tombstones) are dropped first, so no
         ingestion path brings an erased user back; the manifest counts them.
         """
-        from recops.compliance.tombstones import drop_erased
-
         df, dropped = drop_erased(conform(df, table), self.root)
         content_hash = sha256_frame(df)
         batch_id = content_hash[:16]
@@ -160,9 +158,8 @@ class Lake:
         tdir = self._table_dir(table) / "batches"
         tdir.mkdir(parents=True, exist_ok=True)
         path = tdir / f"{batch_id}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as f:
+            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f)
         manifest = BatchManifest(
             table=table, batch_id=batch_id, rows=len(df), content_hash=content_hash,
             source=source, created_at=datetime.now(UTC).isoformat(), path=str(path),

@@ -1,7 +1,7 @@
 """Hashed tombstones of erased subjects: the lake refuses their rows from then on.
 
 ``<lake>/tombstones.json`` maps a subject hash (:func:`subject_hash`, never the raw id) to the
-erasure that made it. :meth:`recops.lake.Lake.append` drops the rows of a tombstoned user, so
+erasure that made it. :meth:`recops.core.lake.Lake.append` drops the rows of a tombstoned user, so
 re-ingesting a dataset, or feedback replayed by a retraining cycle, cannot bring an erased user
 back into training data. Kept beside the lake (it is the lake's rule); light to import.
 """
@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from recops import schema
+from recops.core.atomic import file_lock, write_json
 from recops.errors import DataError
-from recops.fsutil import file_lock, write_json
 
 FILENAME = "tombstones.json"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from recops.config import CHECKOUT
+from recops.paths import CHECKOUT
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
