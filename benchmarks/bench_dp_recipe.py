@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_dp_recipe.py --quick                # 2,000 users, CPU
     .venv/bin/python benchmarks/bench_dp_recipe.py --users 20000 40000 --device cuda --jobs 12 \
-        --movielens ../shared/data --text-dir .dpdata
+        --movielens "$RECOPS_DATA__ROOT" --text-dir .dpdata
 
 Everything runs on the synthetic generator (public data: choosing the recipe on it costs no
 privacy). Each population is split by the leave-last-out protocol; every row is one

@@ -8,7 +8,7 @@ erases each of ``--users`` (default: the most active user, and a median one) and
 user, the places rewritten with their rows, the time of `erase()` in a warm process, and the
 wall time of the whole `recops subject erase` command (Python start and Feast import included).
 
-    .venv/bin/python benchmarks/bench_erasure.py [--data ../shared/data] [--users 414 100]
+    .venv/bin/python benchmarks/bench_erasure.py [--data "$RECOPS_DATA__ROOT"] [--users 414 100]
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def client_dp_mod(msg: Message, ctxt: Context, call_next: Any) -> Message:
     """Client-side update clipping for client-level DP, chosen by the server's train config.
 
     Attached to train only: on the whole ClientApp a clipping mod also wraps evaluate and
-    breaks it (TRAPS.md).
+    breaks it.
     """
     mode = msg.content["config"].get("client-dp", "off")
     if mode == "fixed":

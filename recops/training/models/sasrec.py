@@ -1,6 +1,6 @@
 """SASRec: a causal self-attention encoder over the user's recent items, full-softmax output.
 
-Opacus-compatible by construction (docs: ../../shared/TRAPS.md): attention is two
+Opacus-compatible by construction (per-sample gradients need plain layers): attention is two
 ``nn.Linear`` (qkv, out) around ``F.scaled_dot_product_attention(is_causal=True)``; sequences
 are right-aligned internally so the causal mask alone hides padding; the output layer is its
 own ``nn.Linear`` (tied weights give silently wrong per-sample gradients under DP).
