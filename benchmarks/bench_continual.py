@@ -34,8 +34,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from local_data import movielens_dir  # noqa: E402 - benchmarks/ is this script's own folder
 
-ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
+ML_SMALL = movielens_dir()
 # The project's default model and optimiser (what the retrain DAG trains), with early stopping
 # checked every 2 epochs so a full retraining stops once it plateaus.
 FULL = {"train.epochs": 20, "train.patience": 2, "train.eval_every": 2}

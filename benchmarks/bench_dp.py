@@ -25,6 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from local_data import data_root  # noqa: E402 - benchmarks/ is this script's own folder
+
 MODES = ("no-dp", "no-dp-dense", "dp-sgd-hooks", "dp-sgd-ghost")
 
 
@@ -171,7 +173,7 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 4.0, 8.0])
-    ap.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--data-root", default=data_root())
     ap.add_argument("--skip-quality", action="store_true", help="throughput and memory only")
     ap.add_argument("--skip-throughput", action="store_true", help="ε vs NDCG@10 only")
     args = ap.parse_args()

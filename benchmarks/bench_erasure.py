@@ -25,8 +25,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from local_data import data_root  # noqa: E402 - benchmarks/ is this script's own folder
 
-DATA = REPO.parent / "shared" / "data"
+DATA = data_root()
 
 
 def build_world(home: Path, data: Path, *, feedback: int = 2000) -> Any:

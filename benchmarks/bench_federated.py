@@ -28,8 +28,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from local_data import movielens_dir  # noqa: E402 - benchmarks/ is this script's own folder
 
-ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
+ML_SMALL = movielens_dir()
 MODEL = {"model.kind": "sasrec", "model.max_len": 100, "model.d_model": 64, "model.n_layers": 2,
          "model.n_heads": 2, "model.dropout": 0.2, "train.lr": 2e-3, "train.batch_size": 32,
          "train.weight_decay": 0.0}

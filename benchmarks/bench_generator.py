@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+from local_data import movielens_dir  # noqa: E402 - benchmarks/ is this script's own folder
+
 SIZES = {  # rows: (users, items)
     100_000: (1_000, 2_000),
     1_000_000: (10_000, 20_000),
     10_000_000: (100_000, 50_000),
 }
-MOVIELENS = REPO.parent / "shared" / "data" / "ml-latest-small"
+MOVIELENS = movielens_dir()
 
 
 def _peak_rss_mb() -> float:

@@ -34,8 +34,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from local_data import movielens_dir  # noqa: E402 - benchmarks/ is this script's own folder
 
-ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
+ML_SMALL = movielens_dir()
 
 # Tuned on ml-latest-small's validation split (see the note): long sequences matter there.
 SASREC = {"model.kind": "sasrec", "model.max_len": 200, "model.d_model": 64,

@@ -31,8 +31,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from local_data import movielens_dir  # noqa: E402 - benchmarks/ is this script's own folder
 
-ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
+ML_SMALL = movielens_dir()
 # The integration test's data and model (tests/orchestration/test_replay_loop.py).
 SYNTHETIC: dict[str, Any] = {
     "data.dataset": "synthetic", "data.synthetic.n_users": 200, "data.synthetic.n_items": 100,

@@ -23,8 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from local_data import movielens_dir  # noqa: E402 - benchmarks/ is this script's own folder
 
-ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
+ML_SMALL = movielens_dir()
 TASKS = ("collect", "validate", "features", "train", "evaluate", "gate", "register", "report")
 
 

@@ -26,8 +26,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from local_data import movielens_dir  # noqa: E402 - benchmarks/ is this script's own folder
 
-ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
+ML_SMALL = movielens_dir()
 WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 TAGS_PER_QUERY = 3
 

@@ -20,7 +20,6 @@ for _k, _v in {
     os.environ.setdefault(_k, _v)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -91,7 +90,11 @@ def settings(home: Path):
 
 @pytest.fixture(scope="session")
 def movielens_small() -> Path:
-    path = SHARED_DATA / "ml-latest-small"
+    root = os.environ.get("RECOPS_DATA__ROOT")
+    if not root:
+        pytest.skip("RECOPS_DATA__ROOT is not set: point it at a folder holding "
+                    "ml-latest-small/ (make test sets it when the machine has a local copy)")
+    path = Path(root) / "ml-latest-small"
     if not (path / "ratings.csv").exists():
         pytest.skip(f"MovieLens latest-small not found at {path}")
     return path
