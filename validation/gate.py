@@ -213,7 +213,8 @@ def read_submitted(path: Path, table: str | None) -> dict[str, tuple[Path, pd.Da
                 df, t = read_file(f, f.stem.lower())
                 found[t] = (f, df)
         if not found:
-            raise DataError(f"{path}: no interactions/items/users/feedback .csv or .parquet file")
+            raise DataError(f"{path}: no interactions/items/users/feedback .csv, .tsv, .parquet "
+                            "or .jsonl file")
         return found
     df, t = read_file(path, table)
     return {t: (path, df)}
