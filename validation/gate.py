@@ -20,11 +20,12 @@ from recops import schema
 from recops.config import Settings
 from recops.core.audit import AuditLog
 from recops.core.lake import Lake
+from recops.data.files import read_frame
 from recops.errors import DataError, ValidationFailed
 from validation import quarantine
 from validation.history import history_for
 from validation.names import FEEDBACK
-from validation.readers import prepare, read_file, read_parquet
+from validation.readers import prepare, read_file
 from validation.results import AcceptedBatch, BatchValidation, TableResult, manifest_dict
 from validation.runner import docs_index, run_table
 
@@ -132,7 +133,7 @@ def accept_or_quarantine(settings: Settings, staged_id: str, run_id: str | None 
     frames: dict[str, pd.DataFrame] = {}
     for table, path in files.items():
         try:
-            frames[table] = read_parquet(path)
+            frames[table] = read_frame(path, empty_ok=True)  # a batch may leave a table out
         except DataError as exc:
             qpath = quarantine.put(
                 settings, staged_id, kind="staged", source=source, move_dir=d, run_id=run_id,
@@ -212,7 +213,8 @@ def read_submitted(path: Path, table: str | None) -> dict[str, tuple[Path, pd.Da
                 df, t = read_file(f, f.stem.lower())
                 found[t] = (f, df)
         if not found:
-            raise DataError(f"{path}: no interactions/items/users/feedback .csv or .parquet file")
+            raise DataError(f"{path}: no interactions/items/users/feedback .csv, .tsv, .parquet "
+                            "or .jsonl file")
         return found
     df, t = read_file(path, table)
     return {t: (path, df)}
@@ -295,7 +297,8 @@ def release(settings: Settings, qid: str, *, fixed: Path | None = None, table: s
     frames = {}
     for t, p in files.items():
         try:
-            frames[t] = read_file(p, t)[0] if p.suffix != ".parquet" else read_parquet(p)
+            # A staged table may be empty; a submitted file may not.
+            frames[t] = read_frame(p, empty_ok=p.suffix == ".parquet")
         except DataError as exc:
             raise DataError(f"{exc}: quarantined batch {qid} still cannot be read; supply a "
                             "fixed file with --file") from exc

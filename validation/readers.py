@@ -1,73 +1,27 @@
-"""Read a submitted CSV or Parquet file, changing no value; unreadable input is a DataError."""
+"""A submitted file as it is (read by recops.data.files), the table it is for, its times parsed."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from recops import schema
+from recops.data.files import read_frame
 from recops.errors import DataError
 from validation.names import FEEDBACK, SUITE_TABLES
 
-PARQUET = (".parquet", ".pq")
-CSV = (".csv", ".tsv", ".txt")
-_OTHER_DELIMITERS = (";", "\t", "|")
 
-
-def read_file(path: Path, table: str | None = None) -> tuple[pd.DataFrame, str]:
+def read_file(path: str | Path, table: str | None = None,
+              rename: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, str]:
     """The file's rows as they are, and the table they are for (given, or told from the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty (0 bytes)")
-    suffix = path.suffix.lower()
-    if suffix in PARQUET:
-        df = read_parquet(path)
-    elif suffix in CSV:
-        df = _read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-    else:
-        raise DataError(f"{path}: unsupported file type '{suffix}'; give a .csv or .parquet file")
-    if len(df) == 0:
-        raise DataError(f"{path}: the file has a header ({len(df.columns)} column(s)) but no rows")
+    df = read_frame(path, rename=rename)
     return df, table or infer_table(path, list(df.columns))
 
 
-def read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        return pq.read_table(path).to_pandas()
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file (truncated or not Parquet): "
-                        f"{exc}") from exc
-
-
-def _read_csv(path: Path, sep: str) -> pd.DataFrame:
-    try:
-        # Strict UTF-8 so mis-encoded text is refused, not silently turned into other characters.
-        df = pd.read_csv(path, sep=sep, encoding="utf-8", encoding_errors="strict",
-                         low_memory=False)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} "
-                        f"at offset {exc.start}); re-save the file as UTF-8") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path}: the file holds no header and no rows") from exc
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{path}: malformed CSV: {exc}") from exc
-    if len(df.columns) == 1:
-        header = str(df.columns[0])
-        for d in _OTHER_DELIMITERS:
-            if d in header and d != sep:
-                raise DataError(f"{path}: the header '{header[:80]}' is one column: the file "
-                                f"seems to be separated by {d!r}; recops reads "
-                                f"{'tab' if sep == chr(9) else 'comma'}-separated files")
-    return df
-
-
-def infer_table(path: Path, columns: list[str]) -> str:
+def infer_table(path: str | Path, columns: list[str]) -> str:
     """The table a file is for: its name (interactions.csv, ...) or else its columns."""
     stem = Path(path).stem.lower()
     if stem in SUITE_TABLES:

@@ -43,10 +43,13 @@ def ingest(
     download: Annotated[bool | None, typer.Option(
         "--download/--no-download", help="Fetch from GroupLens when absent (default: on).")
     ] = None,
-    file: Annotated[Path | None, typer.Option(
-        "--file", "-f", help="An incremental batch of interactions (.csv or .parquet) to stage "
-        "with the lake's latest items and users, instead of a whole dataset.",
-        dir_okay=False)] = None,
+    file: Annotated[str | None, typer.Option(
+        "--file", "-f", help="An incremental batch of interactions (.csv, .tsv, .parquet or "
+        ".jsonl; a path or an fsspec URL such as file:///...) to stage with the lake's latest "
+        "items and users, instead of a whole dataset.")] = None,
+    column_map: Annotated[list[str] | None, typer.Option(
+        "--map", help="With --file: the file's column name for a canonical one, as "
+        "YOURS=CANONICAL (e.g. --map customer=user_id); repeat for each.")] = None,
 ) -> None:
     """Load a dataset (or a file of new events), stage it for validation, print what was staged."""
     from recops.core.audit import AuditLog
@@ -60,7 +63,8 @@ def ingest(
     status = Console(stderr=True)
     if file is not None:
         with status.status(f"reading {file}"):
-            tables = incremental_tables(file, Lake(settings.paths.lake))
+            tables = incremental_tables(file, Lake(settings.paths.lake),
+                                        rename=parse_column_map(column_map or []))
         what = where = str(file)
     else:
         bar, update = _loading(settings.data.dataset)
@@ -89,6 +93,19 @@ def ingest(
     out.print(f"source: {tables.source} ({where})", highlight=False, soft_wrap=True)
     out.print(f"next: recops validate {staged_id}   (checks it and lands it in the lake)",
               highlight=False)
+
+
+def parse_column_map(pairs: list[str]) -> dict[str, str]:
+    """``["customer=user_id", ...]`` as ``{"customer": "user_id", ...}``."""
+    from recops.errors import ConfigError
+
+    out = {}
+    for pair in pairs:
+        yours, sep, canonical = pair.partition("=")
+        if not sep or not yours.strip() or not canonical.strip():
+            raise ConfigError(f"--map {pair!r}: expected YOURS=CANONICAL, e.g. customer=user_id")
+        out[yours.strip()] = canonical.strip()
+    return out
 
 
 def datasets(

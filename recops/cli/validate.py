@@ -44,8 +44,9 @@ def _print_outcome(v: BatchValidation | AcceptedBatch, title: str) -> None:
 
 def validate(
     ctx: typer.Context,
-    path: Annotated[str, typer.Argument(help="A .csv/.parquet file, a folder of <table> files, "
-                                        "or a staged batch id (from `recops ingest`).")],
+    path: Annotated[str, typer.Argument(help="A .csv/.tsv/.parquet/.jsonl file, a folder of "
+                                        "<table> files, or a staged batch id (from `recops "
+                                        "ingest`).")],
     table: Annotated[str | None, typer.Option("--table", "-t", help=TABLE_HELP)] = None,
     land: Annotated[bool, typer.Option("--land", help="Land the file(s) in the lake when they "
                                        "pass (a staged batch always lands).")] = False,

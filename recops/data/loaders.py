@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from recops import schema
-from recops.data import movielens, movielens_fetch
+from recops.data import files, movielens, movielens_fetch
+from recops.data.files import read_frame
 from recops.data.tables import Tables
 from recops.errors import DataError
 
@@ -68,111 +70,29 @@ def dataset_status(settings: Settings) -> list[DatasetStatus]:
 
 # ----------------------------------------------------------------------------- incremental files
 
-REQUIRED_FILE_COLUMNS = (schema.USER_ID, schema.ITEM_ID, schema.EVENT_TIMESTAMP)
+def read_interactions_file(source: str | Path, rename: Mapping[str, str] | None = None,
+                           ) -> pd.DataFrame:
+    """A batch of interactions (CSV, Parquet or JSON lines; a path or fsspec URL), canonical.
 
-
-def read_interactions_file(path: Path) -> pd.DataFrame:
-    """A batch of interactions from CSV or Parquet with the canonical column names.
-
-    ``rating`` may be absent (implicit events), ``event_type`` defaults to "rating" when a
-    rating is given and "view" otherwise; ``event_timestamp`` is ISO-8601 (naive means UTC) or
-    epoch seconds.
+    ``rename`` maps the file's column names to the canonical ones. ``rating`` may be absent
+    (implicit events), ``event_type`` defaults to "rating" when a rating is given and "view"
+    otherwise; ``event_timestamp`` is ISO-8601 (naive means UTC) or epoch seconds.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty")
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            df = pq.read_table(path).to_pandas()
-        except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{path}: not a readable Parquet file ({exc}): truncated or "
-                            "corrupt?") from None
-    elif suffix == ".csv":
-        try:
-            df = pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""])
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start}): "
-                            "bad encoding?") from None
-        except pd.errors.EmptyDataError:
-            raise DataError(f"{path}: file is empty") from None
-        except pd.errors.ParserError as exc:
-            raise DataError(f"{path}: malformed CSV ({str(exc).strip()})") from None
-    else:
-        raise DataError(f"{path}: unsupported file type '{suffix}'; use .csv or .parquet")
-    missing = [c for c in REQUIRED_FILE_COLUMNS if c not in df.columns]
-    if missing:
-        hint = ""
-        if len(df.columns) == 1 and any(s in str(df.columns[0]) for s in ";\t|"):
-            hint = " (wrong delimiter? expected ',')"
-        raise DataError(f"{path}: missing column(s) {missing}; have {list(df.columns)}{hint}")
-    if df.empty:
-        raise DataError(f"{path}: holds no rows")
-    return _conform_batch(df, path)
+    df = read_frame(source, files.INTERACTIONS, rename=rename, others=False)
+    if schema.RATING not in df.columns:
+        df[schema.RATING] = np.float32("nan")
+    if schema.EVENT_TYPE not in df.columns:
+        df[schema.EVENT_TYPE] = np.where(df[schema.RATING].notna(), "rating", "view")
+    return df[list(files.INTERACTIONS)]
 
 
-def _first_bad(mask: pd.Series) -> int:
-    return int(np.argmax(mask.to_numpy()))
-
-
-def _conform_batch(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    out = pd.DataFrame(index=df.index)
-    for col in (schema.USER_ID, schema.ITEM_ID):
-        v = pd.to_numeric(df[col], errors="coerce")
-        bad = v.isna() | (v != v.round())
-        if bad.any():
-            i = _first_bad(bad)
-            raise DataError(f"{path}: row {i + 1}: '{col}' is {df[col].iloc[i]!r}, expected an "
-                            "integer id")
-        out[col] = v.astype("int64")
-    if schema.RATING in df.columns:
-        raw = df[schema.RATING]
-        v = pd.to_numeric(raw, errors="coerce")
-        bad = v.isna() & raw.notna()
-        if bad.any():
-            i = _first_bad(bad)
-            raise DataError(f"{path}: row {i + 1}: 'rating' is {raw.iloc[i]!r}, expected a number")
-        out[schema.RATING] = v.astype("float32")
-    else:
-        out[schema.RATING] = np.float32("nan")
-    if schema.EVENT_TYPE in df.columns:
-        et = df[schema.EVENT_TYPE]
-        if et.isna().any():
-            raise DataError(f"{path}: row {_first_bad(et.isna()) + 1}: 'event_type' is empty")
-        out[schema.EVENT_TYPE] = et.astype(str)
-    else:
-        out[schema.EVENT_TYPE] = np.where(out[schema.RATING].notna(), "rating", "view")
-    out[schema.EVENT_TIMESTAMP] = _timestamps(df[schema.EVENT_TIMESTAMP], path)
-    return out.reset_index(drop=True)
-
-
-def _timestamps(raw: pd.Series, path: Path) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        ts = pd.to_datetime(raw, utc=True)
-    else:
-        numeric = pd.to_numeric(raw, errors="coerce")
-        if numeric.notna().all():
-            ts = pd.to_datetime(numeric.astype("int64"), unit="s", utc=True)
-        else:
-            ts = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
-    if ts.isna().any():
-        i = _first_bad(ts.isna())
-        raise DataError(f"{path}: row {i + 1}: 'event_timestamp' is {raw.iloc[i]!r}, expected "
-                        "ISO-8601 or epoch seconds")
-    return ts.astype("datetime64[us, UTC]")
-
-
-def incremental_tables(path: Path, lake: Lake) -> Tables:
+def incremental_tables(path: str | Path, lake: Lake,
+                       rename: Mapping[str, str] | None = None) -> Tables:
     """A file of new interactions plus the lake's latest items and users (new user ids added).
 
     Items are not invented: interactions with unknown items are left for validation to flag.
     """
-    interactions = read_interactions_file(path)
+    interactions = read_interactions_file(path, rename)
     items = lake.read_latest(schema.ITEMS)
     users = lake.read_latest(schema.USERS)
     if items.empty:
@@ -181,4 +101,5 @@ def incremental_tables(path: Path, lake: Lake) -> Tables:
     new = np.setdiff1d(interactions[schema.USER_ID].unique(), users[schema.USER_ID].to_numpy())
     if len(new):
         users = pd.concat([users, pd.DataFrame({schema.USER_ID: new})], ignore_index=True)
-    return Tables(interactions, items, users, source=f"file:{Path(path).resolve()}")
+    where = str(path) if "://" in str(path) else Path(path).resolve()
+    return Tables(interactions, items, users, source=f"file:{where}")

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from recops import schema
-from recops.data.delimited import (
-    check_field_count,
-    checked_first_line,
-    locate_bad_value,
-    read_delimited,
-)
+from recops.data.contract import Column, Dtype
+from recops.data.files import Delimited, read_frame
 from recops.data.movielens_fetch import BASE_URL, ProgressFn, fmt, resolve
 from recops.data.tables import Tables
 from recops.errors import DataError
@@ -92,16 +89,27 @@ def _users(ids: pd.Series, attrs: pd.DataFrame | None = None) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- formats
 
+def _read(path: Path, layout: Delimited, columns: dict[str, Dtype],
+          nullable: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The named columns of one GroupLens table, every line complete (a cut copy is refused)."""
+    if not layout.header:  # the names are the fields, in order; titles hold bare quotes
+        layout = replace(layout, names=tuple(columns), quoted=False)
+    contract = {c: Column(t, nullable=c in nullable) for c, t in columns.items()}
+    return read_frame(path, contract, text=replace(layout, final_newline=True), others=False)
+
+
+CSV = Delimited(",")
+LATIN1 = "latin-1"
+
+
 def _read_csv_release(d: Path, name: str) -> Tables:
     """ml-latest-small and ml-25m: ratings.csv, movies.csv, optional tags.csv (UTF-8)."""
-    r = read_delimited(d / "ratings.csv", sep=",", header=True, columns={
+    r = _read(d / "ratings.csv", CSV, {
         "userId": "int64", "movieId": "int64", "rating": "float32", "timestamp": "int64"})
-    m = read_delimited(d / "movies.csv", sep=",", header=True, columns={
-        "movieId": "int64", "title": "str", "genres": "str"})
+    m = _read(d / "movies.csv", CSV, {"movieId": "int64", "title": "string", "genres": "string"})
     tags: dict[int, str] = {}
     if (d / "tags.csv").exists():
-        t = read_delimited(d / "tags.csv", sep=",", header=True, columns={
-            "userId": "int64", "movieId": "int64", "tag": "str"})
+        t = _read(d / "tags.csv", CSV, {"userId": "int64", "movieId": "int64", "tag": "string"})
         tags = _fold_tags(t)
     return Tables(_interactions(r["userId"], r["movieId"], r["rating"], r["timestamp"]),
                   _items(m["movieId"], m["title"], m["genres"], tags),
@@ -109,60 +117,40 @@ def _read_csv_release(d: Path, name: str) -> Tables:
 
 
 def _read_100k(d: Path) -> Tables:
-    r = read_delimited(d / "u.data", sep="\t", header=False, columns={
+    r = _read(d / "u.data", Delimited("\t", header=False), {
         "user": "int64", "item": "int64", "rating": "float32", "ts": "int64"})
     genre_names = list(ML100K_GENRES)
     if (d / "u.genre").exists():
-        g = read_delimited(d / "u.genre", sep="|", header=False, encoding="latin-1",
-                           columns={"name": "str", "idx": "int64"})
+        g = _read(d / "u.genre", Delimited("|", header=False, encoding=LATIN1),
+                  {"name": "string", "idx": "int64"})
         genre_names = list(g.sort_values("idx")["name"])
     n_g = len(genre_names)
-    flag_cols = {f"g{i}": "int64" for i in range(n_g)}
-    cols = {"item": "int64", "title": "str", "release": "str", "video": "str", "url": "str",
-            **flag_cols}
-    # Empty release dates and URLs are legitimate here: only id, title and flags are required.
-    it = _read_100k_items(d / "u.item", cols)
+    flag_cols: dict[str, Dtype] = {f"g{i}": "int64" for i in range(n_g)}
+    cols: dict[str, Dtype] = {"item": "int64", "title": "string", "release": "string",
+                              "video": "string", "url": "string", **flag_cols}
+    # Empty titles, release dates and URLs are legitimate here: id and flags are required.
+    it = _read(d / "u.item", Delimited("|", header=False, encoding=LATIN1), cols,
+               nullable=("title", "release", "video", "url"))
     flags = it[list(flag_cols)].to_numpy(dtype=bool)
     names = np.array(genre_names, dtype=object)
     genres = pd.Series([schema.GENRE_SEPARATOR.join(names[row]) for row in flags])
-    u = read_delimited(d / "u.user", sep="|", header=False, encoding="latin-1", columns={
-        "user_id": "int64", "age": "int64", "gender": "str", "occupation": "str",
-        "zip_code": "str"})
+    u = _read(d / "u.user", Delimited("|", header=False, encoding=LATIN1), {
+        "user_id": "int64", "age": "int64", "gender": "string", "occupation": "string",
+        "zip_code": "string"})
     return Tables(_interactions(r["user"], r["item"], r["rating"], r["ts"]),
                   _items(it["item"], it["title"], genres),
                   _users(r["user"], u), source="movielens:ml-100k")
 
 
-def _read_100k_items(path: Path, cols: dict[str, str]) -> pd.DataFrame:
-    """u.item: dates and URL may be empty; id and genre flags are required."""
-    check_field_count(path, checked_first_line(path, "latin-1"), "|", len(cols))
-    try:
-        raw = pd.read_csv(path, sep="|", header=None, names=list(cols), dtype=object,
-                          encoding="latin-1", keep_default_na=False, quoting=3)
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{path}: malformed ({str(exc).strip()})") from None
-    required = ["item"] + [c for c in cols if c.startswith("g")]
-    blank = raw[required].isna() | (raw[required] == "")
-    if blank.any().any():
-        i = int(np.argmax(blank.any(axis=1).to_numpy()))
-        col = blank.columns[blank.iloc[i].to_numpy()][0]
-        raise DataError(f"{path}: line {i + 1}: missing value for '{col}' "
-                        "(truncated file or short line?)")
-    locate_bad_value(raw[required], path, required, 1)
-    out = raw.copy()
-    for c in required:
-        out[c] = out[c].astype("int64")
-    return out
-
-
 def _read_1m(d: Path) -> Tables:
-    r = read_delimited(d / "ratings.dat", sep="::", header=False, encoding="latin-1", columns={
+    dat = Delimited("::", header=False, encoding=LATIN1)
+    r = _read(d / "ratings.dat", dat, {
         "user": "int64", "item": "int64", "rating": "float32", "ts": "int64"})
-    m = read_delimited(d / "movies.dat", sep="::", header=False, encoding="latin-1", columns={
-        "item": "int64", "title": "str", "genres": "str"})
-    u = read_delimited(d / "users.dat", sep="::", header=False, encoding="latin-1", columns={
-        "user_id": "int64", "gender": "str", "age": "int64", "occupation": "int64",
-        "zip_code": "str"})
+    m = _read(d / "movies.dat", dat, {
+        "item": "int64", "title": "string", "genres": "string"})
+    u = _read(d / "users.dat", dat, {
+        "user_id": "int64", "gender": "string", "age": "int64", "occupation": "int64",
+        "zip_code": "string"})
     occ = u["occupation"]
     bad = ~occ.between(0, len(ML1M_OCCUPATIONS) - 1)
     if bad.any():

@@ -117,3 +117,28 @@ def test_console_script_exit_code_without_traceback(tmp_path: Path) -> None:
     assert p.returncode == 2
     assert "data.dataset" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_ingest_file_url_with_a_column_map(monkeypatch, capsys, tmp_path, home) -> None:
+    settings = load_settings()
+    lake = Lake(settings.paths.lake)
+    lake.append(schema.ITEMS, pd.DataFrame({schema.ITEM_ID: [1, 2], schema.TITLE: ["a", "b"],
+                                            schema.GENRES: ["", ""], schema.TEXT: ["a", "b"]}),
+                source="test")
+    lake.append(schema.USERS, pd.DataFrame({schema.USER_ID: [1]}), source="test")
+    batch = tmp_path / "shop.jsonl"
+    batch.write_text('{"customer": 1, "sku": 2, "when": "2026-03-01T00:00:00Z"}\n'
+                     '{"customer": 5, "sku": 1, "when": 1772323260}\n')
+    args = ["ingest", "--file", batch.as_uri(), "--map", "customer=user_id", "--map",
+            "sku=item_id", "--map", "when=event_timestamp"]
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    staged_id = next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                     if line.startswith("staged id:"))
+    t = read_staged(settings.paths.staging, staged_id)
+    assert t.interactions[schema.USER_ID].tolist() == [1, 5]
+    assert t.interactions[schema.EVENT_TYPE].tolist() == ["view", "view"]
+    code, _, err = run_cli(monkeypatch, capsys, *args[:3])  # without the map: which column
+    assert code == 2 and "missing column(s) ['user_id', 'item_id', 'event_timestamp']" in err
+    code, _, err = run_cli(monkeypatch, capsys, *args[:3], "--map", "customer")
+    assert code == 2 and "expected YOURS=CANONICAL" in err

@@ -142,7 +142,7 @@ CSV_CASES = {
     "empty": ("ratings.csv", "", "empty"),
     "header only": ("ratings.csv", "userId,movieId,rating,timestamp\n", "no rows"),
     "wrong delimiter": ("ratings.csv", "userId;movieId;rating;timestamp\n1;1;4.0;964982703\n",
-                        "';'-separated"),
+                        "separated by ';'"),
     "not a number": ("ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
                      "2,abc,3.0,964982703\n", "line 3: column 'movieId' has 'abc'"),
     "short line": ("ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,2\n",
