@@ -91,8 +91,7 @@ def snapshot(home: Path) -> dict[str, str]:
 # One world: pipeline, feedback, a retraining cycle (sqlite online store)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def make_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     import os
 
     from recops.orchestration import continual, pipeline
@@ -118,6 +117,24 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         settings.save(config)
     return {"settings": settings, "home": home, "ratings": ratings, "first": first,
             "cycle": cycle, "config": config}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The world as built: the user held everywhere (the erase test erases them)."""
+    return make_world(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def erased_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A world of its own whose user was erased (what `recops subject erase` runs), so that
+    the retrain test does not depend on the erase test having run before it."""
+    from recops.compliance.subjects import erase
+
+    w = make_world(tmp_path_factory)
+    assert erase(w["settings"], UID).places, "the user was held nowhere"
+    assert scan_home(w["home"], UID) == []
+    return w
 
 
 @pytest.mark.integration
@@ -192,7 +209,7 @@ def test_erase_reaches_every_file_and_the_online_store(world, monkeypatch, capsy
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_retrain_after_erasure_excludes_the_user(world) -> None:
+def test_retrain_after_erasure_excludes_the_user(erased_world) -> None:
     from recops.compliance.report_data import gather
     from recops.compliance.subjects import erase, retrain_required
     from recops.core.feedback import open_log
@@ -200,8 +217,9 @@ def test_retrain_after_erasure_excludes_the_user(world) -> None:
     from recops.core.runs import RunDir
     from recops.orchestration import continual, pipeline
 
+    world = erased_world
     s, home = world["settings"], world["home"]
-    assert retrain_required(s), "runs after test_erase_reaches_every_file_and_the_online_store"
+    assert retrain_required(s)  # the erasure marked the models trained on the user
     # The raw data comes back with the user (a fresh download): the lake refuses their rows.
     lake = Lake(s.paths.lake)
     m = lake.append(schema.INTERACTIONS, pd.DataFrame({

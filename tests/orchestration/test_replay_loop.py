@@ -1,14 +1,18 @@
 """The loop closed under the scheduler, with nobody stepping in: `recops up` on fast settings,
 `recops replay` plays the later events as live users; the watcher fires the asset, the retrain
 runs under the scheduler and its gate promotes, the running service serves the new model; no
-request failed, no acknowledged event was lost; `recops down` leaves no process."""
+request failed, no acknowledged event was lost; `recops down` leaves no process.
+
+That full loop takes ~10 min: it is marked slow. The default run keeps its scheduler link, fast:
+enough logged feedback makes the watcher fire the asset, and that asset event (not the daily
+slot) starts a recops_retrain run, which is not waited for."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ from recops.orchestration import platform_state
 from recops.orchestration.airflow_runner import free_port
 from tests.orchestration.platform_cli import FINISHED, recops, running, wait_for_runs
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 # 200 users x 100 items: with 60 users, the newest period's test users were too few (27) and
 # a 3-user activity segment "regressed" by 23% for a challenger better by 43% overall, so the
@@ -104,6 +108,31 @@ def _asset_events(state: platform_state.PlatformState) -> list[dict[str, Any]]:
         client.close()
 
 
+def _created_by(events: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
+    """The one watcher asset event that created ``run`` (a recops_retrain run), checked against
+    the run's own upstream asset events."""
+    mine = [e for e in events if any(r["dag_id"] == "recops_retrain"
+                                     and r["run_id"] == run["dag_run_id"]
+                                     for r in e["created_dagruns"])]
+    assert len(mine) == 1, (run, events)
+    event = mine[0]
+    assert (event["source_dag_id"], event["source_task_id"]) == ("recops_feedback_watch",
+                                                                 "check_feedback"), event
+    return event
+
+
+def _upstream_event_ids(state: platform_state.PlatformState, run: dict[str, Any]) -> set[int]:
+    from recops.orchestration.platform_health import AirflowClient
+
+    client = AirflowClient(state, timeout=30)
+    try:
+        got = client.request("GET", f"dags/recops_retrain/dagRuns/{run['dag_run_id']}/"
+                                    "upstreamAssetEvents")
+        return {e["id"] for e in got["asset_events"]}
+    finally:
+        client.close()
+
+
 def _of_home(settings: Any) -> list[psutil.Process]:
     """Every process started for this home (Airflow's and the service's carry it in env)."""
     out = []
@@ -126,6 +155,42 @@ def _keys(events: Any) -> set[tuple[int, int, int]]:
                    us.astype("int64"), strict=True))
 
 
+@pytest.mark.timeout(900)
+def test_enough_feedback_fires_the_asset_and_its_event_starts_a_retrain(tmp_path: Path) -> None:
+    from recops.core.feedback import FeedbackLog
+    from tests.dags.tiny import tiny_settings
+
+    n = 5
+    settings = tiny_settings(tmp_path / "home", **{
+        "serving.workers": 1, "platform.parallelism": 1, "platform.feedback_watch_minutes": 0.25,
+        "platform.min_new_events": n})
+    cfg = settings.save(tmp_path / "recops.yaml")
+    up = recops(cfg, "up", "--airflow-port", free_port())  # no champion: no service
+    state = platform_state.platform_state(settings)
+    assert up.returncode == 0 and state is not None, up.stdout + up.stderr
+    snapshot = [p for rec in state.procs.values() for p in members(rec)]
+    try:
+        _first_start_done(state)  # no feedback yet: its collect skips
+        logged_at = datetime.now(UTC)
+        FeedbackLog(settings.paths.feedback).append_many([  # what /feedback logs
+            {schema.USER_ID: 1, schema.ITEM_ID: 10 + i, schema.RATING: 4.0,
+             schema.EVENT_TYPE: "rating", schema.EVENT_TIMESTAMP: f"2026-01-01T00:00:0{i}+00:00"}
+            for i in range(n)])
+        run = wait_for_runs(
+            state, "recops_retrain",
+            lambda runs: next((r for r in runs if r["run_type"] == "asset_triggered"), None),
+            params={"limit": 100}, timeout=600, what="no asset-triggered recops_retrain run")
+        event = _created_by(_asset_events(state), run)
+        assert datetime.fromisoformat(event["timestamp"]) >= logged_at, event
+        assert event["id"] in _upstream_event_ids(state, run)
+        snapshot += [p for rec in state.procs.values() for p in members(rec)]
+    finally:
+        down = recops(cfg, "down")
+    assert down.returncode == 0 and "recops is down" in down.stdout, down.stdout + down.stderr
+    assert running(snapshot) == [] and running(_of_home(settings)) == []
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_replay_closes_the_loop_under_the_scheduler(loop_world: dict[str, Any],
                                                     tmp_path: Path) -> None:
@@ -145,6 +210,7 @@ def test_replay_closes_the_loop_under_the_scheduler(loop_world: dict[str, Any],
     try:
         _first_start_done(state)
         result = tmp_path / "replay.json"
+        replay_started = datetime.now(UTC)
         t1 = time.monotonic()
         rp = recops(cfg, "replay", "--rate", 20, "--limit", PLAYED + HELD, "--after-swap", HELD,
                     "--swap-timeout", 1200, "--output", result, timeout=1800)
@@ -160,16 +226,18 @@ def test_replay_closes_the_loop_under_the_scheduler(loop_world: dict[str, Any],
         assert got["new_model"] not in (None, champion), got["per_model"]
         assert got["after"]["events"] >= HELD
 
-        # The new model was promoted by a recops_retrain run the scheduler started (on the
-        # watcher's asset event, or its daily slot), and that run succeeded.
+        # The new model was promoted by a recops_retrain run that the watcher's asset event
+        # started (not the daily slot), and that run succeeded; the event is the one the
+        # watcher emitted for this replay's feedback, and the one that created this run.
         meta = registry.metadata(settings, got["new_model"])
         assert meta["warm_start_from"] == champion
         run = _retrain_run(state, meta["run_id"])
         assert run["state"] == "success", run
-        assert run["run_type"] in ("asset_triggered", "scheduled"), run
-        events = _asset_events(state)
-        assert events, "the watcher never fired the recops_feedback asset"
-        fired = datetime.fromisoformat(events[0]["timestamp"])
+        assert run["run_type"] == "asset_triggered", run
+        event = _created_by(_asset_events(state), run)
+        assert event["id"] in _upstream_event_ids(state, run)
+        fired = datetime.fromisoformat(event["timestamp"])
+        assert fired >= replay_started, (event, replay_started)
         served = datetime.fromisoformat(got["new_model_first_served_at"])
         print(f"asset event {fired.isoformat()} -> new model served "
               f"{(served - fired).total_seconds():.0f} s later ({run['run_type']} run)")

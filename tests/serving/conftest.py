@@ -173,6 +173,26 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 @pytest.fixture(scope="module")
 def server(world: World, tmp_path_factory: pytest.TempPathFactory):
+    """A server of the module's own, for modules that change what it serves (feedback on the
+    world's users, a promotion, settings of their own)."""
     srv = start_server(world.settings, tmp_path_factory.mktemp("logs") / "bentoml.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_server(world: World, tmp_path_factory: pytest.TempPathFactory):
+    """One server for the whole session, for the modules that only read what it serves (each
+    overrides ``server`` with it): a `bentoml serve` start is ~11 s or more on two cores.
+
+    Its feature sources carry item text vectors (what `recops features build` does by
+    default) for /search. A module that sends feedback, promotes a model or serves other
+    settings must use ``server``.
+    """
+    from recops.core.lake import Lake
+    from recops.features.featurize import build_sources
+
+    build_sources(world.settings, Lake(world.settings.paths.lake), text_vectors=True)
+    srv = start_server(world.settings, tmp_path_factory.mktemp("shared") / "bentoml.log")
     yield srv
     srv.stop()

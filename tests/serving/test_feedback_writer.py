@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+import stat
 import threading
 
 import pytest
@@ -48,14 +51,40 @@ async def submit_all(committer, events):
                                 return_exceptions=True)
 
 
-def test_waiting_events_share_writes_and_repeats_are_not_pushed(parts):
-    log, committer, pushed, gate = parts
-    gate.clear()  # hold the push stage so that events pile up behind the first batch
+def test_waiting_events_share_writes_and_repeats_are_not_pushed(parts, monkeypatch):
+    log, committer, pushed, _ = parts
+    data_fsyncs: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:  # count the durable writes of the log file (not its folder)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            data_fsyncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    # Hold the first write: while it waits, everything submitted queues behind it.
+    writing, release = threading.Event(), threading.Event()
+    real_append = log.append_many
+
+    def held_append(events):
+        if not writing.is_set():
+            writing.set()
+            release.wait(10)
+        return real_append(events)
+
+    log.append_many = held_append
     first = committer.submit(ev(0))
-    rest = [committer.submit(e) for e in [ev(i) for i in range(1, 50)] + [ev(7)]]
-    gate.set()
+    assert writing.wait(10)
+    waiting = [ev(i) for i in range(1, 50)] + [ev(7)]  # concurrent with the held write
+    rest = [committer.submit(e) for e in waiting]
+    release.set()
     got = [f.result(10) for f in [first, *rest]]
-    assert log.count() == 50 and committer.batches < 50
+    # Group commit: the held write, then every waiting event in writes of up to max_batch
+    # each; one write per event (no group commit) would be 50 fsyncs for 50 new events.
+    n_events = 1 + len(waiting)
+    bound = 1 + math.ceil(len(waiting) / committer.max_batch)
+    assert log.count() == 50 and committer.batches == len(data_fsyncs) == bound == 2
+    assert len(data_fsyncs) < n_events
     assert [r.duplicate for r in got].count(True) == 1 and got[-1].offset == got[7].offset
     assert got[-1].online is None and all(r.online for r in got[:-1])
     assert sum(len(p) for p in pushed) == 50  # the repeat was not pushed again

@@ -14,6 +14,12 @@ VALID = {"/recommend": {"user_id": 1}, "/feedback": {"user_id": 990_000_001, "it
          "/similar": {"item_id": 10}}
 
 
+@pytest.fixture(scope="module")
+def server(shared_server):
+    """Read-only (its one feedback is from a user outside the data): the session's server."""
+    return shared_server
+
+
 def send(server, path, content, content_type):
     headers = {"content-type": content_type} if content_type else {}
     return httpx.post(server.url + path, content=content, headers=headers, timeout=30)

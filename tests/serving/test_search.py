@@ -100,17 +100,9 @@ def test_item_vectors_missing_from_the_feature_source_say_what_to_run(settings) 
 
 # --- over HTTP ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(world, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """The world's feature sources rebuilt with item text vectors (what `recops features build`
-    does by default), then a server."""
-    from recops.core.lake import Lake
-    from recops.features.featurize import build_sources
-    from tests.serving.conftest import start_server
-
-    build_sources(world.settings, Lake(world.settings.paths.lake), text_vectors=True)
-    srv = start_server(world.settings, tmp_path_factory.mktemp("logs") / "bentoml.log")
-    yield srv
-    srv.stop()
+def server(shared_server):  # type: ignore[no-untyped-def]
+    """Read-only: the session's server, whose feature sources carry item text vectors."""
+    return shared_server
 
 
 def post(server, body: object) -> httpx.Response:  # type: ignore[no-untyped-def]
