@@ -22,7 +22,7 @@ DP = Annotated[bool | None, typer.Option(
     "--dp/--no-dp", help="Train with differential privacy (else privacy.enabled).")]
 Epochs = Annotated[int | None, typer.Option("--epochs", "-e", min=1,
                                             help="Training epochs (else train.epochs, or "
-                                            "privacy.epochs with DP).")]
+                                            "privacy.dp_epochs with DP).")]
 Budget = Annotated[float | None, typer.Option(
     "--budget", help="Total privacy budget epsilon over all runs (else privacy.budget_epsilon).")]
 
@@ -30,7 +30,7 @@ Budget = Annotated[float | None, typer.Option(
 def _overrides(dataset: str | None, mode: str | None, dp: bool | None, epochs: int | None,
                budget: float | None) -> dict[str, Any]:
     return {"data.dataset": dataset, "train.mode": mode, "privacy.enabled": dp,
-            "train.epochs": epochs, "privacy.epochs": epochs, "privacy.budget_epsilon": budget}
+            "train.epochs": epochs, "privacy.dp_epochs": epochs, "privacy.budget_epsilon": budget}
 
 
 def _fmt(v: Any) -> str:

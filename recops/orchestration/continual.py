@@ -177,7 +177,7 @@ def train(settings: Settings, run_id: str, dataset_version: str, *,
     epochs = finetune_epochs or min(settings.train.epochs, FINETUNE_EPOCHS)
     settings = settings.model_copy(update={
         "train": settings.train.model_copy(update={"epochs": epochs, "candidates": []}),
-        "privacy": settings.privacy.model_copy(update={"epochs": epochs}),
+        "privacy": settings.privacy.model_copy(update={"dp_epochs": epochs}),
         "model": settings.model.model_copy(update={"kind": champion.checkpoint["kind"]})})
     key = {"dataset_version": dataset_version, "config_hash": pipeline.config_hash(settings),
            "replay_fraction": replay_fraction}

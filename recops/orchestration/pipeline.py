@@ -34,7 +34,7 @@ PARAM_SETTINGS: dict[str, str | tuple[str, ...]] = {
     "dp": "privacy.enabled",
     "budget_epsilon": "privacy.budget_epsilon",
     "target_epsilon": "privacy.target_epsilon",
-    "epochs": ("train.epochs", "privacy.epochs"),  # with DP too: the epochs asked for
+    "epochs": ("train.epochs", "privacy.dp_epochs"),  # with DP too: the epochs asked for
     "federated_engine": "federated.engine",
     "clients": "federated.num_clients",
     "rounds": "federated.rounds",

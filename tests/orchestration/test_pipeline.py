@@ -36,7 +36,7 @@ def test_params_override_settings_and_bad_params_name_themselves(home: Path) -> 
                                        "dataset": None, "federated_engine": "deployment",
                                        "clients": 3, "rounds": 2})
     assert (s.train.mode, s.privacy.enabled, s.train.epochs) == ("federated", True, 3)
-    assert s.privacy.epochs == 3  # the epochs asked for, with DP too
+    assert s.privacy.dp_epochs == 3  # the epochs asked for, with DP too
     assert (s.federated.engine, s.federated.num_clients, s.federated.rounds) == (
         "deployment", 3, 2)
     assert s.data.dataset == "ml-latest-small"  # None = as configured
