@@ -43,8 +43,8 @@ def _option(key: str, field: FieldInfo, names: Sequence[str]) -> Any:
         raise TypeError(f"setting {key}: no command-line form for {field.annotation!r}")
     # Passed on as text: pydantic converts and checks it (typer's own checks would word the
     # error differently from every other bad setting).
-    metavar = ("[" + "|".join(map(str, choices)) + "]" if choices
-               else {int: "INTEGER", float: "NUMBER", str: "TEXT"}[field.annotation])
+    kinds: dict[Any, str] = {int: "INTEGER", float: "NUMBER", str: "TEXT"}
+    metavar = "[" + "|".join(map(str, choices)) + "]" if choices else kinds[field.annotation]
     return Annotated[str | None, typer.Option(*names, help=help_text, metavar=metavar,
                                               show_default=False)]
 
