@@ -1,6 +1,6 @@
 """RDP against PRV for the DP-SGD recipe: the noise each needs for the same user-level ε.
 
-For the recipe's sampling (privacy.batch_fraction, Poisson) and steps (privacy.epochs /
+For the recipe's sampling (privacy.batch_fraction, Poisson) and steps (privacy.dp_epochs /
 batch_fraction), at δ = 1/(10·users), each accountant calibrates the noise multiplier σ that
 reaches ε; a smaller σ at the same ε is less noise in every step. The last column is the ε the
 RDP accountant would report for the σ that PRV calibrated, i.e. how much RDP over-states what
@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 2.0, 4.0, 8.0])
     ap.add_argument("--batch-fraction", type=float, default=None,
                     help="default: privacy.batch_fraction's default")
-    ap.add_argument("--epochs", type=int, default=None, help="default: privacy.epochs' default")
+    ap.add_argument("--epochs", type=int, default=None, help="default: privacy.dp_epochs' default")
     args = ap.parse_args()
     if any(u < 2 for u in args.users) or any(e <= 0 for e in args.epsilons):
         ap.error("--users must be at least 2 and --epsilons positive")
@@ -40,7 +40,7 @@ def main() -> None:
 
     defaults = PrivacySettings()
     q = args.batch_fraction or defaults.batch_fraction
-    epochs = args.epochs or defaults.epochs
+    epochs = args.epochs or defaults.dp_epochs
     if not 0 < q <= 1 or epochs < 1:
         ap.error("--batch-fraction must lie in (0, 1] and --epochs be at least 1")
     steps = round(epochs / q)

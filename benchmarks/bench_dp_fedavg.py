@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
             dp = load_settings(overrides={
                 **MODEL, "home": home, "privacy.enabled": True,
                 "privacy.target_epsilon": args.epsilon, "privacy.batch_fraction": args.fraction,
-                "privacy.epochs": max(1, round(args.rounds * args.fraction)),
-                **({"privacy.lr": args.server_lr} if args.server_lr else {})})
+                "privacy.dp_epochs": max(1, round(args.rounds * args.fraction)),
+                **({"privacy.dp_lr": args.server_lr} if args.server_lr else {})})
             started = time.perf_counter()
             res = train_model(dp, data, progress=False)
             p = res.privacy or {}

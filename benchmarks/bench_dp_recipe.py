@@ -143,7 +143,7 @@ def run_all(jobs: list[dict[str, Any]], n: int, shared: str) -> list[dict[str, A
 
 
 def stage_jobs(pop: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    old = {"privacy.batch_size": 256, "privacy.epochs": 8, "privacy.lr": 3e-3}
+    old = {"privacy.batch_size": 256, "privacy.dp_epochs": 8, "privacy.dp_lr": 3e-3}
     jobs: list[dict[str, Any]] = [
         {"name": "no DP (defaults)", "pop": pop, "eps": None, "settings": {}},
         {"name": "ε=8, previous recipe", "pop": pop, "eps": 8.0, "settings": old}]
@@ -153,7 +153,7 @@ def stage_jobs(pop: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 jobs.append({"name": f"ε=8 frac {frac:g} ep {epochs} lr {lr:g}", "pop": pop,
                              "eps": 8.0, "recipe": True,
                              "settings": {"privacy.batch_fraction": frac,
-                                          "privacy.epochs": epochs, "privacy.lr": lr}})
+                                          "privacy.dp_epochs": epochs, "privacy.dp_lr": lr}})
     return jobs
 
 

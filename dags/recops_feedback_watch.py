@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, dag, task
 
 from recops.orchestration.airflow_runner import dag_settings
+from recops.orchestration.params import WATCH_PARAMS, dag_params
 
 FEEDBACK = Asset(name="recops_feedback", uri="recops://feedback/events", group="recops")
-WATCH = dag_settings().platform  # the interval and threshold `recops up` was given
+CONFIGURED = dag_settings()  # the interval and threshold `recops up` was given
+WATCH = CONFIGURED.platform
 
 
 @dag(
@@ -30,16 +32,17 @@ WATCH = dag_settings().platform  # the interval and threshold `recops up` was gi
     tags=["recops", "feedback"],
     doc_md=__doc__,
     default_args={"owner": "recops", "retries": 1, "retry_delay": timedelta(seconds=30)},
-    params={"min_events": Param(WATCH.min_new_events, type="integer", minimum=1,
-                                description="New feedback events that trigger a retrain.")},
+    # min_events: platform.min_new_events, its default the configured value.
+    params=dag_params(WATCH_PARAMS, CONFIGURED),
 )
 def recops_feedback_watch() -> None:
     @task(outlets=[FEEDBACK])
     def check_feedback(ti=None) -> dict:  # noqa: ANN001 - Airflow's RuntimeTaskInstance
+        from recops.orchestration import continual
         from recops.orchestration.airflow_runner import run_stage
 
         busy = ti.get_dr_count(dag_id="recops_retrain", states=["queued", "running"])
-        return run_stage("check_feedback", busy, module="continual", param_args=("min_events",))
+        return run_stage(continual.check_feedback, busy)
 
     check_feedback()
 

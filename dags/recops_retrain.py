@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+
+from recops.orchestration.params import RETRAIN_PARAMS, dag_params
 
 FEEDBACK = Asset(name="recops_feedback", uri="recops://feedback/events", group="recops")
-CYCLE = ("replay_fraction", "finetune_epochs")
 
 
 @dag(
@@ -32,73 +33,65 @@ CYCLE = ("replay_fraction", "finetune_epochs")
     tags=["recops", "retraining", "feedback"],
     doc_md=__doc__,
     default_args={"owner": "recops", "retries": 1, "retry_delay": timedelta(seconds=30)},
-    params={
-        "mode": Param(None, type=["null", "string"], enum=[None, "centralised", "federated"],
-                      description="Training mode (empty: as configured)."),
-        "dp": Param(None, type=["null", "boolean"], description="Fine-tune with DP."),
-        "budget_epsilon": Param(None, type=["null", "number"], exclusiveMinimum=0,
-                                description="Total epsilon budget over all runs and cycles."),
-        "replay_fraction": Param(0.3, type="number", minimum=0, maximum=1,
-                                 description="Share of older users replayed into fine-tuning."),
-        "finetune_epochs": Param(None, type=["null", "integer"], minimum=1,
-                                 description="Fine-tuning epochs (empty: recops default)."),
-    },
+    # Generated from the settings fields (retrain.replay_fraction, ...); empty = as configured.
+    params=dag_params(RETRAIN_PARAMS),
 )
 def recops_retrain() -> None:
     @task
     def collect() -> dict:
+        from recops.orchestration import continual
         from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("collect", module="continual", param_args=CYCLE)
+        return run_stage(continual.collect)
 
     @task
     def validate(col: dict) -> dict:
+        from recops.orchestration import continual
         from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("validate", col["batch"], module="continual",
-                         param_args=CYCLE)
+        return run_stage(continual.validate, col["batch"])
 
     @task
     def features(accepted: dict) -> dict:
+        from recops.orchestration import pipeline
         from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("features", accepted["dataset_version"], module="pipeline",
-                         param_args=CYCLE)
+        return run_stage(pipeline.features, accepted["dataset_version"])
 
     @task(execution_timeout=timedelta(hours=6))
     def train(accepted: dict, _features: dict) -> dict:
+        from recops.orchestration import continual
         from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("train", accepted["dataset_version"], module="continual",
-                         param_args=CYCLE)
+        return run_stage(continual.train, accepted["dataset_version"])
 
     @task
     def evaluate(trained: dict) -> dict:
+        from recops.orchestration import continual
         from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("evaluate", trained["run_dir"], module="continual",
-                         param_args=CYCLE)
+        return run_stage(continual.evaluate, trained["run_dir"])
 
     @task
     def gate(trained: dict, _evaluated: dict) -> dict:
+        from recops.orchestration import pipeline
         from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("gate", trained["run_dir"], module="pipeline",
-                         param_args=CYCLE)
+        return run_stage(pipeline.gate, trained["run_dir"])
 
     @task
     def register(trained: dict, _gated: dict) -> dict:
+        from recops.orchestration import pipeline
         from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("register", trained["run_dir"], module="pipeline",
-                         param_args=CYCLE)
+        return run_stage(pipeline.register, trained["run_dir"])
 
     @task
     def report(trained: dict, _registered: dict) -> dict:
+        from recops.orchestration import pipeline
         from recops.orchestration.airflow_runner import run_stage
 
-        return run_stage("report", trained["run_dir"], module="pipeline",
-                         param_args=CYCLE)
+        return run_stage(pipeline.report, trained["run_dir"])
 
     accepted = validate(collect())
     trained = train(accepted, features(accepted))

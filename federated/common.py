@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from federated.cache import cached
-from recops.config import Settings, load_settings
+from recops.config import FederatedSettings, Settings, load_settings
 from recops.errors import ConfigError
 
 FED_DIR = "federated"
@@ -18,31 +18,22 @@ ROUNDS_FILE = "federated_rounds.json"
 SUMMARY_FILE = "summary.json"
 DP_CLIENTS_FILE = "dp_clients.json"
 
-# Run-config key (pyproject [tool.flwr.app.config]) -> settings key. The runner passes every
-# one of them from Settings, so `flwr run` and `recops federated` agree.
+
+def run_config_key(field: str) -> str:
+    """A settings field's run-config key: its kebab-case name (``num_clients``: ``num-clients``)."""
+    return field.replace("_", "-")
+
+
+# Run-config key -> settings key: every FederatedSettings field, and sample-level DP. The runner
+# passes them all from Settings, so `flwr run` and `recops federated` agree; their defaults in
+# pyproject's [tool.flwr.app.config] are generated from the same fields (federated.app_config).
 RUN_CONFIG_KEYS: dict[str, str] = {
-    "num-server-rounds": "federated.rounds",
-    "local-epochs": "federated.local_epochs",
-    "strategy": "federated.strategy",
-    "fraction-train": "federated.fraction_train",
-    "min-clients": "federated.min_clients",
-    "proximal-mu": "federated.proximal_mu",
-    "server-lr": "federated.server_lr",
-    "server-momentum": "federated.server_momentum",
-    "client-optimizer": "federated.client_optimizer",
-    "client-lr": "federated.client_lr",
-    "client-dp": "federated.client_dp",
-    "client-noise-multiplier": "federated.client_noise_multiplier",
-    "client-clipping-norm": "federated.client_clipping_norm",
+    **{run_config_key(name): f"federated.{name}" for name in FederatedSettings.model_fields},
     "sample-dp": "privacy.enabled",
-    "secagg": "federated.secure_aggregation",
-    "secagg-num-shares": "federated.secagg_num_shares",
-    "secagg-reconstruction-threshold": "federated.secagg_reconstruction_threshold",
-    "secagg-clipping-range": "federated.secagg_clipping_range",
-    "secagg-quantization-range": "federated.secagg_quantization_range",
 }
-# Run-config keys with no settings counterpart.
-EXTRA_KEYS = ("run-dir", "round-timeout", "local-batch-size")
+# Run-config keys with no settings counterpart, and their defaults.
+EXTRA_KEYS: dict[str, str | float | int] = {"run-dir": "", "round-timeout": 600.0,
+                                            "local-batch-size": 0}
 
 
 def run_config_from_settings(settings: Settings, run_dir: Path, *, round_timeout: float = 600.0,

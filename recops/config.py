@@ -16,8 +16,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -31,11 +29,14 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from recops.config_base import Section
+from recops.config_federated import FederatedSettings as FederatedSettings  # re-exported
 from recops.config_serving import FeedbackSettings as FeedbackSettings  # re-exported
 from recops.config_serving import ServingSettings as ServingSettings
 from recops.config_training import ModelKind as ModelKind  # re-exported
 from recops.config_training import ModelSettings as ModelSettings
 from recops.config_training import PrivacySettings as PrivacySettings
+from recops.config_training import RetrainSettings as RetrainSettings
 from recops.config_training import TrainSettings as TrainSettings
 from recops.errors import ConfigError
 from recops.paths import CHECKOUT, Paths
@@ -46,11 +47,7 @@ DEFAULT_HOME = CHECKOUT / ".recops"
 Dataset = Literal["ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "synthetic"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class SyntheticSettings(_Section):
+class SyntheticSettings(Section):
     n_users: int = Field(1_000, ge=2)
     n_items: int = Field(2_000, ge=10)
     n_interactions: int = Field(100_000, ge=10)
@@ -59,8 +56,9 @@ class SyntheticSettings(_Section):
     start: datetime = datetime(2026, 1, 1)
 
 
-class DataSettings(_Section):
-    dataset: Dataset = "ml-latest-small"
+class DataSettings(Section):
+    dataset: Dataset = Field("ml-latest-small", description=(
+        "The dataset to ingest: a MovieLens release by name, or the synthetic generator."))
     # A folder that holds the dataset folder (e.g. <root>/ml-latest-small/ratings.csv), or the
     # dataset folder itself. Unset: <home>/datasets, downloaded from GroupLens when absent.
     root: Path | None = None
@@ -68,7 +66,7 @@ class DataSettings(_Section):
     synthetic: SyntheticSettings = SyntheticSettings()
 
 
-class StoreSettings(_Section):
+class StoreSettings(Section):
     online: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "127.0.0.1:6379"
     registry: Literal["file", "postgres"] = "file"
@@ -89,63 +87,7 @@ class StoreSettings(_Section):
         return self
 
 
-class FederatedSettings(_Section):
-    # "simulation": virtual clients in one Flower simulation; "deployment": a SuperLink and one
-    # SuperNode process per client on loopback, over TLS (what the pipeline DAG runs too).
-    engine: Literal["simulation", "deployment"] = "simulation"
-    num_clients: int = Field(10, ge=2)
-    rounds: int = Field(5, ge=1)
-    local_epochs: int = Field(1, ge=1)
-    partition: Literal["iid", "dirichlet"] = "iid"
-    dirichlet_alpha: float = Field(0.5, gt=0)
-    strategy: Literal["fedavg", "fedprox", "fedavgm", "fedadam"] = "fedavg"
-    proximal_mu: float = Field(0.01, ge=0)
-    # The server's step along the (under client DP: noised) mean update, for fedavgm and
-    # fedadam; 0 = the strategy's default (fedavgm 1.0, fedadam 10 x train.lr).
-    server_lr: float = Field(0.0, ge=0)
-    server_momentum: float = Field(0.9, ge=0, lt=1)
-    # The clients' optimiser for their local epochs (a fresh one each round) and its rate; 0 =
-    # train.lr. Under client DP with a server optimiser, "sgd" makes one local step a clipped
-    # gradient, i.e. DP-FedAdam with one step is DP-SGD with Adam on the server.
-    client_optimizer: Literal["adam", "sgd"] = "adam"
-    client_lr: float = Field(0.0, ge=0)
-    fraction_train: float = Field(1.0, gt=0, le=1)
-    min_clients: int = Field(2, ge=1)
-    client_dp: Literal["off", "fixed", "adaptive"] = "off"
-    client_noise_multiplier: float = Field(0.1, ge=0)
-    client_clipping_norm: float = Field(1.0, gt=0)
-    num_cpus_per_client: float = Field(1.0, gt=0)
-    # Cross-device: every user is a client of its own (num_clients becomes the number of
-    # training users; simulation engine only). With client_dp the client-level guarantee is
-    # then user-level, and no client-side evaluation runs (a client holds one user).
-    users_as_clients: bool = False
-    # SecAgg+ (Flower's SecAggPlusWorkflow + secaggplus_mod): the server learns only the sum of
-    # the clients' clipped, quantised updates. Each client's key is split into num_shares shares
-    # (itself and num_shares - 1 neighbours); reconstruction_threshold of them recover it, so a
-    # client's neighbourhood tolerates num_shares - threshold dropouts. Each client clips its
-    # update (new - global weights) to L2 norm clipping_range, which also bounds every
-    # coordinate for the quantiser of quantization_range levels.
-    secure_aggregation: bool = False
-    secagg_num_shares: int = Field(3, ge=3)
-    secagg_reconstruction_threshold: int = Field(2, ge=2)
-    secagg_clipping_range: float = Field(1.0, gt=0)
-    secagg_quantization_range: int = Field(2**22, ge=2**8, lt=2**32)
-
-    @model_validator(mode="after")
-    def _secagg_shares(self) -> FederatedSettings:
-        t, n = self.secagg_reconstruction_threshold, self.secagg_num_shares
-        if t >= n:
-            raise ValueError(f"secagg_reconstruction_threshold ({t}) must be below "
-                             f"secagg_num_shares ({n})")
-        if 2 * t <= n:
-            # Below a majority, a server could ask one half of a client's neighbours for its
-            # mask seed and the other half for its key, and unmask that client alone.
-            raise ValueError(f"secagg_reconstruction_threshold ({t}) must be more than half "
-                             f"of secagg_num_shares ({n})")
-        return self
-
-
-class ValidationSettings(_Section):
+class ValidationSettings(Section):
     rating_min: float = 0.5
     rating_max: float = 5.0
     timestamp_floor: datetime = datetime(1995, 1, 1)
@@ -158,7 +100,7 @@ class ValidationSettings(_Section):
                            "unique", "referential", "volume"]
 
 
-class GateSettings(_Section):
+class GateSettings(Section):
     # Also what early stopping watches on the validation split: one of schema.METRIC_KEYS.
     metric: str = "ndcg@10"
     tolerance: float = Field(0.005, ge=0)
@@ -186,7 +128,7 @@ class GateSettings(_Section):
         return value
 
 
-class PlatformSettings(_Section):
+class PlatformSettings(Section):
     """`recops up`: Airflow's api-server (UI + REST API), how long to wait for health, and
     how often the running platform looks for new feedback."""
 
@@ -199,7 +141,8 @@ class PlatformSettings(_Section):
     # make it fire the recops_feedback asset (and so a recops_retrain run). Both are read when
     # the DAG file is parsed (the scheduler's RECOPS_CONFIG), so they take effect on `recops up`.
     feedback_watch_minutes: float = Field(5.0, gt=0, le=24 * 60)
-    min_new_events: int = Field(100, ge=1)
+    min_new_events: int = Field(100, ge=1, description=(
+        "New feedback events that trigger a retrain."))
 
 
 class Settings(BaseSettings):
@@ -220,6 +163,7 @@ class Settings(BaseSettings):
     train: TrainSettings = TrainSettings()
     privacy: PrivacySettings = PrivacySettings()
     federated: FederatedSettings = FederatedSettings()
+    retrain: RetrainSettings = RetrainSettings()
     validation: ValidationSettings = ValidationSettings()
     gate: GateSettings = GateSettings()
     serving: ServingSettings = ServingSettings()

@@ -5,18 +5,18 @@ short."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-
-class Section(BaseModel):
-    """A settings section: unknown keys refused, assignments validated (as in recops.config)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from recops.config_base import Section
 
 
 class ServingSettings(Section):
+    SECTION: ClassVar[str] = "serving"
+    # Old names accepted for one release: "explore_" says it is exploration, not privacy.
+    RENAMED: ClassVar[dict[str, str]] = {"epsilon": "explore_epsilon"}
+
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
     auth_token: SecretStr | None = None
@@ -41,13 +41,15 @@ class ServingSettings(Section):
     search_candidates: int = Field(100, ge=1, le=10_000)
     search_weight: float = Field(0.7, ge=0.0, le=1.0)
     # What /recommend shows of the model's ranking (recops.policy.policies, docs/policies.md):
-    # "greedy" its top-k; "epsilon_greedy" with probability epsilon a uniformly random ordered
-    # k of its top policy_top_n instead. Served lists are logged with their propensities
+    # "greedy" its top-k; "epsilon_greedy" with probability explore_epsilon a uniformly random
+    # ordered k of its top policy_top_n instead. Served lists are logged with their propensities
     # (durable before the answer, one fsync per batch of requests). log_impressions unset: on
     # when the policy explores; off for greedy, whose log can estimate no other policy, and the
     # fsync would triple /recommend's latency at concurrency 1 (docs/policies.md). true: always.
     policy: Literal["greedy", "epsilon_greedy"] = "greedy"
-    epsilon: float = Field(0.1, ge=0.0, le=1.0)
+    explore_epsilon: float = Field(0.1, ge=0.0, le=1.0, description=(
+        "epsilon_greedy's exploration rate: the share of lists drawn at random from the "
+        "model's top policy_top_n (not a privacy epsilon)."))
     policy_top_n: int = Field(20, ge=1, le=1000)
     log_impressions: bool | None = None
 

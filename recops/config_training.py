@@ -4,11 +4,11 @@ so recops/config.py stays short."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from recops.config_serving import Section
+from recops.config_base import Section
 
 # The recommenders recops trains (recops.training.models.MODELS).
 ModelKind = Literal["sasrec", "mf", "pop", "ease", "itemknn"]
@@ -41,15 +41,20 @@ class ModelSettings(Section):
 
 
 class TrainSettings(Section):
-    mode: Literal["centralised", "federated"] = "centralised"
+    mode: Literal["centralised", "federated"] = Field(
+        "centralised", description="Training mode: centralised PyTorch, or Flower federated.")
     # Chosen on ml-latest-small's validation split within a 5-minute budget (docs/quality.md),
     # where the recipe trained ~50 epochs on a quiet 2-core machine (5.5 s each). Epochs, not
     # the clock, end a default run (same seed, same model); max_minutes only caps a slow one.
-    epochs: int = Field(50, ge=1)
+    epochs: int = Field(50, ge=1, description=(
+        "Training epochs without DP (at most: early stopping may end sooner); DP-SGD trains "
+        "privacy.dp_epochs."))
     # Measured on ml-latest-small (610 users): batch 128 / lr 1e-3 gives ~5 steps an epoch and
     # stays at popularity's NDCG@10 (0.019); batch 32 / lr 2e-3 reaches 0.035 in 20 epochs.
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(2e-3, gt=0, description=(
+        "Adam's learning rate without DP (DP-SGD: privacy.dp_lr); also the federated clients' "
+        "rate unless federated.client_lr is set."))
     weight_decay: float = Field(0.0, ge=0)
     # Validation NDCG@10 over a few hundred users is noisy from epoch to epoch: on
     # ml-latest-small it went 12-35 epochs without a new best before rising again, so a short
@@ -81,8 +86,14 @@ class TrainSettings(Section):
 
 
 class PrivacySettings(Section):
-    enabled: bool = False
-    target_epsilon: float = Field(8.0, gt=0)
+    SECTION: ClassVar[str] = "privacy"
+    # Old names accepted for one release: the dp_ names say they replace train.epochs and
+    # train.lr only when DP-SGD trains.
+    RENAMED: ClassVar[dict[str, str]] = {"epochs": "dp_epochs", "lr": "dp_lr"}
+
+    enabled: bool = Field(False, description=(
+        "Train with user-level differential privacy (Opacus DP-SGD)."))
+    target_epsilon: float = Field(8.0, gt=0, description="Target epsilon of one DP run.")
     # Unset: 1 / (10 * number of users), below 1/n as DP-SGD requires.
     delta: float | None = Field(None, gt=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -95,13 +106,27 @@ class PrivacySettings(Section):
     # PRV (an upper bound on ε, Opacus' default error 0.01) needs 5-8% less noise than RDP for
     # the same ε at the recipe's sampling and steps (benchmarks/bench_accountants.py).
     accountant: Literal["rdp", "prv"] = "prv"
-    # DP-SGD recipe, chosen on synthetic data (docs/privacy.md): exactly `epochs`, last model
-    # kept; users per step `batch_size`, unset: batch_fraction of them; Adam at `lr`.
-    epochs: int = Field(30, ge=1)
+    # DP-SGD recipe, chosen on synthetic data (docs/privacy.md): exactly `dp_epochs`, last
+    # model kept; users per step `batch_size`, unset: batch_fraction of them; Adam at `dp_lr`.
+    dp_epochs: int = Field(30, ge=1, description=(
+        "DP-SGD trains exactly this many epochs (in place of train.epochs) and keeps the last "
+        "model."))
     batch_size: int | None = Field(None, ge=1)
     batch_fraction: float = Field(0.2, gt=0, le=1)
-    lr: float = Field(1e-2, gt=0)
+    dp_lr: float = Field(1e-2, gt=0, description=(
+        "Adam's learning rate under DP-SGD (in place of train.lr)."))
     # "text": item embeddings/output weights keep their public text start (needs text_init).
     item_side: Literal["trained", "text"] = "trained"
-    # Total epsilon the same people may be charged over all runs and retraining cycles.
-    budget_epsilon: float = Field(16.0, gt=0)
+    budget_epsilon: float = Field(16.0, gt=0, description=(
+        "Total epsilon the same people may be charged over all runs and retraining cycles "
+        "(the gate refuses a model past it)."))
+
+
+class RetrainSettings(Section):
+    """One continual-retraining cycle (recops.orchestration.continual, the recops_retrain DAG)."""
+
+    replay_fraction: float = Field(0.3, ge=0, le=1, description=(
+        "Share of the users not active in the new window replayed into fine-tuning, so older "
+        "users are not forgotten."))
+    finetune_epochs: int | None = Field(None, ge=1, description=(
+        "Fine-tuning epochs of the champion (unset: min(train.epochs, 5))."))

@@ -144,3 +144,36 @@ def test_secrets_are_masked_in_public_dict(monkeypatch) -> None:
     s = load_settings()
     assert "hunter2" not in s.to_yaml() and "hunter2" not in str(s.public_dict())
     assert s.stores.postgres_dsn.get_secret_value().endswith("@h/db")
+
+
+@pytest.mark.parametrize("old, new, value", [
+    ("serving.epsilon", "serving.explore_epsilon", 0.25),
+    ("privacy.epochs", "privacy.dp_epochs", 4),
+    ("privacy.lr", "privacy.dp_lr", 0.05),
+])
+def test_a_renamed_setting_is_read_under_its_old_name_with_a_warning(
+        tmp_path: Path, monkeypatch, old: str, new: str, value: float) -> None:
+    from recops.config_base import RenamedSettingWarning
+
+    section, old_key = old.split(".")
+    new_key = new.split(".")[1]
+    expected = load_settings(overrides={new: value})
+    assert getattr(getattr(expected, section), new_key) == value  # the new name works
+    with pytest.warns(RenamedSettingWarning, match=f"{old} is renamed {new}"):
+        from_flag = load_settings(overrides={old: value})
+    with pytest.warns(RenamedSettingWarning, match=new):
+        from_yaml = load_settings(_yaml(tmp_path, {section: {old_key: value}}))
+    monkeypatch.setenv(f"RECOPS_{section.upper()}__{old_key.upper()}", str(value))
+    with pytest.warns(RenamedSettingWarning, match=new):
+        from_env = load_settings()
+    for s in (from_flag, from_yaml, from_env):
+        assert s.public_dict() == expected.public_dict()  # same effect, old name gone
+        assert old_key not in s.public_dict()[section]
+
+
+def test_an_old_and_a_new_name_that_disagree_are_refused() -> None:
+    with pytest.raises(ConfigError, match="privacy.epochs is the old name of privacy.dp_epochs"
+                                          r".*keep privacy.dp_epochs only"):
+        load_settings(overrides={"privacy.epochs": 4, "privacy.dp_epochs": 5})
+    with pytest.raises(ConfigError, match="serving.epsilon is the old name"):
+        load_settings(overrides={"serving.epsilon": 0.2, "serving.explore_epsilon": 0.3})

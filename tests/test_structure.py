@@ -32,7 +32,8 @@ MAX_LINES = 400
 # A package entry covers its submodules; the longest matching entry decides.
 LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("declarations", ("recops", "recops.errors", "recops.schema", "recops.paths",
-                      "recops.environment", "recops.config", "recops.config_training",
+                      "recops.environment", "recops.config", "recops.config_base",
+                      "recops.config_training", "recops.config_federated",
                       "recops.config_serving"),
      "settings, the schema's names, errors, where files go: what everything refers to"),
     ("core", ("recops.core",),

@@ -22,7 +22,7 @@ DP = Annotated[bool | None, typer.Option(
     "--dp/--no-dp", help="Train with differential privacy (else privacy.enabled).")]
 Epochs = Annotated[int | None, typer.Option("--epochs", "-e", min=1,
                                             help="Training epochs (else train.epochs, or "
-                                            "privacy.epochs with DP).")]
+                                            "privacy.dp_epochs with DP).")]
 Budget = Annotated[float | None, typer.Option(
     "--budget", help="Total privacy budget epsilon over all runs (else privacy.budget_epsilon).")]
 
@@ -30,7 +30,7 @@ Budget = Annotated[float | None, typer.Option(
 def _overrides(dataset: str | None, mode: str | None, dp: bool | None, epochs: int | None,
                budget: float | None) -> dict[str, Any]:
     return {"data.dataset": dataset, "train.mode": mode, "privacy.enabled": dp,
-            "train.epochs": epochs, "privacy.epochs": epochs, "privacy.budget_epsilon": budget}
+            "train.epochs": epochs, "privacy.dp_epochs": epochs, "privacy.budget_epsilon": budget}
 
 
 def _fmt(v: Any) -> str:
@@ -171,10 +171,13 @@ def pipeline(
 def retrain(
     ctx: typer.Context,
     mode: Mode = None, dp: DP = None, budget: Budget = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", "-e", min=1,
-                      help="Fine-tuning epochs (default: min(train.epochs, 5)).")] = None,
-    replay: Annotated[float, typer.Option("--replay", min=0.0, max=1.0,
-                      help="Share of older users replayed into fine-tuning.")] = 0.3,
+    epochs: Annotated[int | None, typer.Option("--epochs", "-e", help=(
+        "Fine-tuning epochs (else retrain.finetune_epochs, unset: min(train.epochs, 5)).")
+    )] = None,
+    replay: Annotated[float | None, typer.Option("--replay", help=(
+        "Share of older users replayed into fine-tuning, in [0, 1] "
+        "(else retrain.replay_fraction).")
+    )] = None,
     min_events: Annotated[int, typer.Option("--min-events", min=1,
                           help="Skip the cycle when fewer new feedback events wait.")] = 1,
     airflow: Annotated[bool, typer.Option("--airflow/--no-airflow",
@@ -185,7 +188,9 @@ def retrain(
     from recops.orchestration import continual
     from recops.schema import METRIC_KEYS
 
-    settings = ctx.obj.settings(**_overrides(None, mode, dp, None, budget))
+    settings = ctx.obj.settings(**_overrides(None, mode, dp, None, budget),
+                                **{"retrain.replay_fraction": replay,
+                                   "retrain.finetune_epochs": epochs})
     if airflow:
         from recops.orchestration import airflow_runner
         from recops.orchestration.pipeline import summary_of_run
@@ -207,8 +212,7 @@ def retrain(
         print_where(settings, summary, {"airflow log": str(result.log_path)})
         return
     with err.status("retraining"):
-        summary = continual.run_cycle(settings, min_events=min_events, replay_fraction=replay,
-                                      finetune_epochs=epochs)
+        summary = continual.run_cycle(settings, min_events=min_events)
     if "skipped" in summary:
         out.print(f"cycle skipped: {summary['skipped']}")
         return

@@ -25,7 +25,8 @@ def evaluate_cmd(
     policy: Annotated[str | None, typer.Option(
         "--policy", help="greedy | epsilon_greedy (default: serving.policy).")] = None,
     epsilon: Annotated[float | None, typer.Option(
-        "--epsilon", help="epsilon_greedy's epsilon, in [0, 1] (default: serving.epsilon).")
+        "--epsilon", help="epsilon_greedy's exploration rate, in [0, 1] "
+        "(default: serving.explore_epsilon).")
     ] = None,
     top_n: Annotated[int | None, typer.Option(
         "--top-n", help="epsilon_greedy's candidates (default: serving.policy_top_n).")] = None,
@@ -43,7 +44,7 @@ def evaluate_cmd(
     from recops.policy.policies import from_settings
 
     # Through the settings, so a bad flag is refused exactly like a bad setting.
-    settings = ctx.obj.settings(**{"serving.policy": policy, "serving.epsilon": epsilon,
+    settings = ctx.obj.settings(**{"serving.policy": policy, "serving.explore_epsilon": epsilon,
                                    "serving.policy_top_n": top_n, "gate.policy_events": event})
     result = evaluate(settings, from_settings(settings.serving), settings.gate.policy_events)
     data: dict[str, Any] = result.to_dict()

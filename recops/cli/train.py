@@ -31,7 +31,7 @@ def train(
     kind: Annotated[str | None, typer.Option("--kind", help="sasrec, mf, pop, ease "
                                              "or itemknn (else model.kind).")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Max epochs (train.epochs; "
-                                              "with --dp, exactly privacy.epochs).")
+                                              "with --dp, exactly privacy.dp_epochs).")
                       ] = None,
     max_minutes: Annotated[float | None, typer.Option(
         "--max-minutes", help="Wall-time budget of training (train.max_minutes).")] = None,
@@ -63,7 +63,7 @@ def train(
     from recops.training.models import read_checkpoint
 
     settings = ctx.obj.settings(**{
-        "model.kind": kind, "train.epochs": epochs, "privacy.epochs": epochs,
+        "model.kind": kind, "train.epochs": epochs, "privacy.dp_epochs": epochs,
         "train.max_minutes": max_minutes, "model.max_len": max_len,
         "model.d_model": d_model, "train.lr": lr, "train.batch_size": batch_size,
         "model.text_init": text_init, "privacy.enabled": dp, "privacy.target_epsilon": epsilon})

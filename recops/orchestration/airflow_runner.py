@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from recops.config import Settings
 from recops.core.hashing import sha256_json
@@ -21,6 +21,7 @@ from recops.errors import ConfigError, RecopsError
 from recops.paths import CHECKOUT
 
 DAGS_FOLDER = CHECKOUT / "dags"
+P = ParamSpec("P")
 _FINISHED = re.compile(r"DagRun Finished: dag_id=(?P<dag>[^,]+), .*?run_id=(?P<run>[^,]+), .*?"
                        r"state=(?P<state>\w+)")
 _END_TASK = re.compile(r"\[DAG TEST\] end task task_id=(?P<task>\S+)")
@@ -324,37 +325,30 @@ def dag_settings() -> Settings:
     return load_settings()
 
 
-def run_stage(stage: str, *args: Any, module: str = "pipeline",
-              param_args: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Body of every DAG task: settings from the env + Params, run id from the DAG run.
+def run_stage(stage: Callable[Concatenate[Settings, str, P], dict[str, Any]],
+              *args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
+    """Body of every DAG task: ``stage(settings, run_id, *args, **kwargs)``, typed.
 
-    ``stage`` is a function of ``recops.orchestration.<module>`` (``pipeline`` or ``continual``).
-
-    ``param_args`` names Params that are not settings: each goes to the stage as a keyword
-    argument when the stage takes it.
-    A stage that returns ``{"skip": reason}`` skips the task (and so the tasks after it).
-    A :class:`RecopsError` (bad data, bad settings, a quarantined batch) will not heal on retry:
-    it fails the task at once with its one-line message. Anything else is retried by Airflow.
+    The settings are this process's (``RECOPS_CONFIG``) with the DAG run's Params applied
+    (:func:`recops.orchestration.params.settings_from_params`), the run id the DAG run's, made
+    path-safe. A stage that returns ``{"skip": reason}`` skips the task (and so the tasks after
+    it). A :class:`RecopsError` (bad data, bad settings, a quarantined batch) will not heal on
+    retry: it fails the task at once with its one-line message. Anything else is retried by
+    Airflow.
     """
-    import importlib
-    import inspect
-
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-    from recops.orchestration.pipeline import safe_run_id, settings_from_params
+    from recops.orchestration.params import settings_from_params
+    from recops.orchestration.pipeline import safe_run_id
 
     ctx = get_current_context()
-    params = dict(ctx["params"])
-    kwargs = {k: params.pop(k) for k in param_args if k in params}
+    name = getattr(stage, "__qualname__", repr(stage))
     try:
-        settings = settings_from_params(params)
-        fn = getattr(importlib.import_module(f"recops.orchestration.{module}"), stage)
-        accepted = inspect.signature(fn).parameters
-        kwargs = {k: v for k, v in kwargs.items() if v is not None and k in accepted}
-        out: dict[str, Any] = fn(settings, safe_run_id(ctx["run_id"]), *args, **kwargs)
+        settings = settings_from_params(ctx["params"])
+        out = stage(settings, safe_run_id(ctx["run_id"]), *args, **kwargs)
     except RecopsError as exc:
-        raise AirflowFailException(f"{stage}: {type(exc).__name__}: {exc}") from exc
+        raise AirflowFailException(f"{name}: {type(exc).__name__}: {exc}") from exc
     if isinstance(out, dict) and out.get("skip"):
         raise AirflowSkipException(str(out["skip"]))
     return out

@@ -29,9 +29,8 @@ from recops.core.watermark import advance, read_state, watermark
 from recops.errors import TrainingError, ValidationFailed
 from recops.orchestration import pipeline
 
-# Share of the users *not* active in the new window replayed into fine-tuning.
-REPLAY_FRACTION = 0.3
-# Fine-tuning from a good champion needs fewer epochs than training from scratch.
+# Fine-tuning from a good champion needs fewer epochs than training from scratch: the epochs
+# when retrain.finetune_epochs is unset (or train.epochs, when fewer).
 FINETUNE_EPOCHS = 5
 
 STAGES = ("collect", "validate", "features", "train", "evaluate", "gate", "register", "report")
@@ -159,25 +158,32 @@ def validate(settings: Settings, run_id: str, batch: str) -> dict[str, Any]:
 
 
 def train(settings: Settings, run_id: str, dataset_version: str, *,
-          replay_fraction: float = REPLAY_FRACTION, finetune_epochs: int | None = None,
+          replay_fraction: float | None = None, finetune_epochs: int | None = None,
           progress: bool = False) -> dict[str, Any]:
-    """Warm-start the champion on the new window's users plus a replay sample of the others."""
+    """Warm-start the champion on the new window's users plus a replay sample of the others.
+
+    ``replay_fraction`` and ``finetune_epochs`` unset: ``retrain.replay_fraction`` and
+    ``retrain.finetune_epochs`` (itself unset: min(train.epochs, 5)).
+    """
     import numpy as np
 
     from recops.orchestration.fit import fit, lake_tables, training_data
     from recops.release import registry
     from recops.training.splits import SPLIT, leave_last_out_labels
 
+    if replay_fraction is None:
+        replay_fraction = settings.retrain.replay_fraction
     if not 0 <= replay_fraction <= 1:
         raise TrainingError(f"replay_fraction must lie in [0, 1], got {replay_fraction}")
     run = RunDir.of(settings, run_id)
     champion = registry.load(settings, registry.CHAMPION)
     # Fine-tune the champion as it is: its kind (model selection may have chosen it), fewer
     # epochs, no new selection.
-    epochs = finetune_epochs or min(settings.train.epochs, FINETUNE_EPOCHS)
+    epochs = (finetune_epochs or settings.retrain.finetune_epochs
+              or min(settings.train.epochs, FINETUNE_EPOCHS))
     settings = settings.model_copy(update={
         "train": settings.train.model_copy(update={"epochs": epochs, "candidates": []}),
-        "privacy": settings.privacy.model_copy(update={"epochs": epochs}),
+        "privacy": settings.privacy.model_copy(update={"dp_epochs": epochs}),
         "model": settings.model.model_copy(update={"kind": champion.checkpoint["kind"]})})
     key = {"dataset_version": dataset_version, "config_hash": pipeline.config_hash(settings),
            "replay_fraction": replay_fraction}
@@ -221,7 +227,7 @@ def evaluate(settings: Settings, run_id: str, run_dir: str) -> dict[str, Any]:
 
 
 def run_cycle(settings: Settings, run_id: str | None = None, *, min_events: int = 1,
-              replay_fraction: float = REPLAY_FRACTION, finetune_epochs: int | None = None,
+              replay_fraction: float | None = None, finetune_epochs: int | None = None,
               progress: bool = False,
               on_stage: Callable[[str, dict[str, Any], float], None] | None = None
               ) -> dict[str, Any]:

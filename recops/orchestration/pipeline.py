@@ -13,33 +13,19 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from recops import schema
-from recops.config import Settings, load_settings
+from recops.config import Settings
 from recops.core.hashing import code_version, sha256_json
 from recops.core.runs import RunDir
 from recops.errors import ConfigError, DataError
 from recops.schema import METRIC_KEYS
 
 STAGES = ("ingest", "validate", "features", "train", "evaluate", "gate", "register", "report")
-
-# Airflow Params (and `recops run` flags) -> settings keys. None means "as configured".
-PARAM_SETTINGS: dict[str, str | tuple[str, ...]] = {
-    "dataset": "data.dataset",
-    "mode": "train.mode",
-    "dp": "privacy.enabled",
-    "budget_epsilon": "privacy.budget_epsilon",
-    "target_epsilon": "privacy.target_epsilon",
-    "epochs": ("train.epochs", "privacy.epochs"),  # with DP too: the epochs asked for
-    "federated_engine": "federated.engine",
-    "clients": "federated.num_clients",
-    "rounds": "federated.rounds",
-}
-
 
 # ---------------------------------------------------------------------------------------------
 # Run ids and settings
@@ -56,21 +42,6 @@ def safe_run_id(raw: str) -> str:
     if not out:
         raise ConfigError(f"run id {raw!r} has no usable characters")
     return out[:120]
-
-
-def settings_from_params(params: Mapping[str, Any] | None) -> Settings:
-    """Settings for an Airflow task: this process's settings (RECOPS_CONFIG) with Params applied."""
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(PARAM_SETTINGS))
-    if unknown:
-        raise ConfigError(f"unknown pipeline param(s) {unknown}; expected {sorted(PARAM_SETTINGS)}")
-    overrides: dict[str, Any] = {}
-    for name, value in params.items():
-        keys = PARAM_SETTINGS[name]
-        for key in (keys,) if isinstance(keys, str) else keys:
-            if value is not None:
-                overrides[key] = value
-    return load_settings(overrides=overrides)
 
 
 def config_hash(settings: Settings) -> str:

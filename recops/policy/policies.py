@@ -96,7 +96,7 @@ class EpsilonGreedy:
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon <= 1.0:
             raise ConfigError(f"policy epsilon_greedy: epsilon must be in [0, 1], got "
-                              f"{self.epsilon!r} (setting serving.epsilon)")
+                              f"{self.epsilon!r} (setting serving.explore_epsilon)")
         if self.top_n < 1:
             raise ConfigError(f"policy epsilon_greedy: top_n must be at least 1, got "
                               f"{self.top_n!r} (setting serving.policy_top_n)")
@@ -130,7 +130,7 @@ def make_policy(name: str, *, epsilon: float | None = None, top_n: int | None = 
     if name == "epsilon_greedy":
         if epsilon is None or top_n is None:
             raise ConfigError("policy epsilon_greedy needs epsilon and top_n "
-                              "(settings serving.epsilon, serving.policy_top_n)")
+                              "(settings serving.explore_epsilon, serving.policy_top_n)")
         return EpsilonGreedy(float(epsilon), int(top_n))
     raise ConfigError(f"unknown serving policy {name!r}: choose one of {list(POLICIES)} "
                       "(setting serving.policy)")
@@ -146,4 +146,4 @@ def from_record(name: str, params: dict[str, float | int] | None) -> Policy:
 
 def from_settings(serving: ServingSettings) -> Policy:
     """The policy ``settings.serving`` chooses."""
-    return make_policy(serving.policy, epsilon=serving.epsilon, top_n=serving.policy_top_n)
+    return make_policy(serving.policy, epsilon=serving.explore_epsilon, top_n=serving.policy_top_n)

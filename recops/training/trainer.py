@@ -302,7 +302,7 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
         if resume_from is not None:
             raise TrainingError("resume is not supported with privacy.enabled: the accountant's "
                                 "state is not checkpointed; start the run again")
-        epochs, lr = dp.epochs, dp.lr
+        epochs, lr = dp.dp_epochs, dp.dp_lr
         if dp.item_side == "text":
             freeze_item_side(model)
     model.to(device)

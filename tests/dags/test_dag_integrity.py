@@ -84,7 +84,8 @@ def test_every_task_is_retried(bag: dict) -> None:
 
 
 def test_pipeline_dag_runs_every_stage_with_its_params(bag: dict) -> None:
-    from recops.orchestration.pipeline import PARAM_SETTINGS, STAGES
+    from recops.orchestration.params import PARAM_SETTINGS
+    from recops.orchestration.pipeline import STAGES
 
     dag = bag["dags"]["recops_pipeline"]
     assert set(dag["tasks"]) == set(STAGES)

@@ -66,25 +66,52 @@ def test_inconsistent_settings_fail_before_anything_starts(make_settings, overri
         check_settings(make_settings(**overrides))
 
 
-def test_run_config_carries_every_knob_and_pyproject_defaults_match_settings(
-        make_settings, tmp_path) -> None:
+def test_run_config_carries_every_knob(make_settings, tmp_path) -> None:
     from flwr.common.config import parse_config_args
 
-    from recops.config import load_settings
-    from recops.paths import CHECKOUT
+    from recops.config import FederatedSettings
 
     s = make_settings(**{"federated.strategy": "fedprox", "federated.rounds": 7,
                          "privacy.enabled": True})
     cfg = run_config_from_settings(s, tmp_path)
     parsed = parse_config_args([format_run_config(cfg)])  # what `flwr run --run-config` sees
-    assert parsed["strategy"] == "fedprox" and parsed["num-server-rounds"] == 7
+    assert parsed["strategy"] == "fedprox" and parsed["rounds"] == 7
     assert parsed["sample-dp"] is True and parsed["run-dir"] == str(tmp_path.resolve())
-    defaults = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())
-    app_cfg = defaults["tool"]["flwr"]["app"]["config"]
+    # Every federated setting travels, under its kebab-case name.
+    for name in FederatedSettings.model_fields:
+        assert parsed[name.replace("_", "-")] == getattr(s.federated, name), name
+    assert set(RUN_CONFIG_KEYS) | {"run-dir", "round-timeout", "local-batch-size"} == set(parsed)
+
+
+def test_pyproject_run_config_defaults_are_the_ones_the_settings_generate() -> None:
+    """Flower reads its run-config defaults from pyproject: they must be the settings' own."""
+    from federated.app_config import default_run_config, rewrite
+    from recops.config import load_settings
+    from recops.paths import CHECKOUT
+
+    text = (CHECKOUT / "pyproject.toml").read_text()
+    app_cfg = tomllib.loads(text)["tool"]["flwr"]["app"]["config"]
+    assert app_cfg == default_run_config()
     plain = load_settings()
     for key, dotted in RUN_CONFIG_KEYS.items():
         section, name = dotted.split(".")
         assert app_cfg[key] == getattr(getattr(plain, section), name), key
+    # Rewriting it from the settings changes nothing (comments included): it is not stale.
+    assert rewrite(text) == text, "run `python -m federated.app_config`"
+
+
+def test_the_generated_table_follows_a_changed_default(monkeypatch) -> None:
+    from federated.app_config import rewrite
+    from recops.config import FederatedSettings
+    from recops.paths import CHECKOUT
+
+    monkeypatch.setattr(FederatedSettings.model_fields["rounds"], "default", 9)
+    text = (CHECKOUT / "pyproject.toml").read_text()
+    new = rewrite(text)
+    assert new != text
+    assert tomllib.loads(new)["tool"]["flwr"]["app"]["config"]["rounds"] == 9
+    assert tomllib.loads(new)["tool"]["flwr"]["app"]["components"] == \
+        tomllib.loads(text)["tool"]["flwr"]["app"]["components"]  # the rest is left alone
 
 
 def test_local_batch_is_steps_matched_unless_set() -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from recops.errors import ConfigError, DataError
-from recops.orchestration import pipeline
+from recops.orchestration import params, pipeline
 from tests.dags.tiny import beats_popularity, tiny_settings
 
 # ------------------------------------------------------------------------------ unit (fast)
@@ -32,22 +32,22 @@ def test_new_run_ids_are_unique_and_sort_by_time() -> None:
 
 
 def test_params_override_settings_and_bad_params_name_themselves(home: Path) -> None:
-    s = pipeline.settings_from_params({"mode": "federated", "dp": True, "epochs": 3,
-                                       "dataset": None, "federated_engine": "deployment",
-                                       "clients": 3, "rounds": 2})
+    s = params.settings_from_params({"mode": "federated", "dp": True, "epochs": 3,
+                                     "dataset": None, "federated_engine": "deployment",
+                                     "clients": 3, "rounds": 2})
     assert (s.train.mode, s.privacy.enabled, s.train.epochs) == ("federated", True, 3)
-    assert s.privacy.epochs == 3  # the epochs asked for, with DP too
+    assert s.privacy.dp_epochs == 3  # the epochs asked for, with DP too
     assert (s.federated.engine, s.federated.num_clients, s.federated.rounds) == (
         "deployment", 3, 2)
     assert s.data.dataset == "ml-latest-small"  # None = as configured
     with pytest.raises(ConfigError, match="unknown pipeline param.*'colour'"):
-        pipeline.settings_from_params({"colour": "red"})
+        params.settings_from_params({"colour": "red"})
     with pytest.raises(ConfigError, match="train.mode"):
-        pipeline.settings_from_params({"mode": "sideways"})
+        params.settings_from_params({"mode": "sideways"})
     with pytest.raises(ConfigError, match="train.epochs"):
-        pipeline.settings_from_params({"epochs": 0})
+        params.settings_from_params({"epochs": 0})
     with pytest.raises(ConfigError, match="federated.engine"):
-        pipeline.settings_from_params({"federated_engine": "cloud"})
+        params.settings_from_params({"federated_engine": "cloud"})
 
 
 def test_stages_refuse_a_missing_run_directory(settings, tmp_path: Path) -> None:

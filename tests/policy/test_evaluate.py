@@ -76,7 +76,7 @@ def test_greedy_logs_warn_that_other_policies_are_unsupported(monkeypatch, capsy
 
 @pytest.mark.parametrize(("args", "message"), [
     (("--policy", "ucb"), "setting 'serving.policy'"),
-    (("--epsilon", "2"), "setting 'serving.epsilon'"),
+    (("--epsilon", "2"), "setting 'serving.explore_epsilon'"),
     (("--top-n", "0"), "setting 'serving.policy_top_n'"),
     (("--event", "clicks"), "setting 'gate.policy_events.0'"),
     (("--top-n", "many"), "is not a valid integer"),
@@ -119,7 +119,7 @@ def test_gate_policy_check_is_off_by_default_and_uses_the_estimate(logged_home) 
     assert d.promote and d.checks["policy"]["passed"], d.reasons
     # Always exploring (uniform) is estimated well below what was served: refused.
     s = load_settings(overrides={**on, "serving.policy": "epsilon_greedy",
-                                 "serving.epsilon": 1.0, "serving.policy_top_n": 10})
+                                 "serving.explore_epsilon": 1.0, "serving.policy_top_n": 10})
     d = decide(s, _meta(), None, policy_estimate(s))
     assert not d.promote and "below the logged lists'" in d.reasons[0]
     # Too few lists, or none at all, is a failed check with the reason.

@@ -44,7 +44,7 @@ def test_epsilon_zero_is_greedy_and_one_is_uniform() -> None:
 
 
 def test_policies_from_settings_and_records() -> None:
-    s = load_settings(overrides={"serving.policy": "epsilon_greedy", "serving.epsilon": 0.2,
+    s = load_settings(overrides={"serving.policy": "epsilon_greedy", "serving.explore_epsilon": 0.2,
                                  "serving.policy_top_n": 15})
     policy = from_settings(s.serving)
     assert policy.tag == "epsilon_greedy(epsilon=0.2,top_n=15)" and policy.candidates(5) == 15
@@ -54,9 +54,9 @@ def test_policies_from_settings_and_records() -> None:
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"serving.policy": "thompson"}, "setting 'serving.policy'"),
-    ({"serving.epsilon": 1.5}, "setting 'serving.epsilon'"),
-    ({"serving.epsilon": -0.1}, "setting 'serving.epsilon'"),
-    ({"serving.epsilon": "a lot"}, "setting 'serving.epsilon'"),
+    ({"serving.explore_epsilon": 1.5}, "setting 'serving.explore_epsilon'"),
+    ({"serving.explore_epsilon": -0.1}, "setting 'serving.explore_epsilon'"),
+    ({"serving.explore_epsilon": "a lot"}, "setting 'serving.explore_epsilon'"),
     ({"serving.policy_top_n": 0}, "setting 'serving.policy_top_n'"),
     ({"gate.policy_events": ["clicks"]}, "setting 'gate.policy_events.0'"),
     ({"gate.policy_events": []}, "setting 'gate.policy_events'"),

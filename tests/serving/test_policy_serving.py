@@ -23,7 +23,7 @@ EPSILON, TOP_N, K = 0.5, 8, 4
 @pytest.fixture(scope="module")
 def explore(tmp_path_factory: pytest.TempPathFactory):
     world = build_world(tmp_path_factory.mktemp("policy") / "home",
-                        **{"serving.policy": "epsilon_greedy", "serving.epsilon": EPSILON,
+                        **{"serving.policy": "epsilon_greedy", "serving.explore_epsilon": EPSILON,
                            "serving.policy_top_n": TOP_N})
     srv = start_server(world.settings, tmp_path_factory.mktemp("policylogs") / "bentoml.log")
     yield world, srv

@@ -383,7 +383,7 @@ def test_dp_training_saves_the_spend_with_the_checkpoint_and_in_the_ledger(home)
 
     s = load_settings(overrides={
         "home": home, "privacy.enabled": True, "privacy.target_epsilon": 6.0,
-        "privacy.budget_epsilon": 10.0, "privacy.epochs": 2, "train.batch_size": 8,
+        "privacy.budget_epsilon": 10.0, "privacy.dp_epochs": 2, "train.batch_size": 8,
         "model.max_len": 8, "model.d_model": 16, "model.n_layers": 1, "model.dropout": 0.0})
     inter, items = tiny_interactions()
     data = SequenceData.from_interactions(inter, items, s.model.max_len)

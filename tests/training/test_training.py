@@ -138,7 +138,7 @@ def test_dp_training_records_its_spend_and_respects_the_budget(home, data) -> No
 
     s = tiny_settings(home, **{"privacy.enabled": True, "privacy.clipping": "flat",
                                "privacy.target_epsilon": 4.0, "privacy.budget_epsilon": 6.0,
-                               "privacy.epochs": 2, "train.patience": 5})
+                               "privacy.dp_epochs": 2, "train.patience": 5})
     ledger = PrivacyLedger(s.paths.privacy_ledger)
     res = train_model(s, data, progress=False, ledger=ledger)
     p = res.privacy
@@ -194,13 +194,13 @@ def test_model_selection_keeps_the_best_candidate_on_validation(home, data) -> N
 
 
 def test_dp_trains_its_fixed_epochs_and_keeps_the_last_model(home, data) -> None:
-    """Under DP nothing is chosen on private validation data: exactly privacy.epochs epochs,
+    """Under DP nothing is chosen on private validation data: exactly privacy.dp_epochs epochs,
     validation scored once at the end, the last model kept, with the recipe's batch."""
     from recops.training.privacy import PrivacyLedger
 
     s = tiny_settings(home, **{"privacy.enabled": True, "privacy.clipping": "flat",
-                               "privacy.epochs": 3, "privacy.batch_fraction": 0.25,
-                               "privacy.lr": 3e-3, "train.epochs": 9, "train.patience": 1,
+                               "privacy.dp_epochs": 3, "privacy.batch_fraction": 0.25,
+                               "privacy.dp_lr": 3e-3, "train.epochs": 9, "train.patience": 1,
                                "privacy.budget_epsilon": 1e3})
     seen: list[dict] = []
     res = train_model(s, data, progress=False, ledger=PrivacyLedger(s.paths.privacy_ledger),
@@ -236,7 +236,7 @@ def test_text_item_side_trains_no_per_item_weights(home, data) -> None:
     n = data.n_items
     vec = np.random.default_rng(0).standard_normal((n, 8)).astype(np.float32)
     s = tiny_settings(home, **{"privacy.enabled": True, "privacy.clipping": "flat",
-                               "privacy.epochs": 2, "privacy.item_side": "text",
+                               "privacy.dp_epochs": 2, "privacy.item_side": "text",
                                "model.text_init": True, "privacy.budget_epsilon": 1e3})
     seed_everything(s.seed)  # what train_model does before it builds the model
     start = build_model(s, n, vec).state_dict()
@@ -256,7 +256,7 @@ def test_bad_dp_recipe_and_device_are_refused(home, data) -> None:
     with pytest.raises(ConfigError, match="item_side 'text'.*text_init"):
         tiny_settings(home, **{"privacy.enabled": True, "privacy.item_side": "text"})
     for key, value in (("privacy.batch_fraction", 0), ("privacy.batch_fraction", 1.5),
-                       ("privacy.epochs", 0), ("privacy.lr", -1), ("train.device", "gpu"),
+                       ("privacy.dp_epochs", 0), ("privacy.dp_lr", -1), ("train.device", "gpu"),
                        ("privacy.batch_size", 0),
                        ("privacy.item_side", "frozen")):
         with pytest.raises(ConfigError, match=key.split(".")[1]):
