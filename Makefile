@@ -33,7 +33,7 @@ test: setup services test-deps
 test-fast: setup
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
-# ruff, then mypy over pyproject.toml's [tool.mypy] files (strict for recops.*). CI runs it.
+# ruff, then mypy over pyproject.toml's [tool.mypy] files (strict on every package). CI runs it.
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy

@@ -17,6 +17,7 @@ all rounds it joined.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from recops.errors import ConfigError
 from recops.training.privacy import PrivacySpend, epsilon_for
@@ -47,19 +48,30 @@ def client_level_spend(*, noise_multiplier: float, clipping_norm: float, sample_
         run_id=run_id)
 
 
+class ClientSteps(TypedDict):
+    """One client's DP-SGD parameters and the steps and epochs it took over all rounds."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    delta: float
+    max_grad_norm: float
+    epochs: int
+    mechanism: str
+
+
 @dataclass
 class SampleLevelTracker:
     """Per-client DP-SGD steps over the rounds, from what each client reports."""
 
-    clients: dict[int, dict] = field(default_factory=dict)
+    clients: dict[int, ClientSteps] = field(default_factory=dict)
 
     def add(self, partition_id: int, *, noise_multiplier: float, sample_rate: float,
             steps: int, delta: float, max_grad_norm: float, epochs: int,
             mechanism: str) -> None:
-        c = self.clients.setdefault(partition_id, {
-            "noise_multiplier": noise_multiplier, "sample_rate": sample_rate, "steps": 0,
-            "delta": delta, "max_grad_norm": max_grad_norm, "epochs": 0,
-            "mechanism": mechanism})
+        c = self.clients.setdefault(partition_id, ClientSteps(
+            noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=0,
+            delta=delta, max_grad_norm=max_grad_norm, epochs=0, mechanism=mechanism))
         # σ and q are fixed for the run (calibrated once for all rounds); if a client ever
         # reports different ones, keep the weaker (smaller σ, larger q) for a safe bound.
         c["noise_multiplier"] = min(c["noise_multiplier"], noise_multiplier)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,16 +19,16 @@ T = TypeVar("T")
 # Enough for every partition a process serves in a 20,000-user federation (each a few KB).
 MAX_ENTRIES = 32_768
 
-_entries: OrderedDict[tuple, Any] = OrderedDict()
+_entries: OrderedDict[tuple[Hashable, ...], Any] = OrderedDict()
 _lock = threading.Lock()
 
 
-def file_key(path: Path) -> tuple:
+def file_key(path: Path) -> tuple[str, int, int, int]:
     st = Path(path).stat()
     return (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def cached(path: Path, load: Callable[[Path], T], *extra: Any) -> T:
+def cached(path: Path, load: Callable[[Path], T], *extra: Hashable) -> T:
     """``load(path)``, or what it returned before for the same file and ``extra`` key parts.
 
     Callers must not mutate what they get (it is shared with later calls): copy first.

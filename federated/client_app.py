@@ -10,6 +10,7 @@ from typing import Any
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
+from flwr.clientapp.typing import ClientAppCallable
 
 from federated.cache import cached
 from federated.common import (
@@ -27,7 +28,7 @@ from federated.strategies import DP_WEIGHT, EVAL_METRICS, NUM_EXAMPLES
 app = ClientApp()
 
 
-def client_dp_mod(msg: Message, ctxt: Context, call_next: Any) -> Message:
+def client_dp_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
     """Client-side update clipping for client-level DP, chosen by the server's train config.
 
     Attached to train only: on the whole ClientApp a clipping mod also wraps evaluate and
@@ -49,7 +50,7 @@ def _partition(context: Context) -> tuple[int, int]:
                          "'partition-id=<i> num-partitions=<n>'") from None
 
 
-def _read_state(path: Path) -> dict:
+def _read_state(path: Path) -> dict[str, Any]:
     import torch
 
     return dict(torch.load(path, weights_only=True))

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from federated.cache import cached
 from recops.config import FederatedSettings, Settings, load_settings
 from recops.errors import ConfigError
+
+if TYPE_CHECKING:  # imported at run time only where weights travel
+    from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+    from torch import nn
 
 FED_DIR = "federated"
 SETTINGS_FILE = "settings.yaml"
@@ -107,7 +111,7 @@ def local_batch_size(configured: int, batch_size: int, client_users: int,
     return max(1, round(batch_size * client_users / max(total_users, 1)))
 
 
-def trainable_names(model: Any) -> list[str]:
+def trainable_names(model: nn.Module) -> list[str]:
     """Names of the tensors that travel: trainable parameters only.
 
     Buffers (e.g. SASRec's frozen item text vectors) stay on each side, loaded once from the
@@ -116,15 +120,23 @@ def trainable_names(model: Any) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
-def arrays_from_model(model: Any) -> Any:
+def arrays_from_model(model: nn.Module) -> ArrayRecord:
     from flwr.app import ArrayRecord
 
     state = model.state_dict()
     return ArrayRecord({n: state[n].detach().cpu() for n in trainable_names(model)})
 
 
-def load_arrays(model: Any, arrays: Any) -> None:
-    """Copy the travelling tensors into ``model`` (its buffers stay as they are)."""
+def load_arrays(model: nn.Module, arrays: ArrayRecord | ConfigRecord | MetricRecord) -> None:
+    """Copy the travelling tensors into ``model`` (its buffers stay as they are).
+
+    ``arrays`` is a message's record as ``RecordDict[key]`` types it (any kind of record); only
+    an ``ArrayRecord`` holds weights.
+    """
+    from flwr.app import ArrayRecord
+
+    if not isinstance(arrays, ArrayRecord):
+        raise ValueError(f"weights must come as an ArrayRecord, got a {type(arrays).__name__}")
     incoming = arrays.to_torch_state_dict()
     expected = set(trainable_names(model))
     if set(incoming) != expected:

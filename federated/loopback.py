@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp.typing import ClientAppCallable
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
+
+from recops.config import Settings
 
 # The code a SuperNode gives a reply whose ClientApp raised.
 CLIENT_APP_RAISED = 2
@@ -26,8 +30,8 @@ CLIENT_APP_RAISED = 2
 class LoopbackGrid(Grid):
     """``num_nodes`` nodes with ids 1..n; node i holds partition i - 1 of ``num_nodes``."""
 
-    def __init__(self, client_app: Any, run_config: Mapping[str, Any], num_nodes: int, *,
-                 silent_after: Mapping[int, int] | None = None) -> None:
+    def __init__(self, client_app: ClientAppCallable, run_config: Mapping[str, Any],
+                 num_nodes: int, *, silent_after: Mapping[int, int] | None = None) -> None:
         self.client_app = client_app
         self.contexts = {
             nid: Context(run_id=1, node_id=nid,
@@ -96,8 +100,9 @@ class LoopbackGrid(Grid):
         return list(self.pull_messages(self.push_messages(messages)))
 
 
-def run_in_process(settings: Any, run_dir: Any, run_config: dict[str, Any], *, num_clients: int,
-                   timeout: float = 3600.0, poll: Any = None) -> None:
+def run_in_process(settings: Settings, run_dir: Path, run_config: dict[str, Any], *,
+                   num_clients: int, timeout: float = 3600.0,
+                   poll: Callable[[], None] | None = None) -> None:
     """The ServerApp over a :class:`LoopbackGrid`, in this process: same signature as the
     engines' runners (``federated.engines.run_simulation``), for tests and quick measurements."""
     from federated import client_app, server_app

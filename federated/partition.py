@@ -94,7 +94,7 @@ USER_FIELDS = tuple(f.name for f in fields(SequenceData) if f.name not in CATALO
 CATALOGUE = "catalogue.pkl"
 
 
-def _client_fields(data: SequenceData, parts: list[np.ndarray]) -> list[dict]:
+def _client_fields(data: SequenceData, parts: list[np.ndarray]) -> list[dict[str, Any]]:
     """Each client's user fields, with the users found in one pass over all of them.
 
     ``SequenceData.subset`` scans every user once per call; with a user per client that is
@@ -141,11 +141,11 @@ def write_partitions(data: SequenceData, parts: list[np.ndarray], run_dir: Path,
     return out
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
-def read_manifest(run_dir: Path) -> dict:
+def read_manifest(run_dir: Path) -> dict[str, Any]:
     """The partition plan (cached per process; do not mutate it)."""
     path = Path(run_dir) / PARTITION_DIR / MANIFEST
     try:

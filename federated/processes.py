@@ -24,7 +24,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, what: str, log: Path,
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path,
                   timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -51,10 +51,10 @@ class ProcessGroup:
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env, self.log_dir = env, log_dir
-        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self._stack = ExitStack()
 
-    def start(self, name: str, argv: Sequence[str]) -> tuple[subprocess.Popen, Path]:
+    def start(self, name: str, argv: Sequence[str]) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.log_dir / f"{name}.log"
         fh = self._stack.enter_context(open(log, "ab"))  # noqa: SIM115 - closed by the stack
         cmd = [str(BIN / argv[0]) if (BIN / argv[0]).exists() else argv[0], *argv[1:]]
@@ -94,7 +94,7 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def watch(proc: subprocess.Popen, *, poll: Callable[[], None] | None, timeout: float,
+def watch(proc: subprocess.Popen[bytes], *, poll: Callable[[], None] | None, timeout: float,
           what: str, log: Path, interval: float = 1.0) -> None:
     """Wait for ``proc`` calling ``poll`` (progress) meanwhile; a timeout or failure raises."""
     deadline = time.monotonic() + timeout

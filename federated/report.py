@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recops.errors import DataError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def read_rounds(path: Path) -> list[dict[str, Any]]:
@@ -21,13 +24,13 @@ def read_rounds(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _eps(row: dict) -> str:
+def _eps(row: dict[str, Any]) -> str:
     e = row.get("epsilon") or {}
     parts = [f"{k.split('_')[0]} {v:.2f}" for k, v in e.items() if v is not None]
     return ", ".join(parts) or "-"
 
 
-def rounds_table(rows: list[dict[str, Any]], title: str = "federated rounds") -> Any:
+def rounds_table(rows: list[dict[str, Any]], title: str = "federated rounds") -> Table:
     from rich.table import Table
 
     table = Table(title=title)

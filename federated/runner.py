@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from federated.accounting import SampleLevelTracker, client_level_delta, client_level_spend
 from federated.common import (
@@ -27,9 +27,14 @@ from recops.config import Settings
 from recops.errors import ConfigError, TrainingError
 from recops.training.sequences import SequenceData
 
+if TYPE_CHECKING:  # torch-heavy modules, imported at run time only when training
+    from recops.training.models import Recommender
+    from recops.training.privacy import PrivacyLedger
+    from recops.training.trainer import TrainResult
+
 Engine = Literal["simulation", "deployment"]
 ENGINES = ("simulation", "deployment")
-RoundCallback = Callable[[dict], None]
+RoundCallback = Callable[[dict[str, Any]], None]
 
 
 def check_settings(settings: Settings, num_clients: int | None = None) -> None:
@@ -62,7 +67,8 @@ def projected_spends(settings: Settings) -> dict[str, float]:
 
 
 def prepare_run(settings: Settings, data: SequenceData, run_dir: Path,
-                init: dict | None = None) -> tuple[SequenceData, Any, dict]:
+                init: dict[str, Any] | None = None,
+                ) -> tuple[SequenceData, Recommender, dict[str, Any]]:
     """Write settings, the per-client partitions and the initial weights under ``run_dir``.
 
     Returns the data (in the warm-start checkpoint's item index when ``init`` is given), the
@@ -107,10 +113,11 @@ class _RoundWatcher:
 
 
 def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
-                    init: dict | None = None, engine: Engine | None = None,
+                    init: dict[str, Any] | None = None, engine: Engine | None = None,
                     on_round: RoundCallback | None = None, run_id: str | None = None,
                     timeout: float = 3600.0, round_timeout: float = 600.0,
-                    local_batch_size: int = 0, ledger: Any | None = None) -> Any:
+                    local_batch_size: int = 0,
+                    ledger: PrivacyLedger | None = None) -> TrainResult:
     """Train the recommender with Flower; returns ``trainer.TrainResult`` like central training.
 
     ``engine`` (default ``settings.federated.engine``) "simulation" runs ``num_clients`` virtual
@@ -220,8 +227,8 @@ def _ray_start_timeout(log: Path, since: int, rounds_path: Path) -> bool:
         return False
 
 
-def _account(settings: Settings, run_dir: Path, ledger: Any, population: str,
-             run_id: str) -> dict | None:
+def _account(settings: Settings, run_dir: Path, ledger: PrivacyLedger, population: str,
+             run_id: str) -> dict[str, Any] | None:
     """Append the spend of the rounds that ran to the ledger; returns the privacy dict."""
     rounds_path = run_dir / ROUNDS_FILE
     if not rounds_path.is_file():

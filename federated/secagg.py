@@ -15,11 +15,20 @@ holders cannot be unmasked: Flower's workflow then stops the round quietly; here
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from federated.rounds import plan_rounds
 from recops.config import FederatedSettings
 from recops.errors import ConfigError, TrainingError
+
+if TYPE_CHECKING:  # Flower's legacy server API, imported at run time only on this path
+    from flwr.app import Context
+    from flwr.common import FitIns, FitRes, NDArrays, Parameters, Scalar
+    from flwr.server.client_manager import ClientManager
+    from flwr.server.client_proxy import ClientProxy
+    from flwr.server.compat.legacy_context import LegacyContext
+    from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
+    from flwr.serverapp import Grid
 
 MODULUS_RANGE = 2**32  # Flower's default and maximum mask range
 # Fit-config key carrying the order of the travelling tensors (legacy Parameters are a list).
@@ -86,21 +95,23 @@ def _legacy_fedavg() -> type:
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server.strategy import FedAvg as LegacyFedAvg
 
-    class MeanUpdateFedAvg(LegacyFedAvg):  # type: ignore[misc]
+    class MeanUpdateFedAvg(LegacyFedAvg):
         """FedAvg whose clients send updates: the global weights move by the securely
         aggregated mean update (every reply carries that same mean after SecAgg+)."""
 
-        current: list[Any] = []
+        current: NDArrays = []
         noise_multiplier = 0.0
         clip = 0.0
 
-        def configure_fit(self, server_round: int, parameters: Any,
-                          client_manager: Any) -> Any:
+        def configure_fit(self, server_round: int, parameters: Parameters,
+                          client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
             self.current = parameters_to_ndarrays(parameters)
             return super().configure_fit(server_round, parameters, client_manager)
 
-        def aggregate_fit(self, server_round: int, results: list[Any],
-                          failures: list[Any]) -> tuple[Any, dict[str, Any]]:
+        def aggregate_fit(
+                self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
+                failures: list[tuple[ClientProxy, FitRes] | BaseException],
+        ) -> tuple[Parameters | None, dict[str, Scalar]]:
             if not results:
                 return None, {}
             mean_update = parameters_to_ndarrays(results[0][1].parameters)
@@ -113,7 +124,7 @@ def _legacy_fedavg() -> type:
             new = [(g + d).astype(g.dtype)
                    for g, d in zip(self.current, mean_update, strict=True)]
             self.current = new
-            metrics: dict[str, Any] = {}
+            metrics: dict[str, Scalar] = {}
             if self.fit_metrics_aggregation_fn is not None:
                 metrics = self.fit_metrics_aggregation_fn(
                     [(r.num_examples, r.metrics) for _, r in results])
@@ -126,13 +137,15 @@ def _checked_workflow() -> type:
     from flwr.server.workflow import SecAggPlusWorkflow
     from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
 
-    class CheckedSecAggPlusWorkflow(SecAggPlusWorkflow):  # type: ignore[misc]
+    class CheckedSecAggPlusWorkflow(SecAggPlusWorkflow):
         """Flower's workflow, but a stage that cannot go on raises instead of skipping."""
 
-        def _stage(self, name: str, ok: bool, context: Any, state: Any) -> bool:
+        def _stage(self, name: str, ok: bool, context: LegacyContext,
+                   state: WorkflowState) -> bool:
             if ok:
                 return True
-            rnd = context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND]
+            # The workflow keeps the round number there as an int (flwr types any config value).
+            rnd = cast(int, context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
             sampled, alive = len(state.sampled_node_ids), len(state.active_node_ids)
             raise SecAggRoundError(
                 f"SecAgg+ round {rnd} failed in stage '{name}': {alive} of {sampled} sampled "
@@ -140,26 +153,30 @@ def _checked_workflow() -> type:
                 f"{state.threshold} of its {state.num_shares} share holders answer "
                 f"(federated.secagg_reconstruction_threshold); no weights were updated")
 
-        def setup_stage(self, grid: Any, context: Any, state: Any) -> bool:
+        def setup_stage(self, grid: Grid, context: LegacyContext,
+                        state: WorkflowState) -> bool:
             return self._stage("setup", super().setup_stage(grid, context, state), context,
                                state)
 
-        def share_keys_stage(self, grid: Any, context: Any, state: Any) -> bool:
+        def share_keys_stage(self, grid: Grid, context: LegacyContext,
+                             state: WorkflowState) -> bool:
             return self._stage("share keys", super().share_keys_stage(grid, context, state),
                                context, state)
 
-        def collect_masked_vectors_stage(self, grid: Any, context: Any, state: Any) -> bool:
+        def collect_masked_vectors_stage(self, grid: Grid, context: LegacyContext,
+                                         state: WorkflowState) -> bool:
             ok = super().collect_masked_vectors_stage(grid, context, state)
             return self._stage("collect masked vectors", ok, context, state)
 
-        def unmask_stage(self, grid: Any, context: Any, state: Any) -> bool:
+        def unmask_stage(self, grid: Grid, context: LegacyContext,
+                         state: WorkflowState) -> bool:
             return self._stage("unmask", super().unmask_stage(grid, context, state), context,
                                state)
 
     return CheckedSecAggPlusWorkflow
 
 
-def run_secagg(grid: Any, context: Any, *, fed: FederatedSettings, num_clients: int,
+def run_secagg(grid: Grid, context: Context, *, fed: FederatedSettings, num_clients: int,
                initial: Mapping[str, Any], max_weight: float, round_timeout: float,
                train_metrics: Callable[[list[Mapping[str, Any]]], dict[str, Any]],
                evaluate: Callable[[int, dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
@@ -212,5 +229,5 @@ def run_secagg(grid: Any, context: Any, *, fed: FederatedSettings, num_clients: 
     return dict(zip(names, strategy.current, strict=True))
 
 
-def _no_client_evaluation(grid: Any, context: Any) -> None:
+def _no_client_evaluation(grid: Grid, context: Context) -> None:
     return None

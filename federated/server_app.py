@@ -18,6 +18,7 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
 
 from federated.accounting import SampleLevelTracker, client_level_delta
 from federated.common import (
@@ -33,7 +34,9 @@ from federated.common import (
 )
 from federated.partition import load_server_valid, read_manifest
 from federated.strategies import EVAL_METRICS, NUM_EXAMPLES, build_strategy
+from recops.config import Settings
 from recops.core.atomic import write_json
+from recops.errors import TrainingError
 from recops.training.dp import MECHANISMS
 
 app = ServerApp()
@@ -49,9 +52,10 @@ def _metrics(reply: RecordDict) -> Mapping[str, Any]:
 class RoundRecorder:
     """Collects per-round replies (through the strategy's aggregation hooks); writes rows."""
 
-    def __init__(self, path: Path, info: dict, settings: Any, num_clients: int) -> None:
+    def __init__(self, path: Path, info: dict[str, Any], settings: Settings,
+                 num_clients: int) -> None:
         self.path, self.info, self.settings = path, info, settings
-        self.rows: list[dict] = []
+        self.rows: list[dict[str, Any]] = []
         self.pending: dict[str, Any] = {}
         self.dp_users = SampleLevelTracker()
         self.client_rounds = 0
@@ -96,7 +100,7 @@ class RoundRecorder:
         self.pending["client_eval"] = out
         return MetricRecord(out)
 
-    def epsilon_so_far(self, rounds_done: int) -> dict:
+    def epsilon_so_far(self, rounds_done: int) -> dict[str, float | None]:
         from recops.training.privacy import epsilon_for
 
         eps: dict[str, float | None] = {"client_level": None, "sample_level": None}
@@ -108,7 +112,7 @@ class RoundRecorder:
             eps["sample_level"] = self.dp_users.epsilon(self.settings.privacy.accountant)[0]
         return eps
 
-    def record(self, server_round: int, global_metrics: dict) -> None:
+    def record(self, server_round: int, global_metrics: Mapping[str, MetricRecordValues]) -> None:
         row = {"round": server_round, "participants": self.pending.get("participants", 0),
                "sampled": self.info["clients_per_round"] if server_round else 0,
                "train_loss": self.pending.get("train_loss"),
@@ -162,6 +166,8 @@ def main(grid: Grid, context: Context) -> None:
     inner = strategy
     while hasattr(inner, "strategy"):  # DP and server-optimiser wrappers hold the base strategy
         inner = inner.strategy
+    if not isinstance(inner, FedAvg):  # every base strategy build_strategy makes is a FedAvg
+        raise TrainingError(f"the base strategy {type(inner).__name__} has no metric hooks")
     recorder = RoundRecorder(run_dir / ROUNDS_FILE, info, settings, num_clients)
     inner.train_metrics_aggr_fn = recorder.train_aggr
     inner.evaluate_metrics_aggr_fn = recorder.eval_aggr

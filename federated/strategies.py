@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from federated.rounds import plan_rounds
 from federated.secagg import secagg_info
 from recops.config import FederatedSettings
 from recops.errors import ConfigError
 from recops.schema import METRIC_KEYS
+
+if TYPE_CHECKING:
+    from flwr.serverapp.strategy import Strategy
 
 # Strategies that take a server optimiser step along the mean update.
 SERVER_OPTIMIZERS: dict[str, Literal["momentum", "adam"]] = {"fedavgm": "momentum",
@@ -28,7 +31,8 @@ def server_rate(fed: FederatedSettings, lr: float) -> float:
     return 10 * lr if fed.strategy == "fedadam" else 1.0
 
 
-def build_strategy(fed: FederatedSettings, num_clients: int, *, lr: float) -> tuple[Any, dict]:
+def build_strategy(fed: FederatedSettings, num_clients: int, *,
+                   lr: float) -> tuple[Strategy, dict[str, Any]]:
     """The strategy object for ``Strategy.start`` and a JSON-able description of it.
 
     ``lr`` is the clients' train.lr (FedAdam's default server rate is 10 × it). Under client
@@ -63,7 +67,7 @@ def build_strategy(fed: FederatedSettings, num_clients: int, *, lr: float) -> tu
     )
     server_lr = server_rate(fed, lr)
     if fed.strategy == "fedprox":
-        strategy: Any = FedProx(**common, proximal_mu=fed.proximal_mu)
+        strategy: Strategy = FedProx(**common, proximal_mu=fed.proximal_mu)
     elif dp or fed.strategy == "fedavg":
         # Under client DP the noise goes on the plain mean; a server optimiser steps after it.
         strategy = FedAvg(**common)

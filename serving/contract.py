@@ -4,9 +4,12 @@ declared in the OpenAPI document (``/docs.json``)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving.guard import JSON, MAX_BODY_BYTES
+
+if TYPE_CHECKING:  # the ASGI callables' types (starlette comes with BentoML)
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DOCS_PATH = "/docs.json"
 ERROR_REF = "#/components/schemas/Error"
@@ -66,17 +69,17 @@ class Contract:
     """ASGI middleware: rewrites error bodies (``unwrap_error``) and the OpenAPI document
     (``document``); a 2xx answer of an API passes through untouched, unbuffered."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         docs = scope["path"] == DOCS_PATH and scope.get("method") == "GET"
-        start: dict | None = None
+        start: Message | None = None
         chunks: list[bytes] = []
 
-        async def rewrite(msg: dict) -> None:
+        async def rewrite(msg: Message) -> None:
             nonlocal start
             if msg["type"] == "http.response.start" and (docs or msg["status"] >= 400):
                 start = msg

@@ -48,7 +48,8 @@ def quantize_dynamic(model: _M) -> _M:
     from torch.ao.quantization import quantize_dynamic as _qd
 
     # Only the Linear layers inside a copy are swapped: the model keeps its class.
-    return cast(_M, _qd(model, {nn.Linear}, dtype=torch.qint8))
+    # torch.ao.quantization declares no types; what it returns is the swapped copy.
+    return cast(_M, _qd(model, {nn.Linear}, dtype=torch.qint8))  # type: ignore[no-untyped-call]
 
 
 class Engine:
@@ -120,7 +121,8 @@ class Engine:
         return Ranked(top.indices.tolist(), top.values.tolist(), None)
 
     # --- response shaping ----------------------------------------------------------------------
-    def describe(self, ranked: Ranked, reasons: list[int | None] | None = None) -> list[dict]:
+    def describe(self, ranked: Ranked,
+                 reasons: list[int | None] | None = None) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         reasons = reasons or [None] * len(ranked.indices)
         for idx, score, why in zip(ranked.indices, ranked.scores, reasons, strict=True):
@@ -135,7 +137,7 @@ class Engine:
         return out
 
     def recommend(self, history_ids: list[int], k: int, *, exclude_seen: bool = True,
-                  context_ids: list[int] | None = None) -> tuple[list[dict], str | None]:
+                  context_ids: list[int] | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """The whole /recommend after the feature read: returns (items, fallback).
 
         fallback: None (personal history), "context" (only the request's context items) or
@@ -143,10 +145,11 @@ class Engine:
         """
         return self.recommend_many([Query(history_ids, k, exclude_seen, context_ids)])[0]
 
-    def recommend_many(self, queries: Sequence[Query]) -> list[tuple[list[dict], str | None]]:
+    def recommend_many(self, queries: Sequence[Query],
+                       ) -> list[tuple[list[dict[str, Any]], str | None]]:
         """:meth:`recommend` for several requests with one forward pass over their sequences
         (a [B, max_len] batch costs far less than B forwards of [1, max_len])."""
-        out: list[tuple[list[dict], str | None] | None] = [None] * len(queries)
+        out: list[tuple[list[dict[str, Any]], str | None] | None] = [None] * len(queries)
         scored: list[tuple[int, list[int], list[int] | None, int, bool]] = []
         for n, q in enumerate(queries):
             own = self.to_indices(list(q.history_ids))

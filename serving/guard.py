@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the ASGI callables' types (starlette comes with BentoML)
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Probes stay open so an orchestrator can check a service whose token it does not hold.
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
@@ -13,7 +16,8 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 JSON = "application/json"
 
 
-async def _reply(send: Any, status: int, message: str, headers: list | None = None) -> None:
+async def _reply(send: Send, status: int, message: str,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
@@ -29,7 +33,7 @@ class Guard:
     boundary), so importing the service module has no side effects.
     """
 
-    def __init__(self, app: Any, token: str | None = None, max_body: int | None = None,
+    def __init__(self, app: ASGIApp, token: str | None = None, max_body: int | None = None,
                  load: bool = True) -> None:
         self.app = app
         self._token = token
@@ -44,7 +48,7 @@ class Guard:
             self._token = s.serving.auth_token.get_secret_value()
         self._loaded = True
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if not self._loaded:
@@ -91,7 +95,7 @@ class Guard:
             body = b"".join(chunks)
             sent = False
 
-            async def replay() -> dict:
+            async def replay() -> Message:
                 nonlocal sent
                 if not sent:
                     sent = True

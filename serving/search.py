@@ -122,7 +122,8 @@ def query_encoder() -> Callable[[str], np.ndarray]:
                                 f"{exc}") from exc
 
     def encode(query: str) -> np.ndarray:
-        return text_encoder.encode_texts([query])[0]
+        vector: np.ndarray = text_encoder.encode_texts([query])[0]
+        return vector
 
     return encode
 

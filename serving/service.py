@@ -10,7 +10,7 @@ import os
 import threading
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import bentoml
 from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
@@ -23,6 +23,14 @@ from serving.batching import MicroBatcher
 from serving.contract import Contract
 from serving.guard import Guard
 
+if TYPE_CHECKING:  # imported at run time inside the worker, after BentoML set it up
+    from prometheus_client import Counter
+
+    from recops.policy.policies import Policy
+    from serving.engine import Engine
+    from serving.feedback_writer import GroupCommitter
+    from serving.search import Searcher
+
 log = logging.getLogger("recops.serving")
 
 Id = Annotated[int, Field(strict=True, ge=0, le=2**62)]
@@ -30,7 +38,7 @@ MAX_CONTEXT = 200
 POLL_SECONDS = 1.0  # how often a worker looks at the champion pointer
 # A JSON object answer. Without the declared media type BentoML builds a pydantic TypeAdapter
 # and its JSON schema for every response (to find the media type): CPU and garbage per request.
-JSONObject = Annotated[dict, ContentType("application/json")]
+JSONObject = Annotated[dict[str, Any], ContentType("application/json")]
 # A client's idempotency key or a /recommend request id (uuid4 hex): printable, no spaces.
 Token = Annotated[str, Field(strict=True, min_length=1, max_length=128,
                              pattern=r"^[A-Za-z0-9._:~-]+$")]
@@ -79,10 +87,10 @@ class SimilarRequest(BaseModel):
     k: Annotated[int, Field(strict=True, ge=1)] = 10
 
 
-_METRICS: dict[str, Any] = {}
+_METRICS: "dict[str, Counter]" = {}
 
 
-def _metrics() -> dict[str, Any]:
+def _metrics() -> "dict[str, Counter]":
     """Counters, made once per process after BentoML has set up Prometheus' multiprocess dir."""
     if not _METRICS:
         from prometheus_client import Counter
@@ -134,13 +142,13 @@ class Recommender:
         self.engine = self._load("champion")
         self.batcher = MicroBatcher(self._recommend_batch,
                                     max_batch=self.settings.serving.max_batch)
-        self._searcher: Any = None  # serving.search.Searcher of the current engine, made lazily
+        self._searcher: Searcher | None = None  # of the current engine, made lazily
         self._search_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="champion-watcher", daemon=True)
         self._watcher.start()
 
-    def _policy(self):  # noqa: ANN202 - (Policy, GroupCommitter | None)
+    def _policy(self) -> "tuple[Policy, GroupCommitter | None]":
         """The serving policy, and the impression log's group committer (None when off)."""
         import numpy as np
 
@@ -157,7 +165,7 @@ class Recommender:
                                       on_commit=self.metrics["impressions"].inc)
 
     # --- model lifecycle ------------------------------------------------------------------------
-    def _load(self, tag: str):  # noqa: ANN202 - serving.engine.Engine
+    def _load(self, tag: str) -> "Engine":
         from recops.release import registry
         from serving.engine import Engine
         from serving.runtime import freeze_heap
@@ -204,7 +212,8 @@ class Recommender:
             raise InvalidArgument(f"k={k} is out of range: it must be between 1 and "
                                   f"serving.max_k={self.settings.serving.max_k}")
 
-    @bentoml.api(route="/recommend", input_spec=RecommendRequest)
+    # BentoML's decorators live in _bentoml_sdk, which ships no types (py.typed).
+    @bentoml.api(route="/recommend", input_spec=RecommendRequest)  # type: ignore[untyped-decorator]
     async def recommend(self, user_id: int, k: int = 10, exclude_seen: bool = True,
                         context_items: list[int] | None = None) -> JSONObject:
         """Top-k items for a user: one online-store read of their recent sequence, then the
@@ -245,7 +254,7 @@ class Recommender:
                 "policy": policy.tag}
 
     def _recommend_batch(self, reqs: list[tuple[int, int, bool, list[int] | None]]
-                         ) -> list[tuple[list[dict], str | None, int, str]]:
+                         ) -> list[tuple[list[dict[str, Any]], str | None, int, str]]:
         """A batch of /recommend: one online read for all its users, one forward pass."""
         from serving.engine import Query
 
@@ -256,10 +265,11 @@ class Recommender:
         return [(items, fallback, len(h or []), engine.tag)
                 for (items, fallback), h in zip(answers, histories, strict=True)]
 
-    @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest)  # type: ignore[untyped-decorator]
     async def feedback(self, user_id: int, item_id: int, event_type: str,
                        rating: float | None = None, timestamp: datetime | None = None,
-                       event_id: str | None = None, request_id: str | None = None) -> dict:
+                       event_id: str | None = None,
+                       request_id: str | None = None) -> dict[str, Any]:
         """Log an event durably and push it online, both shared with concurrent requests
         (group commit), before answering; a repeat is acknowledged and not stored again."""
         s = self.settings
@@ -291,7 +301,7 @@ class Recommender:
         return {"accepted": True, "offset": got.offset, "online": got.online,
                 "duplicate": got.duplicate}
 
-    def _search_for(self, engine: Any) -> Any:
+    def _search_for(self, engine: "Engine") -> "Searcher":
         """The engine's Searcher: its item text matrix is built once per model load, on the
         first /search (so /recommend-only workers never load the sentence encoder)."""
         from serving.search import Searcher, item_text_matrix, query_encoder
@@ -304,7 +314,7 @@ class Recommender:
                 log.info("search ready for %s (item text from %s)", engine.tag, origin)
             return self._searcher
 
-    @bentoml.api(route="/search", input_spec=SearchRequest)
+    @bentoml.api(route="/search", input_spec=SearchRequest)  # type: ignore[untyped-decorator]
     def search(self, query: str, user_id: int | None = None, k: int = 10,
                exclude_seen: bool = False) -> JSONObject:
         """Items matching a text query: candidates by the query's sentence vector against the
@@ -340,7 +350,7 @@ class Recommender:
                 "personalised": got.personalised, "history_size": got.history_size,
                 "model": engine.tag}
 
-    @bentoml.api(route="/similar", input_spec=SimilarRequest)
+    @bentoml.api(route="/similar", input_spec=SimilarRequest)  # type: ignore[untyped-decorator]
     def similar(self, item_id: int, k: int = 10) -> JSONObject:
         """Items nearest to ``item_id`` in the model's item embedding space (cosine)."""
         self._check_k(k)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Union
 import numpy as np
 import pandas as pd
 from great_expectations.core.suite_parameters import SuiteParameterDict
-from great_expectations.execution_engine import PandasExecutionEngine
+from great_expectations.execution_engine import ExecutionEngine, PandasExecutionEngine
 from great_expectations.expectations.expectation import (
     ColumnAggregateExpectation,
     ColumnMapExpectation,
@@ -46,8 +46,8 @@ class ExpectColumnPsiToBeLessThan(ColumnAggregateExpectation):
     share for everything else (so ``len(expected) == len(categories) + 1``).
     """
 
-    categories: list
-    expected: list
+    categories: list[Any]
+    expected: list[Any]
     threshold: float
 
     metric_dependencies = ("column.recops_psi",)
@@ -56,8 +56,9 @@ class ExpectColumnPsiToBeLessThan(ColumnAggregateExpectation):
     library_metadata: ClassVar[dict[str, Any]] = {"maturity": "experimental",
                                                   "tags": ["recops", "drift"]}
 
-    def _validate(self, metrics: dict, runtime_configuration: dict | None = None,
-                  execution_engine: Any = None) -> dict[str, Any]:
+    def _validate(self, metrics: dict[str, Any],
+                  runtime_configuration: dict[str, Any] | None = None,
+                  execution_engine: ExecutionEngine[Any] | None = None) -> dict[str, Any]:
         value = metrics["column.recops_psi"]
         ok = value is None or value < self.threshold
         return {"success": ok, "result": {"observed_value": value}}
@@ -65,7 +66,8 @@ class ExpectColumnPsiToBeLessThan(ColumnAggregateExpectation):
 
 @functools.lru_cache(maxsize=8)
 def _reference_ids(path: str) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
+    ids: np.ndarray = np.load(path, allow_pickle=False)
+    return ids
 
 
 class ColumnValuesInReference(ColumnMapMetricProvider):
@@ -87,7 +89,7 @@ class ExpectColumnValuesToBeInReference(ColumnMapExpectation):
     which for tens of thousands of ids costs more than the check.
     """
 
-    reference: Union[str, SuiteParameterDict]  # noqa: UP007 - GX's pydantic v1 needs Union
+    reference: Union[str, SuiteParameterDict[str, Any]]  # noqa: UP007 - GX's pydantic v1 needs Union
 
     map_metric = "column_values.recops_in_reference"
     success_keys = ("reference", "mostly")

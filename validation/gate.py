@@ -52,7 +52,8 @@ class FeedbackValidation:
 
     @property
     def warnings(self) -> list[str]:
-        return self.result.summary()["warnings"]
+        warnings: list[str] = self.result.summary()["warnings"]
+        return warnings
 
 
 def validate_frames(settings: Settings, frames: dict[str, pd.DataFrame], *, source: str,

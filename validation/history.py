@@ -15,6 +15,7 @@ from recops.core.atomic import atomic_file, write_atomic
 from recops.core.lake import Lake
 from validation import suites
 from validation.drift import shares
+from validation.names import FEEDBACK
 from validation.suites import History, Reference
 
 # Clocks of the hosts that log events differ a little; a few minutes ahead is not "the future".
@@ -92,7 +93,7 @@ def history_for(settings: Settings, lake: Lake, table: str, *, source: str, rows
                            "is only checked to be non-empty")
             h.parameters[suites.P_MIN_ROWS] = 1
             h.parameters[suites.P_MAX_ROWS] = None
-    if table in (schema.INTERACTIONS, suites.FEEDBACK):
+    if table in (schema.INTERACTIONS, FEEDBACK):
         h.parameters[suites.P_NOW] = pd.Timestamp.now(tz=UTC) + CLOCK_SKEW
         h.parameters[suites.P_FLOOR] = _utc(v.timestamp_floor)
         h.parameters[suites.P_ITEM_IDS] = item_reference(

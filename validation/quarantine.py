@@ -81,7 +81,8 @@ def path_of(settings: Settings, qid: str) -> Path:
 
 
 def read_meta(settings: Settings, qid: str) -> dict[str, Any]:
-    return json.loads((path_of(settings, qid) / META).read_text())
+    meta: dict[str, Any] = json.loads((path_of(settings, qid) / META).read_text())
+    return meta
 
 
 def write_meta(settings: Settings, meta: dict[str, Any]) -> None:

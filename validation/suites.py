@@ -14,6 +14,8 @@ from typing import Any
 
 import great_expectations.expectations as gxe
 from great_expectations.core.expectation_suite import ExpectationSuite
+from great_expectations.expectations.expectation import Expectation
+from great_expectations.expectations.metadata_types import FailureSeverity
 from great_expectations.expectations.row_conditions import Column
 
 from recops import schema
@@ -66,10 +68,11 @@ def _p(name: str) -> dict[str, str]:
 class _Builder:
     def __init__(self, settings: Settings) -> None:
         self.blocking = set(settings.validation.blocking)
-        self.expectations: list[Any] = []
+        self.expectations: list[Expectation] = []
 
-    def add(self, check: str, cls: type, **kwargs: Any) -> None:
-        severity = "critical" if check in self.blocking else "warning"
+    def add(self, check: str, cls: type[Expectation], **kwargs: Any) -> None:
+        severity = (FailureSeverity.CRITICAL if check in self.blocking
+                    else FailureSeverity.WARNING)
         self.expectations.append(cls(meta={"check": check}, severity=severity, **kwargs))
 
     def types(self, columns: list[str]) -> None:
