@@ -138,8 +138,8 @@ def main() -> None:
 
     from recops.config import load_settings
     from recops.core.feedback import FeedbackLog
+    from recops.core.supervisor import free_port
     from recops.orchestration import platform, replay
-    from recops.orchestration.airflow_runner import free_port
     from recops.orchestration.platform_health import status
 
     for key in [k for k in os.environ if k.startswith("RECOPS_")]:

@@ -19,10 +19,7 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,49 +32,27 @@ sys.path.insert(0, str(REPO))
 
 from loadgen import hey, pct, run  # noqa: E402 - benchmarks/ is this script's own folder
 
+from recops.core.supervisor import free_port, start  # noqa: E402 - the checkout, put on sys.path
+
 # --- server -----------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Served:
     """An HTTP server in a process group of its own, ready once ``health`` answers 200."""
 
     def __init__(self, what: str, cmd: list[str], env: dict[str, str], log: Path, health: str,
                  *, cwd: Path = REPO, ready_s: float = 300) -> None:
-        import httpx
-
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([*cmd, "--host", "127.0.0.1", "--port", str(self.port)],
-                                     cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + ready_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{what} exited; see {log}")
-            try:
-                if httpx.get(self.url + health, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"{what} not ready; see {log}")
+        self.child = start(what, [*cmd, "--host", "127.0.0.1", "--port", str(self.port)], env,
+                           log, cwd=cwd, append=False)
+        try:
+            self.child.wait_http(self.url + health, timeout=ready_s)
+        except BaseException:
+            self.child.stop()
+            raise
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.close()
+        self.child.stop()
 
 
 class Server(Served):
@@ -94,7 +69,7 @@ class Server(Served):
         """RSS of the whole service and of each worker process, in MB."""
         import psutil
 
-        root = psutil.Process(self.proc.pid)
+        root = psutil.Process(self.child.pid)
         procs = [root, *root.children(recursive=True)]
         workers = [p.memory_info().rss / 2**20 for p in procs
                    if "_bentoml_impl.worker.service" in " ".join(p.cmdline())]

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from federated.common import FED_DIR, format_run_config
-from federated.processes import BIN, ProcessGroup, free_port, wait_for_port, watch
+from federated.processes import BIN, FlowerProcesses
 from recops.config import Settings
+from recops.core.supervisor import free_port
 from recops.environment import child_env
 from recops.paths import CHECKOUT
 
@@ -43,14 +44,14 @@ def _num(x: float) -> int | float:
     return int(x) if float(x).is_integer() else x
 
 
-def _flwr_run(group: ProcessGroup, run_config: dict[str, Any], federation_config: str | None,
+def _flwr_run(group: FlowerProcesses, run_config: dict[str, Any], federation_config: str | None,
               timeout: float, poll: Callable[[], None] | None) -> None:
     argv = ["flwr", "run", str(CHECKOUT), CONNECTION, "--run-config",
             format_run_config(run_config), "--stream"]
     if federation_config:
         argv += ["--federation-config", federation_config]
-    proc, log = group.start("flwr-run", argv)
-    watch(proc, poll=poll, timeout=timeout, what="`flwr run`", log=log)
+    group.start("flwr-run", argv, what="`flwr run`").watch(timeout, on_progress=poll,
+                                                           interval=1.0)
 
 
 def run_simulation(settings: Settings, run_dir: Path, run_config: dict[str, Any], *,
@@ -69,14 +70,14 @@ def run_simulation(settings: Settings, run_dir: Path, run_config: dict[str, Any]
     federation_config = (f"num-supernodes={num_clients} "
                          f"client-resources-num-cpus={_num(fed.num_cpus_per_client)} "
                          f"client-resources-num-gpus=0.0")
-    with ProcessGroup(_env(settings, home), log_dir) as group:
-        link, link_log = group.start("superlink", [
+    with FlowerProcesses(_env(settings, home), log_dir) as group:
+        link = group.start("superlink", [
             "flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
             "--control-api-address", f"127.0.0.1:{control}",
             "--serverappio-api-address", f"127.0.0.1:{appio}",
             "--fleet-api-address", f"127.0.0.1:{fleet}",
             "--database", ":flwr-in-memory:"])
-        wait_for_port(control, link, "flower-superlink", link_log)
+        link.wait_port(control)
         _flwr_run(group, run_config, federation_config, timeout, poll)
 
 
@@ -91,8 +92,8 @@ def run_deployment(settings: Settings, run_dir: Path, run_config: dict[str, Any]
     certs = ensure_certificates(settings.paths.flwr_home / "certificates")
     control, appio, fleet = free_port(), free_port(), free_port()
     _write_connection(home, control, certs.ca_cert)
-    with ProcessGroup(_env(settings, home), log_dir) as group:
-        link, link_log = group.start("superlink", [
+    with FlowerProcesses(_env(settings, home), log_dir) as group:
+        link = group.start("superlink", [
             "flower-superlink", "--isolation", "subprocess",
             "--ssl-ca-certfile", str(certs.ca_cert), "--ssl-certfile", str(certs.server_cert),
             "--ssl-keyfile", str(certs.server_key),
@@ -100,15 +101,16 @@ def run_deployment(settings: Settings, run_dir: Path, run_config: dict[str, Any]
             "--serverappio-api-address", f"127.0.0.1:{appio}",
             "--fleet-api-address", f"127.0.0.1:{fleet}",
             "--database", ":flwr-in-memory:"])
-        wait_for_port(control, link, "flower-superlink", link_log)
-        wait_for_port(fleet, link, "flower-superlink fleet API", link_log)
+        link.wait_port(control)
+        link.wait_port(fleet)
         for pid in range(num_clients):
             io_port = free_port()
-            node, node_log = group.start(f"supernode-{pid}", [
+            node = group.start(f"supernode-{pid}", [
                 "flower-supernode", "--root-certificates", str(certs.ca_cert),
                 "--superlink", f"127.0.0.1:{fleet}",
                 "--clientappio-api-address", f"127.0.0.1:{io_port}",
                 "--isolation", "subprocess",
-                "--node-config", f"partition-id={pid} num-partitions={num_clients}"])
-            wait_for_port(io_port, node, f"flower-supernode {pid}", node_log)
+                "--node-config", f"partition-id={pid} num-partitions={num_clients}"],
+                what=f"flower-supernode {pid}")
+            node.wait_port(io_port)
         _flwr_run(group, run_config, None, timeout, poll)

@@ -1,4 +1,4 @@
-"""The platform's processes: each started in a session of its own, known by PID and start time.
+"""The platform's processes: each a supervised child (its own session), known by PID and start time.
 
 A record names a process by (PID, start time), so a PID that the kernel gave to another program
 after ours died is never mistaken for ours. Everything a component starts (LocalExecutor
@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import psutil
 
+from recops.core.supervisor import start
 from recops.errors import ConfigError
 from recops.paths import CHECKOUT
 
@@ -49,16 +49,16 @@ class ProcRecord:
 
 def spawn(name: str, cmd: list[str], env: Mapping[str, str], log: Path,
           port: int | None = None) -> ProcRecord:
-    """Start ``cmd`` in a new session with its output appended to ``log``; return its record."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env=dict(env), cwd=str(CHECKOUT), stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    """Start ``cmd`` in a new session with its output appended to ``log``; return its record.
+
+    The record outlives this process: `down` in another process stops the component by it.
+    """
+    child = start(name, cmd, env, log, cwd=CHECKOUT)
     try:
-        started = psutil.Process(proc.pid).create_time()
+        started = psutil.Process(child.pid).create_time()
     except psutil.NoSuchProcess:  # died at once: a record that is already dead
         started = 0.0
-    return ProcRecord(name=name, pid=proc.pid, started=started, port=port, log=str(log))
+    return ProcRecord(name=name, pid=child.pid, started=started, port=port, log=str(log))
 
 
 def _leader(rec: ProcRecord) -> psutil.Process | None:
@@ -164,12 +164,3 @@ def check_ports(ports: Mapping[str, tuple[str, int]]) -> None:
             except OSError as exc:
                 raise ConfigError(f"{what} port {port} on {host} is not free ({exc.strerror}): "
                                   "choose another port or stop what holds it") from None
-
-
-def log_tail(path: str | Path, lines: int = 12) -> str:
-    """The last lines of a log file (empty when it does not exist)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])

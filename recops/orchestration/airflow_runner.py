@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -16,6 +15,7 @@ from typing import Any, Concatenate, ParamSpec
 
 from recops.config import Settings
 from recops.core.hashing import sha256_json
+from recops.core.supervisor import Child, free_port, start
 from recops.environment import child_env
 from recops.errors import ConfigError, RecopsError
 from recops.paths import CHECKOUT
@@ -97,45 +97,21 @@ def _jwt_secret(home: Path) -> str:
 def _run(cmd: list[str], env: Mapping[str, str], log_path: Path,
          on_line: Callable[[str], None] | None = None, timeout: float | None = None
          ) -> tuple[int, list[str]]:
-    """Run a command, stream its output to ``log_path`` (and ``on_line``); returns (rc, lines)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    """Run an airflow command to its end, its output to ``log_path`` (and ``on_line``).
+
+    Returns (exit code, output lines). Past ``timeout`` its whole group (LocalExecutor workers
+    included) is stopped and a RecopsError raised.
+    """
     lines: list[str] = []
-    started = time.monotonic()
-    with open(log_path, "w", encoding="utf-8") as log:
-        # Its own process group: LocalExecutor workers must go down with it on a timeout.
-        proc = subprocess.Popen(cmd, env=dict(env), cwd=str(CHECKOUT), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                start_new_session=True)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                lines.append(line.rstrip("\n"))
-                if on_line:
-                    on_line(line.rstrip("\n"))
-                if timeout and time.monotonic() - started > timeout:
-                    raise subprocess.TimeoutExpired(cmd, timeout)
-            rc = proc.wait()
-        except BaseException:
-            _stop_group(proc)
-            raise
-    return rc, lines
 
+    def keep(line: str) -> None:
+        lines.append(line)
+        if on_line is not None:
+            on_line(line)
 
-def _stop_group(proc: subprocess.Popen[str], grace: float = 30.0) -> None:
-    """SIGTERM the group we started (the airflow process and its workers), then SIGKILL."""
-    import signal
-
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    child = start("`airflow " + " ".join(cmd[1:3]) + "`", cmd, env, log_path, cwd=CHECKOUT,
+                  append=False)
+    return child.watch(timeout, on_line=keep, interval=0.2, check=False), lines
 
 
 def prepare(settings: Settings, on_line: Callable[[str], None] | None = None) -> Path:
@@ -262,58 +238,13 @@ def dags_test(settings: Settings, dag_id: str = "recops_pipeline",
                          task_seconds=parsed["task_seconds"])
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout: float = 240.0) -> None:
-    """Block until the api-server on ``port`` answers its health check."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{port}/api/v2/monitor/health"
-    while True:
-        if proc.poll() is not None:
-            raise RecopsError(f"airflow api-server exited with {proc.returncode} before it was "
-                              "ready: see its log under <airflow_home>/logs")
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RecopsError(f"airflow api-server on port {port} not healthy after "
-                              f"{timeout:.0f} s")
-        time.sleep(1.0)
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 60.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds: only the process we started."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 @contextmanager
 def execution_api(settings: Settings) -> Iterator[str]:
     """An api-server on a free loopback port for the run's workers; yields its execution URL."""
     prepare(settings)
     port = free_port()
-    proc = start_api_server(settings, port)
-    try:
-        wait_healthy(proc, port)
+    with start_api_server(settings, port):
         yield f"http://127.0.0.1:{port}/execution/"
-    finally:
-        stop(proc)
 
 
 def dag_settings() -> Settings:
@@ -364,20 +295,32 @@ def reserialize(settings: Settings, on_line: Callable[[str], None] | None = None
                           + "\n".join(lines[-10:]))
 
 
+HEALTH = "api/v2/monitor/health"
+
+
 def start_api_server(settings: Settings, port: int, host: str = "127.0.0.1",
-                     *, all_admins: bool = False) -> subprocess.Popen[bytes]:
-    """Start `airflow api-server` (UI + REST API) on host:port; the caller stops it by PID.
+                     *, all_admins: bool = False, timeout: float = 240.0) -> Child:
+    """Start `airflow api-server` (UI + REST API) on host:port and wait until its health check
+    answers; the caller stops it (``with`` or ``.stop()``).
 
     ``all_admins`` lets anyone in as admin (Airflow's simple auth manager): for a local trial
     or a test, never for a shared machine. Otherwise the generated admin password is in
     ``<airflow_home>/simple_auth_manager_passwords.json.generated``.
     """
+    from recops.orchestration.platform_state import client_host
+
     env = airflow_env(settings)
     if all_admins:
         env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"
     log = settings.paths.airflow_home / "logs" / f"api-server-{port}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        return subprocess.Popen([airflow_bin(), "api-server", "--host", host, "--port",
-                                 str(port), "--workers", "1"], env=env, cwd=str(CHECKOUT),
-                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    server = start("airflow api-server", [airflow_bin(), "api-server", "--host", host, "--port",
+                                          str(port), "--workers", "1"],
+                   env, log, cwd=CHECKOUT, append=False, grace=60.0)
+    reach = client_host(host)
+    reach = f"[{reach}]" if ":" in reach else reach
+    try:
+        server.wait_http(f"http://{reach}:{port}/{HEALTH}", timeout=timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server

@@ -17,7 +17,8 @@ import httpx
 import psutil
 
 from recops.config import Settings
-from recops.core.processes import alive, log_tail, members, pid_reused
+from recops.core.processes import alive, members, pid_reused
+from recops.core.supervisor import http_ok, log_tail, wait_for
 from recops.errors import RecopsError
 from recops.orchestration.platform_state import (
     COMPONENTS,
@@ -84,12 +85,7 @@ class AirflowClient:
 
 
 def _service_ready(state: PlatformState) -> bool:
-    if state.service_url is None:
-        return False
-    try:
-        return httpx.get(state.service_url + "/readyz", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return state.service_url is not None and http_ok(state.service_url + "/readyz")
 
 
 def _check(state: PlatformState, name: str, health: dict[str, Any] | None) -> tuple[bool, str]:
@@ -114,31 +110,33 @@ def wait_healthy(state: PlatformState, deadline: float,
     """
     client = AirflowClient(state)
     names = only or list(state.procs)
+
+    def exited() -> str | None:
+        for name in names:
+            rec = state.procs[name]
+            if not alive(rec):
+                return (f"{name} exited before it was healthy; its log {rec.log} ends:\n"
+                        f"{log_tail(rec.log)}")
+        return None
+
+    def pending() -> str | None:
+        health = client.health()
+        waiting = [n for n in names if not _check(state, n, health)[0]]
+        if waiting or only:
+            return ", ".join(waiting) or None
+        if health is None:
+            return "Airflow's health check"
+        listed = _listed_dags(client)
+        return ", ".join(f"DAG {d} (not parsed yet)" for d in DAG_IDS if d not in listed) or None
+
     try:
-        while True:
-            for name in names:
-                rec = state.procs[name]
-                if not alive(rec):
-                    raise RecopsError(f"{name} exited before it was healthy; its log {rec.log} "
-                                      f"ends:\n{log_tail(rec.log)}")
-            health = client.health()
-            pending = [n for n in names if not _check(state, n, health)[0]]
-            if not pending and only:
-                if "api-server" in only:
-                    client.warm_execution_api(deadline - time.monotonic())
-                return
-            if not pending and health is not None:
-                listed = _listed_dags(client)
-                missing = [d for d in DAG_IDS if d not in listed]
-                if not missing:
-                    return
-                pending = [f"DAG {d} (not parsed yet)" for d in missing]
-            if time.monotonic() > deadline:
-                raise RecopsError("the platform was not healthy in time; waiting for: "
-                                  + ", ".join(pending) + f" (logs: {state.home}/platform/logs)")
-            if on_progress:
-                on_progress("waiting for " + ", ".join(pending))
-            time.sleep(1.0)
+        wait_for(pending, deadline=deadline, exited=exited,
+                 on_wait=(lambda waiting: on_progress("waiting for " + waiting))
+                 if on_progress else None,
+                 late=lambda waiting: ("the platform was not healthy in time; waiting for: "
+                                       f"{waiting} (logs: {state.home}/platform/logs)"))
+        if only and "api-server" in only:
+            client.warm_execution_api(deadline - time.monotonic())
     finally:
         client.close()
 

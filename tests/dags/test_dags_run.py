@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from recops.core.supervisor import free_port
 from recops.orchestration import airflow_runner, pipeline
 from tests.dags.tiny import beats_popularity, tiny_settings, write_bad_movielens
 
@@ -80,11 +81,9 @@ def test_unknown_param_value_is_refused_before_anything_runs(sqlite_run: dict) -
 def test_api_server_lists_the_dags_and_the_run(sqlite_run: dict) -> None:
     settings, result = sqlite_run["settings"], sqlite_run["result"]
     airflow_runner.reserialize(settings)
-    port = airflow_runner.free_port()
-    proc = airflow_runner.start_api_server(settings, port, all_admins=True)
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
-    try:
-        airflow_runner.wait_healthy(proc, port)
+    with airflow_runner.start_api_server(settings, port, all_admins=True):
         token = httpx.get(f"{base}/auth/token", timeout=10).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
         dags = httpx.get(f"{base}/api/v2/dags", headers=auth, timeout=30).json()
@@ -97,8 +96,6 @@ def test_api_server_lists_the_dags_and_the_run(sqlite_run: dict) -> None:
         tis = httpx.get(f"{base}/api/v2/dags/recops_pipeline/dagRuns/{result.airflow_run_id}"
                         "/taskInstances", headers=auth, timeout=30).json()["task_instances"]
         assert {t["task_id"] for t in tis} == set(pipeline.STAGES)
-    finally:
-        airflow_runner.stop(proc)
 
 
 def test_rejected_batch_fails_validate_and_training_never_runs(

@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from recops.core.processes import ProcRecord, members
+from recops.core.supervisor import free_port
 from recops.orchestration import platform_state
-from recops.orchestration.airflow_runner import free_port
 from tests.orchestration.platform_cli import FINISHED, recops, running, wait_for_runs
 from tests.serving.conftest import build_world
 

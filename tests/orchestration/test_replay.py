@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from recops import schema
+from recops.core.supervisor import free_port
 from recops.orchestration import replay
-from recops.orchestration.airflow_runner import free_port
 from tests.conftest import run_cli
 
 SYNTH = {"data.dataset": "synthetic", "data.synthetic.n_users": 30,

@@ -21,8 +21,8 @@ import pytest
 
 from recops import schema
 from recops.core.processes import members
+from recops.core.supervisor import free_port
 from recops.orchestration import platform_state
-from recops.orchestration.airflow_runner import free_port
 from tests.orchestration.platform_cli import FINISHED, recops, running, wait_for_runs
 
 pytestmark = pytest.mark.integration

@@ -26,8 +26,8 @@ import pytest
 
 from recops.compliance.chromium import chromium
 from recops.core.processes import members
+from recops.core.supervisor import free_port
 from recops.orchestration import platform_state
-from recops.orchestration.airflow_runner import free_port
 from recops.orchestration.pipeline import safe_run_id
 from tests.dags.tiny import tiny_settings
 from tests.orchestration.platform_cli import recops, running

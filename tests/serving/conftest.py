@@ -3,30 +3,21 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
+from recops.core.supervisor import Child, free_port, start
+
 REPO = Path(__file__).resolve().parents[2]
 N_USERS, N_ITEMS, N_EVENTS = 40, 120, 1200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def small_tables(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -110,7 +101,8 @@ def build_world(home: Path, online: str = "sqlite", redis_url: str | None = None
 
 
 class Server:
-    """`bentoml serve` in a subprocess on a free port, stopped by PID."""
+    """`bentoml serve` on a free port, a supervised child (its own session) stopped with its
+    workers."""
 
     def __init__(self, settings: Any, log_path: Path) -> None:
         from recops.environment import child_env
@@ -118,41 +110,25 @@ class Server:
         self.settings = settings
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "serving.service:Recommender",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO, env=child_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+        self.log = log_path
+        self.child: Child = start(
+            "bentoml serve", [sys.executable, "-m", "bentoml", "serve",
+                              "serving.service:Recommender", "--host", "127.0.0.1", "--port",
+                              str(self.port)],
+            child_env(settings), log_path, cwd=REPO, append=False, grace=20.0)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.child.proc
 
     def wait_ready(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {self.proc.returncode}: "
-                                   + Path(self.log.name).read_text()[-3000:])
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("bentoml serve not ready in time: "
-                           + Path(self.log.name).read_text()[-3000:])
+        self.child.wait_http(self.url + "/readyz", timeout=timeout)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: the server and workers
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.close()
+        self.child.stop()
 
     def logs(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text()
+        return self.log.read_text()
 
 
 def start_server(settings: Any, log_path: Path) -> Server:
