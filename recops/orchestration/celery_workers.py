@@ -2,7 +2,7 @@
 
 Each worker is an ``airflow celery worker`` process named ``worker-<i>``, Celery node
 ``recops-worker-<i>@<host>``, in a folder of its own (``<home>/platform/workers/worker-<i>``:
-its working directory, PID file and task logs). A task reads everything it needs from the shared
+its working directory and task logs). A task reads everything it needs from the shared
 stores (PostgreSQL, Redis, the home's lake and runs), never from its worker's folder.
 """
 
@@ -55,7 +55,7 @@ def spawn_worker(settings: Settings, worker: str, airflow_env: Mapping[str, str]
     # `env --chdir` execs the worker in its own folder (same PID): the supervisor starts every
     # component in the checkout, and a task must not depend on the folder it runs in.
     cmd = ["env", f"--chdir={where}", airflow_bin(), "celery", "worker",
-           "--celery-hostname", node(worker), "--pid", str(where / "worker.pid"),
+           "--celery-hostname", node(worker),
            # Two workers on one machine cannot both serve logs on Airflow's one log port.
            "--skip-serve-logs"]
     return spawn(worker, cmd, env, settings.paths.platform / "logs" / f"{worker}.log")

@@ -200,7 +200,7 @@ def test_one_worker_against_rabbitmq_runs_a_task(tmp_path: Path, fresh_database:
         got = app.send_task("celery.accumulate", args=[7, "pong"], queue=queue).get(timeout=120)
         print(f"RabbitMQ: a task sent, run and its result read back in "
               f"{time.monotonic() - t1:.2f} s")
-        assert got == [7, "pong"]
+        assert list(got) == [7, "pong"], got
         assert psutil.Process(rec.pid).cwd() == str(folder(settings, "worker-1"))
         procs += members(rec)
     finally:
