@@ -14,6 +14,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,10 @@ def _run(client: AirflowClient, conf: dict[str, Any]) -> tuple[dict[str, Any], f
     run_id = _trigger(client, conf)
     run = _finish(client, run_id)
     return run, round(time.monotonic() - t0, 1)
+
+
+def _since(t0: datetime, iso: str | None) -> float | None:
+    return round((datetime.fromisoformat(iso) - t0).total_seconds(), 1) if iso else None
 
 
 def _row(text: str, name: str) -> str:
@@ -254,7 +259,7 @@ def test_pipeline_on_two_celery_workers_survives_a_killed_worker(
     survivor = next(w for w in workers if w != victim)
     doomed = members(state.procs[victim])
     assert train["pid"] in {p.pid for p in doomed}, (train, doomed)  # the task runs there
-    killed_at = time.monotonic()
+    killed_at, killed_wall = time.monotonic(), datetime.now(UTC)
     for proc in doomed:
         proc.send_signal(signal.SIGKILL)
     psutil.wait_procs(doomed, timeout=10)
@@ -268,6 +273,10 @@ def test_pipeline_on_two_celery_workers_survives_a_killed_worker(
           f"{[(t['try_number'], t['hostname'], t['state']) for t in tries]}")
     assert run["state"] == "success", (run, tries)
     first, last = tries[0], tries[-1]
+    print("after the kill, seconds: try 1 failed by the scheduler "
+          f"{_since(killed_wall, first['end_date'])}, try 2 started "
+          f"{_since(killed_wall, last['start_date'])}, try 2 succeeded "
+          f"{_since(killed_wall, last['end_date'])}")
     assert (first["try_number"], first["hostname"]) == (1, node(victim)), tries
     assert first["state"] in ("failed", "up_for_retry"), tries
     assert (last["try_number"], last["hostname"], last["state"]) == (
@@ -282,7 +291,8 @@ def test_pipeline_on_two_celery_workers_survives_a_killed_worker(
     assert run["state"] == "success", run
     hosts_one = {t["hostname"] for t in _tis(client, run["dag_run_id"]).values() if t["hostname"]}
     assert hosts_one == {node(survivor)}, hosts_one
-    again = recops(config, "up")  # starts the dead worker again, on the same platform
+    # `up` again (the same executor: another one is refused while up) starts the dead worker.
+    again = recops(config, "up", "--executor", "celery", "--workers", 2)
     assert again.returncode == 0 and f"{victim} started" in again.stdout, again.stdout
     restarted = platform_state.platform_state(settings)
     assert restarted is not None
