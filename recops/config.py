@@ -65,6 +65,12 @@ class DataSettings(Section):
     download: bool = True
     synthetic: SyntheticSettings = SyntheticSettings()
 
+    @field_validator("root")
+    @classmethod
+    def _absolute_root(cls, value: Path | None) -> Path | None:
+        # Airflow's workers run in folders of their own: a relative root would point elsewhere.
+        return value.expanduser().absolute() if value is not None else None
+
 
 class StoreSettings(Section):
     online: Literal["sqlite", "redis"] = "sqlite"
@@ -143,6 +149,22 @@ class PlatformSettings(Section):
     feedback_watch_minutes: float = Field(5.0, gt=0, le=24 * 60)
     min_new_events: int = Field(100, ge=1, description=(
         "New feedback events that trigger a retrain."))
+    # "local": the scheduler runs tasks in LocalExecutor processes of its own; "celery": it
+    # queues them on celery_broker for `airflow celery worker` processes (celery_workers of
+    # them, celery_concurrency task slots each), with Celery's results in stores.postgres_dsn.
+    executor: Literal["local", "celery"] = "local"
+    celery_broker: SecretStr = SecretStr("redis://127.0.0.1:6379/1")  # db 0 holds Feast's keys
+    celery_workers: int = Field(2, ge=1, le=32)
+    celery_concurrency: int = Field(1, ge=1, le=64)
+
+    @field_validator("celery_broker")
+    @classmethod
+    def _broker_scheme(cls, value: SecretStr) -> SecretStr:
+        scheme = value.get_secret_value().partition("://")[0]
+        if scheme not in ("redis", "rediss", "amqp", "amqps"):
+            raise ValueError(f"broker scheme {scheme!r} is not one recops runs Celery on: give "
+                             "redis://host:port/db or amqp://user:password@host:port/vhost")
+        return value
 
 
 class Settings(BaseSettings):
@@ -175,6 +197,14 @@ class Settings(BaseSettings):
         if self.feedback.backend == "postgres" and not self.stores.postgres_dsn:
             raise ValueError("feedback.backend 'postgres' needs stores.postgres_dsn "
                              "(e.g. postgresql+psycopg://user@127.0.0.1:5432/recops)")
+        return self
+
+    @model_validator(mode="after")
+    def _celery_on_postgres(self) -> Settings:
+        if self.platform.executor == "celery" and self.stores.airflow_db != "postgres":
+            raise ValueError("platform.executor 'celery' needs stores.airflow_db 'postgres' "
+                             "(with stores.postgres_dsn): Celery workers cannot share Airflow's "
+                             "SQLite file, and Celery's results go to the same PostgreSQL")
         return self
 
     @model_validator(mode="after")
@@ -219,7 +249,8 @@ class Settings(BaseSettings):
         path = path or self.paths.resolved_config
         path.parent.mkdir(parents=True, exist_ok=True)
         data = self.model_dump(mode="json")
-        for section, key in (("stores", "postgres_dsn"), ("serving", "auth_token")):
+        for section, key in (("stores", "postgres_dsn"), ("serving", "auth_token"),
+                             ("platform", "celery_broker")):
             secret = getattr(getattr(self, section), key)
             data[section][key] = secret.get_secret_value() if secret else None
         path.write_text(yaml.safe_dump(data, sort_keys=True))

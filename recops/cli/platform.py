@@ -30,8 +30,14 @@ def register(app: typer.Typer) -> None:
         timeout: Annotated[float | None, typer.Option(
             "--timeout", help="Seconds to wait for every component to be healthy "
             "(platform.start_timeout).")] = None,
+        executor: Annotated[str | None, typer.Option(
+            "--executor", help="Airflow's executor: local or celery (platform.executor; celery "
+            "needs stores.airflow_db postgres).")] = None,
+        workers: Annotated[int | None, typer.Option(
+            "--workers", help="Celery workers to start (platform.celery_workers).")] = None,
     ) -> None:
-        """Start Airflow (api-server, scheduler, dag-processor, triggerer) and the service."""
+        """Start Airflow (api-server, scheduler, dag-processor, triggerer; Celery workers under
+        the celery executor) and the service."""
         from recops.errors import ConfigError
         from recops.orchestration import platform
 
@@ -39,7 +45,9 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--timeout must be a positive number of seconds, not {timeout}")
         settings = ctx.obj.settings(**{"platform.host": host,
                                        "platform.airflow_port": airflow_port,
-                                       "serving.port": service_port})
+                                       "serving.port": service_port,
+                                       "platform.executor": executor,
+                                       "platform.celery_workers": workers})
         with err.status("recops up") as spinner:
             result = platform.up(settings, timeout=timeout,
                                  on_progress=lambda m: spinner.update(escape(m)))

@@ -18,6 +18,7 @@ from recops.core.hashing import sha256_json
 from recops.core.supervisor import Child, free_port, start
 from recops.environment import child_env
 from recops.errors import ConfigError, RecopsError
+from recops.orchestration.celery_config import executor_env
 from recops.paths import CHECKOUT
 
 DAGS_FOLDER = CHECKOUT / "dags"
@@ -57,7 +58,6 @@ def airflow_env(settings: Settings, base: Mapping[str, str] | None = None,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         # Two cores shared by everything else: a few task slots are plenty.
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(parallelism),
@@ -74,6 +74,7 @@ def airflow_env(settings: Settings, base: Mapping[str, str] | None = None,
         # must sign and verify with the same secret.
         "AIRFLOW__API_AUTH__JWT_SECRET": _jwt_secret(home),
     })
+    env.update(executor_env(settings))  # LocalExecutor, or CeleryExecutor with its broker
     if not env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"]:
         del env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"]
     # The checkout must be importable by the tasks (dags -> recops, validation, federated...).

@@ -1,5 +1,6 @@
-"""`recops up` / `down`: Airflow's api-server, scheduler, dag-processor and triggerer, and the
-champion's BentoML service, as processes under ``<home>/platform`` started and stopped by PID.
+"""`recops up` / `down`: Airflow's api-server, scheduler, dag-processor and triggerer (and its
+Celery workers under platform.executor 'celery'), and the champion's BentoML service, as
+processes under ``<home>/platform`` started and stopped by PID.
 
 Nothing watches the components once `up` returns: a component that dies is reported as dead by
 :func:`recops.orchestration.platform_health.status`, and `up` run again starts the missing ones
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from recops.config import Settings
 from recops.core.processes import alive, check_ports, spawn, stop_all
+from recops.errors import ConfigError
+from recops.orchestration import celery_workers
 from recops.orchestration.platform_state import (
     AIRFLOW_COMPONENTS,
     SERVICE,
@@ -87,6 +90,10 @@ def _start(settings: Settings, state: PlatformState, names: list[str]) -> None:
     logs = settings.paths.platform / "logs"
     af_env = airflow_platform_env(settings, state)
     for name in names:
+        if celery_workers.is_worker(name):
+            state.procs[name] = celery_workers.spawn_worker(settings, name, af_env)
+            write_state(settings, state)
+            continue
         env = child_env(settings) if name == SERVICE else af_env
         port = {"api-server": state.airflow_port, SERVICE: state.service_port}.get(name)
         state.procs[name] = spawn(name, _command(name, state), env, logs / f"{name}.log", port)
@@ -137,8 +144,14 @@ def up(settings: Settings, *, timeout: float | None = None,
             home=str(settings.paths.home), airflow_host=p.host, airflow_port=p.airflow_port,
             service_host=settings.serving.host, service_port=settings.serving.port,
             password_file=str(_password_file(settings)),
-            started_at=datetime.now(UTC).isoformat(timespec="seconds"))
-    wanted = [*AIRFLOW_COMPONENTS, *([SERVICE] if champion else [])]
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            executor=p.executor, celery_broker=(p.celery_broker.get_secret_value()
+                                                if p.executor == "celery" else None))
+    elif state.executor != settings.platform.executor:
+        raise ConfigError(f"the platform in {state.home} runs the {state.executor} executor, not "
+                          f"{settings.platform.executor}: `recops down` first to switch")
+    wanted = [*AIRFLOW_COMPONENTS, *celery_workers.wanted(settings),
+              *([SERVICE] if champion else [])]
     missing = [n for n in wanted if n not in state.procs or not alive(state.procs[n])]
     if not missing:
         return UpResult(state, [], round(time.monotonic() - t0, 1), already_up=True)

@@ -2,7 +2,8 @@
 
 A component is healthy when its process runs and its own check passes: the api-server's
 ``/api/v2/monitor/health``; the scheduler's, dag-processor's and triggerer's heartbeats as that
-health check reports them; the service's ``/readyz``.
+health check reports them; a Celery worker's answer to ``celery inspect ping``; the service's
+``/readyz``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from recops.config import Settings
 from recops.core.processes import alive, members, pid_reused
 from recops.core.supervisor import http_ok, log_tail, wait_for
 from recops.errors import RecopsError
+from recops.orchestration import celery_workers
 from recops.orchestration.platform_state import (
     COMPONENTS,
     DAG_IDS,
@@ -88,8 +90,11 @@ def _service_ready(state: PlatformState) -> bool:
     return state.service_url is not None and http_ok(state.service_url + "/readyz")
 
 
-def _check(state: PlatformState, name: str, health: dict[str, Any] | None) -> tuple[bool, str]:
-    """(healthy, detail) of one running component."""
+def _check(state: PlatformState, name: str, health: dict[str, Any] | None,
+           pinged: set[str] | None = None) -> tuple[bool, str]:
+    """(healthy, detail) of one running component (``pinged``: the workers' ping answers)."""
+    if celery_workers.is_worker(name):
+        return celery_workers.check(name, pinged)
     if name == "api-server":
         return health is not None, "monitor/health answers" if health else "no answer yet"
     if name == SERVICE:
@@ -121,7 +126,8 @@ def wait_healthy(state: PlatformState, deadline: float,
 
     def pending() -> str | None:
         health = client.health()
-        waiting = [n for n in names if not _check(state, n, health)[0]]
+        pinged = celery_workers.pinged(state)
+        waiting = [n for n in names if not _check(state, n, health, pinged)[0]]
         if waiting or only:
             return ", ".join(waiting) or None
         if health is None:
@@ -204,7 +210,8 @@ def status(settings: Settings) -> PlatformStatus:
     try:
         running = {n: r for n, r in state.procs.items() if alive(r)}
         health = client.health() if "api-server" in running else None
-        for name in COMPONENTS:
+        pinged = celery_workers.pinged(state)
+        for name in (*COMPONENTS, *celery_workers.names(state)):
             rec = state.procs.get(name)
             if rec is None:
                 why = "no champion when `up` ran" if name == SERVICE else ""
@@ -215,7 +222,7 @@ def status(settings: Settings) -> PlatformStatus:
                        else "process gone") + f"; log {rec.log}"
                 out.components.append(ComponentStatus(name, rec.pid, rec.port, "dead", why))
                 continue
-            ok, detail = _check(state, name, health)
+            ok, detail = _check(state, name, health, pinged)
             procs = members(rec)
             out.components.append(ComponentStatus(
                 name, rec.pid, rec.port, "healthy" if ok else "unhealthy", detail,

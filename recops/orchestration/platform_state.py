@@ -44,6 +44,8 @@ class PlatformState:
     procs: dict[str, ProcRecord] = field(default_factory=dict)
     healthy_after_s: float | None = None
     champion: str | None = None
+    executor: str = "local"  # platform.executor when `up` started the platform
+    celery_broker: str | None = None  # the workers' broker (this file is mode 0600)
 
     @property
     def ui_url(self) -> str:

@@ -22,11 +22,12 @@ def _model(type_name: str) -> type:
 
 def check(value: Any, type_name: str, path: str) -> Any:
     """Return the model instance for ``value``; raise ValueError naming ``path`` on a mismatch."""
-    if m := re.fullmatch(r"List\[(.+)\]", type_name):
+    # The client spells these List[...]/Dict[...] in some releases, list[...]/dict[...] in others.
+    if m := re.fullmatch(r"[Ll]ist\[(.+)\]", type_name):
         if not isinstance(value, list):
             raise ValueError(f"{path}: expected a list, got {type(value).__name__}")
         return [check(v, m.group(1), f"{path}[{i}]") for i, v in enumerate(value)]
-    if m := re.fullmatch(r"Dict\[str, (.+)\]", type_name):
+    if m := re.fullmatch(r"[Dd]ict\[str, (.+)\]", type_name):
         if not isinstance(value, dict):
             raise ValueError(f"{path}: expected a mapping, got {type(value).__name__}")
         return {k: check(v, m.group(1), f"{path}.{k}") for k, v in value.items()}
