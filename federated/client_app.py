@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -24,6 +24,9 @@ from federated.common import (
 from federated.partition import load_partition, read_manifest
 from federated.secagg_client import secagg_mod
 from federated.strategies import DP_WEIGHT, EVAL_METRICS, NUM_EXAMPLES
+
+if TYPE_CHECKING:
+    from recops.training.dp import PrivateTraining
 
 app = ClientApp()
 
@@ -71,14 +74,21 @@ def _model(settings: Any, run_dir: Path, n_items: int) -> Any:
     return model
 
 
+def _dp_metrics(pt: PrivateTraining, epochs: int) -> dict[str, Any]:
+    """What the server's accountant needs from a client's DP-SGD round."""
+    return {"dp-noise": float(pt.noise_multiplier), "dp-rate": float(pt.sample_rate),
+            "dp-steps": int(pt.steps_taken), "dp-delta": float(pt.delta),
+            "dp-clip": float(pt.max_grad_norm), "dp-epochs": int(epochs)}
+
+
 # SecAgg+ outermost: its protocol messages never reach the other mods in legacy form.
 @app.train(mods=[secagg_mod, client_dp_mod])
 def train(msg: Message, context: Context) -> Message:
     """Local epochs from the global weights; reply with the new weights and what DP spent."""
     import torch
 
+    from recops.training.local import client_options, start_local, train_local
     from recops.training.samples import make_train_loader
-    from recops.training.trainer import fit_epochs
 
     run_dir, settings = settings_for_run(context.run_config)
     pid, n_parts = _partition(context)
@@ -91,50 +101,22 @@ def train(msg: Message, context: Context) -> Message:
 
     model = _model(settings, run_dir, data.n_items)
     load_arrays(model, msg.content["arrays"])
-    mu = float(cfg.get("proximal-mu", 0.0))
-    global_params = ([p.detach().clone() for p in model.parameters() if p.requires_grad]
-                     if mu > 0 else None)
     settings.train.batch_size = local_batch_size(
         int(context.run_config.get("local-batch-size", 0)), settings.train.batch_size,
         data.n_users, int(read_manifest(run_dir)["n_users"]))
     loader = make_train_loader(data, settings, seed=settings.seed + 7919 * server_round + pid)
-    fed = settings.federated
     started = time.perf_counter()
+    # σ is calibrated once for the whole run (all rounds × local epochs), so each round spends
+    # its share; the server sums the steps each client actually took.
+    local = start_local(model, loader, settings,
+                        client_options(settings, float(cfg.get("proximal-mu", 0.0))))
+    result = train_local(local, epochs=settings.federated.local_epochs)
     metrics: dict[str, Any] = {NUM_EXAMPLES: int(data.n_users), DP_WEIGHT: 1.0,
-                               "partition-id": pid, "batch-size": settings.train.batch_size}
-    if settings.privacy.enabled:
-        from recops.training.dp import make_private
-
-        optimizer = torch.optim.Adam(model.parameters(), lr=settings.train.lr,
-                                     weight_decay=settings.train.weight_decay)
-        # σ is calibrated once for the whole run (all rounds × local epochs), so each round
-        # spends its share; the server sums the steps each client actually took.
-        pt = make_private(model, optimizer, loader, settings,
-                          # torch's Dataset declares no __len__; this one is a TensorDataset.
-                          n_users=len(loader.dataset),  # type: ignore[arg-type]
-                          epochs=fed.rounds * fed.local_epochs)
-        loss = fit_epochs(pt.model, pt.loader, epochs=fed.local_epochs, lr=settings.train.lr,
-                          weight_decay=settings.train.weight_decay, proximal_mu=mu,
-                          global_params=global_params, optimizer=pt.optimizer, private=pt)
-        metrics.update({"dp-noise": float(pt.noise_multiplier),
-                        "dp-rate": float(pt.sample_rate), "dp-steps": int(pt.steps_taken),
-                        "dp-delta": float(pt.delta), "dp-clip": float(pt.max_grad_norm),
-                        "dp-epochs": int(fed.local_epochs)})
-        model = pt.base_model
-    else:
-        lr = fed.client_lr or settings.train.lr
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        local: torch.optim.Optimizer = (
-            torch.optim.SGD(trainable, lr=lr, weight_decay=settings.train.weight_decay)
-            if fed.client_optimizer == "sgd" else
-            torch.optim.Adam(trainable, lr=lr, weight_decay=settings.train.weight_decay))
-        loss = fit_epochs(model, loader, epochs=fed.local_epochs, lr=lr,
-                          weight_decay=settings.train.weight_decay, proximal_mu=mu,
-                          global_params=global_params, optimizer=local,
-                          loss_weighting=settings.train.loss_weighting,
-                          negatives=settings.train.negatives)
-    metrics["train-loss"] = float(loss)
-    metrics["train-seconds"] = time.perf_counter() - started
+                               "partition-id": pid, "batch-size": settings.train.batch_size,
+                               "train-loss": float(result.loss),
+                               "train-seconds": time.perf_counter() - started}
+    if local.private is not None:
+        metrics.update(_dp_metrics(local.private, settings.federated.local_epochs))
     content = RecordDict({"arrays": arrays_from_model(model), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 

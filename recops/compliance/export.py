@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recops import schema
-from recops.compliance import online_rows, places
+from recops.compliance import places
 from recops.compliance.subjects import show
 from recops.core.atomic import write_json
 from recops.errors import DataError
+from recops.features import online_store
 
 if TYPE_CHECKING:
     from recops.config import Settings
@@ -34,6 +35,15 @@ def check_out(out: Path, *, force: bool = False) -> Path:
     if out.exists() and not force:
         raise DataError(f"--out {out} exists: pick another file, or pass --force to replace it")
     return out
+
+
+def online_records(settings: Settings, user_id: int) -> list[dict[str, Any]]:
+    """The user's current online features (through Feast's online read), or nothing."""
+    if not online_store.count_user_rows(settings, user_id):
+        return []
+    from recops.features.feast_online import online_features
+
+    return places.records(online_features(settings, [user_id]))
 
 
 def gather(settings: Settings, user_id: int) -> dict[str, Any]:
@@ -62,8 +72,8 @@ def gather(settings: Settings, user_id: int) -> dict[str, Any]:
         "home": str(settings.paths.home),
         "lake": lake_rows,
         "files_and_logs": held,
-        "online_store": {"where": online_rows.where(settings),
-                         "records": online_rows.read(settings, user_id)},
+        "online_store": {"where": online_store.where(settings),
+                         "records": online_records(settings, user_id)},
         "runs": view.runs, "models": view.models, "privacy_spends": view.privacy_spends,
         "erasures": [{"erasure_id": r["details"].get("erasure_id"), "time": r.get("time"),
                       "reason": r["details"].get("reason")} for r in view.erasures],

@@ -12,7 +12,7 @@ erasure see the same list, and an erasure of a user held nowhere changes nothing
 * the event logs (:data:`USER_LOGS`): the feedback log and the impression log (file or
   PostgreSQL backend).
 
-The online store is in :mod:`recops.compliance.online_rows`.
+The online store is in :mod:`recops.features.online_store`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ append-only and says what was replaced) and deletes the old files; rewrites ever
 under the home that holds them (staged and quarantined batches, the feature sources, run files,
 downloaded datasets: :mod:`recops.compliance.places`) and the event logs (feedback, file or
 PostgreSQL); deletes the user's rows from Feast's online store
-(:mod:`recops.compliance.online_rows`); adds the user's hash to the lake's tombstones, so no
+(:mod:`recops.features.online_store`); adds the user's hash to the lake's tombstones, so no
 later ingestion or retraining cycle brings them back; records an ``erase`` audit record; and
 marks every model and run trained on data that held the user in
 ``<home>/audit/retrain_required.json`` (read by the report and the pipeline). Records name the
@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 
 from recops import schema
-from recops.compliance import online_rows, places
+from recops.compliance import places
 from recops.core import tombstones
 from recops.core.atomic import file_lock, write_json
 from recops.core.audit import AuditLog
 from recops.core.hashing import sha256_json
 from recops.core.tombstones import subject_hash
 from recops.errors import DataError
+from recops.features import online_store
 
 if TYPE_CHECKING:
     from recops.config import Settings
@@ -240,7 +241,7 @@ def show(settings: Settings, user_id: int) -> SubjectView:
     view.copies = [p.to_dict() for p in found]
     view.feedback_events = sum(p.rows for p in found if p.where.startswith("feedback log"))
     view.impressions = sum(p.rows for p in found if p.where.startswith("impression log"))
-    view.online_rows = online_rows.count(settings, user_id)
+    view.online_rows = online_store.count_user_rows(settings, user_id)
     versions = versions_containing(lake, hit_ids) if hit_ids else set()
     view.runs, view.models, run_ids = _trained_on(settings, versions,
                                                   _run_ids_in(settings, found))
@@ -298,7 +299,7 @@ def erase(settings: Settings, user_id: int, *, reason: str = "data subject erasu
     hits = _lake_hits(lake, user_id)
     orphans = [f for t in USER_TABLES for f in lake.orphans(t) if _user_rows(f, user_id)]
     found = places.find(settings, user_id)
-    online = online_rows.count(settings, user_id)
+    online = online_store.count_user_rows(settings, user_id)
     before = erasures_of(settings, subject)
     if not (hits or orphans or found or online or before):
         raise DataError(f"user {user_id} is held nowhere under {settings.paths.home} (lake, "
@@ -323,10 +324,10 @@ def erase(settings: Settings, user_id: int, *, reason: str = "data subject erasu
     for place in found:  # files and logs; the feature sources before the online store
         removed += places.erase(settings, place, user_id)
         done.append(place.to_dict())
-    online = online_rows.delete(settings, user_id) if online else 0
+    online = online_store.delete_user_rows(settings, user_id) if online else 0
     if online:
         done.append({"kind": "online", "where": "online store",
-                     "path": online_rows.where(settings), "rows": online})
+                     "path": online_store.where(settings), "rows": online})
     rewritten = [str(f) for f in orphans] + [p.path for p in found if p.kind != "log"]
     old_ids: set[str] = {str(s["old"]) for s in superseded}
     # Earlier erasures of this subject count too, so a rerun after a crash still marks.

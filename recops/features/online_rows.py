@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from recops import schema
 from recops.errors import FeatureError
 from recops.features import featurize as f
+from recops.features.online_store import sqlite_connection, sqlite_path
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -35,17 +36,10 @@ def _use_wal(config: Any) -> None:
     journal, ~25 ms per commit under load here, and a writer blocks every reader of the file;
     with a WAL a commit appends and syncs one file and readers never wait for the writer.
     """
-    import sqlite3
-    from pathlib import Path
-
-    path = Path(config.online_store.path)
-    if not path.is_absolute() and config.repo_path is not None:
-        path = Path(config.repo_path) / path
-    if not path.exists():
+    if not sqlite_path(config).exists():
         return  # nothing applied yet: Feast creates it, and the next service start sets it
-    with sqlite3.connect(path, timeout=30) as conn:
+    with sqlite_connection(config) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
-    conn.close()
 
 
 class UserRows:

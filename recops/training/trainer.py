@@ -1,10 +1,11 @@
 """Training: build a model from settings, fit it on user sequences, early-stop, resume.
 
 Plain PyTorch, shared by centralised training (:func:`train_model`), the Flower client
-(:func:`build_model`, :func:`fit_epochs`; samples from :mod:`recops.training.samples`) and the
-CLI. Under ``settings.privacy.enabled`` one sample is one user, the privacy unit (DP-SGD through
-:func:`recops.training.dp.make_private`); ``train.max_minutes`` and ``train.lr_schedule`` spend
-the budget (:mod:`recops.training.schedule`).
+(:func:`build_model`; samples from :mod:`recops.training.samples`, steps from
+:mod:`recops.training.local`) and the CLI. Under ``settings.privacy.enabled`` one sample is one
+user, the privacy unit (DP-SGD through :func:`recops.training.dp.make_private`);
+``train.max_minutes`` and ``train.lr_schedule`` spend the budget
+(:mod:`recops.training.schedule`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ import copy
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from recops.core.runs import RunDir
 from recops.errors import TrainingError
 from recops.training.evaluation import evaluate_model
+from recops.training.local import centralised_options, start_local, train_local
 from recops.training.models import (
     Pop,
     Recommender,
@@ -110,87 +110,6 @@ def freeze_item_side(model: Recommender) -> None:
     embeddings and output weights keep the text-derived start."""
     for name in ("item_emb.weight", "out.weight"):
         model.get_parameter(name).requires_grad_(False)
-
-
-def _core(model: nn.Module) -> Recommender:
-    # A Recommender, or an Opacus wrapper holding one as ``_module``.
-    return cast(Recommender, getattr(model, "_module", model))
-
-
-def fit_epochs(model: nn.Module, loader: DataLoader[tuple[torch.Tensor, ...]], *, epochs: int,
-               lr: float,
-               weight_decay: float = 0.0, proximal_mu: float = 0.0,
-               global_params: list[torch.Tensor] | None = None,
-               optimizer: torch.optim.Optimizer | None = None, private: Any | None = None,
-               on_batch: Callable[[float], None] | None = None,
-               loss_weighting: str = "sequence", negatives: int = 0,
-               budget: TrainingBudget | None = None) -> float:
-    """Train ``epochs`` passes over ``loader``; returns the mean per-sample loss of the last epoch.
-
-    ``proximal_mu`` with ``global_params`` adds FedProx's (mu/2)·||w - w_global||².
-    ``private`` is a :class:`recops.training.dp.PrivateTraining`: its model, optimizer and loss
-    are used and empty Poisson batches take a noise-only step. ``loss_weighting`` "position"
-    averages a batch over its predicted positions instead of its samples and ``negatives`` > 0
-    samples the softmax (neither under DP); ``budget`` sets each step's learning rate (its
-    schedule) and counts the steps.
-    """
-    core = _core(private.model if private is not None else model)
-    if core.closed_form and core.kind != "pop":
-        raise TrainingError(f"model.kind '{core.kind}' is fitted in closed form on all the data "
-                            "(train_model), not by epochs; its weights cannot be averaged "
-                            "across clients: use train.mode centralised")
-    if core.kind == "pop":
-        pairs = cast(TensorDataset, loader.dataset).tensors  # make_train_loader's (x, y)
-        core.fit_sequences(torch.cat([pairs[0], pairs[1][:, -1:]], dim=1).numpy())
-        return 0.0
-    if private is not None:
-        model, optimizer, loader = private.model, private.optimizer, private.loader
-    elif optimizer is None:
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                     weight_decay=weight_decay)
-    if proximal_mu and global_params is None:
-        raise TrainingError("proximal_mu > 0 needs global_params (the server's weights)")
-    params = [p for p in core.parameters() if p.requires_grad]
-    device = next(core.parameters()).device
-    model.train()
-    mean = 0.0
-    for _ in range(epochs):
-        total, n = 0.0, 0
-        for x, y in loader:
-            if len(x) == 0:  # Poisson sampling can draw nobody
-                if private is not None:
-                    private.empty_step()
-                continue
-            if device.type != "cpu":
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            if budget is not None:
-                step_lr = budget.next_lr()
-                for group in optimizer.param_groups:
-                    group["lr"] = step_lr
-            if private is not None:
-                loss = private.loss(model(x), core._clip_len(y))
-                value = float(loss.item()) if hasattr(loss, "item") else float(loss)
-            elif loss_weighting == "position":
-                per_sample = core.training_loss(x, y, negatives)
-                n_pos = (core._clip_len(y) > 0).sum(1).to(per_sample.dtype)
-                loss = (per_sample * n_pos).sum() / n_pos.sum().clamp(min=1)
-                value = float(per_sample.mean().item())
-            else:
-                loss = core.training_loss(x, y, negatives).mean()
-                value = float(loss.item())
-            if proximal_mu and global_params is not None:  # (None was refused above)
-                prox = sum(((p - g.detach()) ** 2).sum() for p, g in zip(params, global_params,
-                                                                          strict=True))
-                loss = loss + proximal_mu / 2 * prox
-            loss.backward()
-            optimizer.step()
-            total += value * len(x)
-            n += len(x)
-            if on_batch is not None:
-                on_batch(value)
-        mean = total / max(n, 1)
-    return mean
 
 
 def training_histories(data: SequenceData) -> list[np.ndarray]:
@@ -296,29 +215,23 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
 
     device = training_device(settings)
     dp = settings.privacy if settings.privacy.enabled else None
-    # Under DP the recipe's own epochs, batch and learning rate (recops.training.dp).
-    epochs, lr = cfg.epochs, cfg.lr
+    # Under DP the recipe's own epochs (its batch and learning rate: centralised_options).
+    epochs = cfg.epochs
     if dp is not None:
         if resume_from is not None:
             raise TrainingError("resume is not supported with privacy.enabled: the accountant's "
                                 "state is not checkpointed; start the run again")
-        epochs, lr = dp.dp_epochs, dp.dp_lr
+        epochs = dp.dp_epochs
         if dp.item_side == "text":
             freeze_item_side(model)
     model.to(device)
     loader = make_train_loader(data, settings, settings.seed, max_len=model.max_len)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                 weight_decay=cfg.weight_decay)
-    private = None
-    n_samples = len(loader.dataset)  # type: ignore[arg-type]
-    if dp is not None:
-        from recops.training.dp import dp_batch_size, make_private
+    local = start_local(model, loader, settings, centralised_options(
+        settings, len(loader.dataset)))  # type: ignore[arg-type]
+    optimizer, private = local.optimizer, local.private
+    if private is not None:
         from recops.training.privacy import PrivacyLedger
 
-        private = make_private(
-            model, optimizer, loader, settings, n_samples, epochs,
-            batch_size=dp_batch_size(settings, n_samples),
-            noise_generator=torch.Generator(device).manual_seed(settings.seed + 1))
         (ledger or PrivacyLedger(settings.paths.privacy_ledger)).check_budget(
             settings, private.projected_epsilon(), private.population)
 
@@ -339,16 +252,13 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
     # Without DP: train.lr_schedule over the epochs or train.max_minutes (DP keeps its recipe's
     # fixed epochs at a constant rate).
     budget = None if dp is not None else TrainingBudget(
-        epochs, len(loader), cfg.max_minutes, lr=lr, schedule=cfg.lr_schedule,
+        epochs, len(loader), cfg.max_minutes, lr=cfg.lr, schedule=cfg.lr_schedule,
         elapsed=spent[0], steps=spent[1])
     with EpochProgress(progress, epochs, len(private.loader if private else loader),
                    metric) as bar:
         bar.advance_to(start_epoch - 1)
         for epoch in range(start_epoch, epochs + 1):
-            loss = fit_epochs(model, loader, epochs=1, lr=lr, weight_decay=cfg.weight_decay,
-                              optimizer=optimizer, private=private, on_batch=bar.batch,
-                              loss_weighting=cfg.loss_weighting, negatives=cfg.negatives,
-                              budget=budget)
+            loss = train_local(local, epochs=1, on_batch=bar.batch, budget=budget).loss
             row: dict[str, Any] = {"epoch": epoch, "loss": loss}
             out_of_time = budget is not None and budget.out_of_time()
             if budget is not None:

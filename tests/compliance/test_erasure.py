@@ -258,10 +258,10 @@ def test_retrain_after_erasure_excludes_the_user(erased_world) -> None:
 
 @pytest.mark.integration
 def test_erase_deletes_the_users_redis_keys(tmp_path: Path, redis_url: str) -> None:
-    from recops.compliance.online_rows import redis_client
     from recops.compliance.subjects import erase
     from recops.features import feast_store
     from recops.features.featurize import build_sources
+    from recops.features.online_store import redis_client
     from tests.features.conftest import fill_lake, fresh_settings, make_events
 
     s = fresh_settings(tmp_path / "home", **{"stores.online": "redis",

@@ -8,6 +8,7 @@ import torch
 
 from recops.errors import ConfigError, TrainingError
 from recops.training.evaluation import evaluate_model
+from recops.training.local import fit_epochs
 from recops.training.models import (
     EASE,
     ItemKNN,
@@ -18,7 +19,7 @@ from recops.training.models import (
 )
 from recops.training.samples import make_train_loader
 from recops.training.sequences import SequenceData
-from recops.training.trainer import fit_epochs, train_model
+from recops.training.trainer import train_model
 from tests.training.conftest import cyclic_interactions, tiny_settings
 
 

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from recops.errors import ConfigError
+from recops.training.local import fit_epochs
 from recops.training.models import create_model
 from recops.training.samples import history_windows, make_train_loader
 from recops.training.schedule import TrainingBudget
 from recops.training.sequences import SequenceData
-from recops.training.trainer import fit_epochs, train_model
+from recops.training.trainer import train_model
 from tests.training.conftest import cyclic_interactions, tiny_settings
 
 
