@@ -25,7 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from local_data import data_root  # noqa: E402 - benchmarks/ is this script's own folder
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # local_data, also when imported
+from local_data import data_root  # noqa: E402
 
 MODES = ("no-dp", "no-dp-dense", "dp-sgd-hooks", "dp-sgd-ghost")
 

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-from local_data import movielens_dir  # noqa: E402 - benchmarks/ is this script's own folder
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # local_data, also when imported
+from local_data import movielens_dir  # noqa: E402
 
 SIZES = {  # rows: (users, items)
     100_000: (1_000, 2_000),

@@ -31,7 +31,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from local_data import movielens_dir  # noqa: E402 - benchmarks/ is this script's own folder
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # local_data, also when imported
+from local_data import movielens_dir  # noqa: E402
 
 ML_SMALL = movielens_dir()
 # The integration test's data and model (tests/orchestration/test_replay_loop.py).

@@ -26,7 +26,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from local_data import movielens_dir  # noqa: E402 - benchmarks/ is this script's own folder
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # local_data, also when imported
+from local_data import movielens_dir  # noqa: E402
 
 ML_SMALL = movielens_dir()
 WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
