@@ -141,7 +141,8 @@ def _timestamps(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
         num = pd.to_numeric(s, errors="coerce")
         text = s.where(num.isna())
         ts = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-        epoch = pd.to_datetime(num, unit="s", utc=True)
+        # Only the numbers: pandas' unit cast reads uninitialised slots behind NaNs.
+        epoch = pd.to_datetime(num[num.notna()], unit="s", utc=True).reindex(s.index)
         ts = ts.where(num.isna(), epoch)
     bad = (ts.isna() & s.notna()).to_numpy()
     return ts.astype("datetime64[us, UTC]"), bad
