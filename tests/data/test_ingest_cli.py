@@ -78,13 +78,19 @@ def test_ingest_bad_env_value_names_the_setting(monkeypatch, capsys, home) -> No
     assert "RECOPS_DATA__SYNTHETIC__N_USERS" in err  # the env hint survives rich markup
 
 
-def test_ingest_file_after_a_dataset(monkeypatch, capsys, tmp_path, home) -> None:
-    settings = load_settings()
-    lake = Lake(settings.paths.lake)
+@pytest.fixture
+def lake_with_items(home: Path) -> Lake:
+    """A lake that already holds items 1 and 2 and user 1, as after a first dataset."""
+    lake = Lake(load_settings().paths.lake)
     lake.append(schema.ITEMS, pd.DataFrame({schema.ITEM_ID: [1, 2], schema.TITLE: ["a", "b"],
                                             schema.GENRES: ["", ""], schema.TEXT: ["a", "b"]}),
                 source="test")
     lake.append(schema.USERS, pd.DataFrame({schema.USER_ID: [1]}), source="test")
+    return lake
+
+
+def test_ingest_file_after_a_dataset(monkeypatch, capsys, tmp_path, lake_with_items) -> None:
+    settings = load_settings()
     batch = tmp_path / "events.csv"
     batch.write_text("user_id,item_id,rating,event_timestamp\n1,2,4.0,2026-03-01T00:00:00Z\n"
                      "7,1,,2026-03-01T00:01:00Z\n")
@@ -119,13 +125,9 @@ def test_console_script_exit_code_without_traceback(tmp_path: Path) -> None:
     assert len(p.stderr.strip().splitlines()) == 1
 
 
-def test_ingest_file_url_with_a_column_map(monkeypatch, capsys, tmp_path, home) -> None:
+def test_ingest_file_url_with_a_column_map(monkeypatch, capsys, tmp_path,
+                                           lake_with_items) -> None:
     settings = load_settings()
-    lake = Lake(settings.paths.lake)
-    lake.append(schema.ITEMS, pd.DataFrame({schema.ITEM_ID: [1, 2], schema.TITLE: ["a", "b"],
-                                            schema.GENRES: ["", ""], schema.TEXT: ["a", "b"]}),
-                source="test")
-    lake.append(schema.USERS, pd.DataFrame({schema.USER_ID: [1]}), source="test")
     batch = tmp_path / "shop.jsonl"
     batch.write_text('{"customer": 1, "sku": 2, "when": "2026-03-01T00:00:00Z"}\n'
                      '{"customer": 5, "sku": 1, "when": 1772323260}\n')
