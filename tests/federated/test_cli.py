@@ -26,6 +26,15 @@ from tests.conftest import run_cli_text
     (["--secure-aggregation", "--secagg-clip", "0"], "federated.secagg_clipping_range"),
     (["--secure-aggregation", "--client-dp", "adaptive"], "does not combine"),
     (["--users-as-clients", "--engine", "deployment"], "virtual clients"),
+    (["--engine", "deployment", "--superlink-address", "flower-superlink"], "not host:port"),
+    (["--engine", "deployment", "--superlink-address", "link:99999"], "not host:port"),
+    (["--superlink-address", "link:9093"], "is for federated.engine 'deployment'"),
+    (["--engine", "deployment", "--superlink-address", "link:9093", "--secure-aggregation"],
+     "do not tell the server"),
+    (["--engine", "deployment", "--superlink-insecure", "--superlink-root-certificates",
+      "/x/ca.crt"], "exclude each other"),
+    (["--certificate-hosts", " , "], "federated.certificate_hosts"),
+    (["--certificate-hosts", "link;rm"], "neither a host name"),
 ])
 def test_bad_flags_give_one_line_and_exit_2(monkeypatch, capsys, home, flags, words) -> None:
     code, text = run_cli_text(monkeypatch, capsys, "federated", *flags)
