@@ -19,6 +19,7 @@ from federated.common import (
     SETTINGS_FILE,
     SUMMARY_FILE,
     run_config_from_settings,
+    shareable_settings,
 )
 from federated.partition import partition_users, taste_clusters, write_partitions, write_public
 from federated.rounds import plan_rounds
@@ -100,7 +101,7 @@ def prepare_run(settings: Settings, data: SequenceData, run_dir: Path,
         parts = partition_users(data.train_users, fed.num_clients, fed.partition,
                                 clusters=clusters, alpha=fed.dirichlet_alpha, seed=settings.seed)
         write_partitions(data, parts, run_dir, scheme=fed.partition)
-    settings.save(fed_dir / SETTINGS_FILE)
+    shareable_settings(settings).save(fed_dir / SETTINGS_FILE)  # SuperNodes read it
     torch.save(model.state_dict(), fed_dir / INITIAL_STATE)
     manifest = json.loads((run_dir / "partitions" / "manifest.json").read_text())
     return data, model, manifest

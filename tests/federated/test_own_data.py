@@ -208,3 +208,19 @@ def test_the_deployment_runner_points_flwr_at_the_configured_superlink(
     s.federated.superlink_root_certificates = str(tmp_path / "missing.crt")
     with pytest.raises(ConfigError, match="missing.crt is not a file"):
         engines.run_deployment(s, tmp_path / "run", {"run-dir": "x"}, num_clients=2)
+
+
+def test_the_run_settings_every_supernode_reads_hold_no_secret(make_settings, silos,
+                                                               tmp_path) -> None:
+    from recops.training.sequences import SequenceData
+
+    items, (server, *_) = silos
+    s = make_settings(**{"federated.num_clients": 2, "stores.registry": "postgres",
+                         "stores.postgres_dsn": "postgresql+psycopg://u:pw-4711@db:5432/recops",
+                         "serving.auth_token": "token-0815"})
+    run_dir = tmp_path / "run"
+    prepare_run(s, SequenceData.from_interactions(server, items, 20), run_dir)
+    text = (run_dir / "federated" / "settings.yaml").read_text()
+    assert "pw-4711" not in text and "token-0815" not in text
+    assert "num_clients: 2" in text  # the run's own settings are there
+    assert s.stores.postgres_dsn is not None  # the caller's settings keep theirs
