@@ -86,8 +86,11 @@ CertOut = Annotated[Path, typer.Option("--out", help="Folder the CA certificate 
 def flower_certificates(ctx: typer.Context, overrides: dict[str, Any], out: CertOut) -> None:
     """Issue a CA and a SuperLink certificate for federated.certificate_hosts (for infra/)."""
     from federated.deployment import certificate_hosts, ensure_certificates
+    from recops.errors import ConfigError
 
     settings = ctx.obj.settings(**overrides)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: name a folder for the certificates")
     certs = ensure_certificates(out, settings.federated.certificate_hosts)
     names = ", ".join(certificate_hosts(certs.server_cert))
     typer.echo(f"{certs.ca_cert}, {certs.server_cert}, {certs.server_key}: valid for {names}")
