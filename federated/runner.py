@@ -133,10 +133,13 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
                     ledger: PrivacyLedger | None = None) -> TrainResult:
     """Train the recommender with Flower; returns ``trainer.TrainResult`` like central training.
 
-    ``engine`` (default ``settings.federated.engine``) "simulation" runs ``num_clients`` virtual
-    clients on one machine; "deployment" starts a SuperLink and ``num_clients`` SuperNodes as
-    processes on loopback with TLS. ``run_dir`` is the Flower run's exchange folder (partitions,
-    settings, initial and final weights; the ServerApp writes ``federated_rounds.json`` there);
+    ``engine`` (default ``settings.federated.engine``; set there, so the run's records name it)
+    "simulation" runs ``num_clients`` virtual clients on one machine; "deployment" starts a
+    SuperLink and ``num_clients`` SuperNodes as processes on loopback with TLS, or, with
+    ``federated.superlink_address``, submits to that SuperLink, whose SuperNodes hold their own
+    data (only the public catalogue and the server's validation set are written). ``run_dir``
+    is the Flower run's exchange folder (partitions, settings, initial and final weights; the
+    ServerApp writes ``federated_rounds.json`` there);
     the run's own files (checkpoint, history, privacy) are the caller's to keep. Appends each DP
     spend to the privacy ledger. ``local_batch_size`` 0 = steps-matched
     (``federated.common.local_batch_size``).
@@ -149,10 +152,10 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
     engine = engine or settings.federated.engine
     if engine not in ENGINES:
         raise ConfigError(f"federated engine must be one of {ENGINES}, got {engine!r}")
+    settings.federated.engine = engine
     if settings.federated.users_as_clients:
         # One client per training user (an iid split into singletons); set on the caller's
         # settings so every record of the run names the real number of clients.
-        settings.federated.engine = engine
         settings.federated.num_clients = int(len(data.train_users))
     check_settings(settings)
     if data.n_users < settings.federated.num_clients and not settings.federated.superlink_address:
