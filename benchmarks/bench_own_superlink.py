@@ -213,6 +213,15 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None,
                     help="work in this folder and keep it (logs of every process)")
     args = ap.parse_args()
+    if args.clients < 2:
+        ap.error("--clients must be at least 2")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    if args.users < 20 * (args.clients + 1):
+        ap.error(f"--users must be at least {20 * (args.clients + 1)} (20 per client and for "
+                 "the server)")
+    if args.items < 20:
+        ap.error("--items must be at least 20")
     from rich.console import Console
     from rich.table import Table
 
