@@ -185,7 +185,8 @@ def test_every_bad_input_is_one_line_and_stages_nothing(monkeypatch, capsys, set
                                                         tmp_path: Path) -> None:
     import re
 
-    cols = ["--columns", "customer=user_id,sku=item_id", "--columns", "event=event_type,ts=timestamp"]
+    cols = ["--columns", "customer=user_id,sku=item_id",
+            "--columns", "event=event_type,ts=timestamp"]
     for name, (flags, message) in _bad_cases(tmp_path).items():
         code, out, err = run_cli(monkeypatch, capsys, "ingest", *flags, *cols)
         text = (out + err).strip()
