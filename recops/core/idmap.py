@@ -55,9 +55,8 @@ def internal_id(external: str | int) -> int:
     text = str(external)
     if is_plain(text):
         return int(text)
-    if not text or len(text) > MAX_ID_CHARS or text != text.strip():
-        raise DataError(f"id {text[:40]!r} is not usable: ids are 1-{MAX_ID_CHARS} characters "
-                        "without leading or trailing spaces")
+    if not text or len(text) > MAX_ID_CHARS:
+        raise DataError(f"id {text[:40]!r} is not usable: ids are 1-{MAX_ID_CHARS} characters")
     digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=b"recops-id").digest()
     return HASHED_FLOOR + int.from_bytes(digest, "big") % HASHED_SPAN
 

@@ -95,8 +95,9 @@ def test_integer_ids_stay_themselves_and_text_ids_never_move(tmp_path: Path) -> 
     assert m.external_ids([sku, 42, internal_id("007")]) == ["SKU-42", 42, "007"]
     assert m.forget(sku) == 1 and m.external_ids([sku]) == [sku]
     assert m.read()["external_id"].tolist() == ["007", "SKU-9"]  # the others kept, in order
-    with pytest.raises(DataError, match="not usable"):
-        internal_id(" padded")
+    for bad in ("", "x" * 257):
+        with pytest.raises(DataError, match="not usable"):
+            internal_id(bad)
 
 
 # ----------------------------------------------------------------------------- names and times
