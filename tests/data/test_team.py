@@ -265,3 +265,24 @@ def test_pipeline_params_take_the_same_sources() -> None:
                               "columns": {"sku": "item_id"}, "item_attributes": ["category"]})
     assert (s.data.dataset, s.data.events, s.data.columns, s.data.item_attributes) == (
         "files", "/d/e.csv", {"sku": "item_id"}, ["category"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--columns", "customer"], r"--columns 'customer': expected YOURS=CANONICAL"),
+    (["--columns", "customer=buyer"], r"column mapping \{'customer': 'buyer'\}: the canonical "
+                                      r"names are"),
+    (["--columns", "a=user_id,a=item_id"], r"--columns: column 'a' is mapped twice"),
+    (["--timestamp-unit", "us"], r"setting 'data.timestamp_unit' \(got 'us'\)"),
+    (["--file", "x.csv"], r"--file .* and --events/--items/--users .* give one"),
+])
+def test_bad_flags_are_one_line(monkeypatch, capsys, settings, tmp_path: Path, flags,
+                                message) -> None:
+    import re
+
+    items = _write(tmp_path / "items.csv", ITEMS)
+    events = _write(tmp_path / "events.csv", _events(["2025-10-09T08:53:20Z"] * 3))
+    code, out, err = run_cli(monkeypatch, capsys, "ingest", "--events", events, "--items",
+                             items, *flags)
+    text = (out + err).strip()
+    assert code == 2 and len(text.splitlines()) == 1 and re.search(message, text), text
+    assert not settings.paths.staging.exists()
