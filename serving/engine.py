@@ -127,12 +127,16 @@ class Engine:
         # Popularity has no calibrated score: report a rank-based one in (0, 1].
         return Ranked(picked, [1.0 / (r + 1) for r in range(len(picked))], "popular")
 
-    def similar(self, index: int, k: int) -> Ranked:
+    def similar(self, index: int, k: int, banned_ids: Sequence[int] = ()) -> Ranked:
+        """The ``k`` items nearest to ``index``; ``banned_ids`` (withdrawn) never listed."""
+        banned = self.to_indices(list(banned_ids))
         with torch.inference_mode():
             sims = self.item_vectors @ self.item_vectors[index]
             sims[0] = -torch.inf
             sims[index] = -torch.inf
-            top = torch.topk(sims, min(k, self.n_items - 1))
+            if banned:
+                sims[torch.tensor(banned, dtype=torch.long)] = -torch.inf
+            top = torch.topk(sims, min(k, self.n_items - 1 - len(set(banned) - {index})))
         return Ranked(top.indices.tolist(), top.values.tolist(), None)
 
     # --- response shaping ----------------------------------------------------------------------

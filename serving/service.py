@@ -358,7 +358,8 @@ class Recommender:
                 raise ServiceUnavailable("the online feature store is unavailable; "
                                          "retry") from None
         got = searcher.search(query, history, k, weight=s.search_weight,
-                              candidates=s.search_candidates, exclude_seen=exclude_seen)
+                              candidates=s.search_candidates, exclude_seen=exclude_seen,
+                              banned_ids=self.availability.withdrawn())
         return {"query": query, "user_id": user_id, "items": got.items,
                 "personalised": got.personalised, "history_size": got.history_size,
                 "model": engine.tag}
@@ -371,8 +372,8 @@ class Recommender:
         idx = engine.index.get(internal_id(item_id))
         if idx is None:
             raise NotFound(f"item_id {item_id!r} is unknown to the served model")
-        return {"item_id": item_id, "items": engine.describe(engine.similar(idx, k)),
-                "model": engine.tag}
+        ranked = engine.similar(idx, k, self.availability.withdrawn())
+        return {"item_id": item_id, "items": engine.describe(ranked), "model": engine.tag}
 
 
 # @bentoml.service made Recommender a bentoml Service; mypy keeps a decorated class's own type.

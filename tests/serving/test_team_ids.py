@@ -50,6 +50,8 @@ def test_answers_carry_the_team_ids_and_skip_banned_items(engine: Engine) -> Non
         assert not {"SKU-5", "SKU-6"} & {it["item_id"] for it in got}
     popular, fallback = engine.recommend_many([Query([], 45, True, None, banned)])[0]
     assert fallback == "popular" and "SKU-5" not in {it["item_id"] for it in popular}
+    near = engine.describe(engine.similar(engine.index[internal_id("SKU-1")], 45, banned))
+    assert len(near) == 38 and not {"SKU-1", "SKU-5", "SKU-6"} & {i["item_id"] for i in near}
 
 
 def test_availability_follows_the_lake_from_the_next_call(tmp_path) -> None:
