@@ -105,7 +105,8 @@ def parse_timestamps(raw: pd.Series, unit: str, where: str, floor: datetime) -> 
         ms = unit == "ms" or (unit == "auto" and float(values.abs().median()) > 1e11)
         secs = values / 1000.0 if ms else values
         _check_unit(values, secs, ms, where, n, floor)
-        out[is_num] = pd.to_datetime(secs, unit="s", utc=True).astype("datetime64[us, UTC]")
+        out[is_num] = pd.to_datetime(values, unit="ms" if ms else "s", utc=True).astype(
+            "datetime64[us, UTC]")
     text = ~is_num & raw.notna().to_numpy()
     if text.any():
         parsed = pd.to_datetime(raw[text], utc=True, errors="coerce", format="ISO8601")

@@ -286,3 +286,26 @@ def test_bad_flags_are_one_line(monkeypatch, capsys, settings, tmp_path: Path, f
     text = (out + err).strip()
     assert code == 2 and len(text.splitlines()) == 1 and re.search(message, text), text
     assert not settings.paths.staging.exists()
+
+
+def test_parquet_times_and_json_lines_through_a_file_url(settings, tmp_path: Path) -> None:
+    import json
+
+    pd.DataFrame({"item_id": ["A", "B"], "title": ["x", "y"]}).to_parquet(tmp_path / "i.parquet")
+    pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["A", "B"], "event_type": "view",
+                  "timestamp": pd.to_datetime(["2025-10-09T08:00:00Z",
+                                               "2025-10-09T09:00:00+02:00"], utc=True)}
+                 ).to_parquet(tmp_path / "e.parquet")
+    t = _files(settings, str(tmp_path / "e.parquet"), str(tmp_path / "i.parquet"))
+    assert t.interactions[schema.EVENT_TIMESTAMP].tolist() == [
+        pd.Timestamp("2025-10-09 08:00", tz="UTC"), pd.Timestamp("2025-10-09 07:00", tz="UTC")]
+    rows = [{"user_id": 1, "item_id": "A", "event_type": "view", "timestamp": 1760000000123},
+            {"user_id": "u2", "item_id": "B", "event_type": "rating",
+             "timestamp": 1760000001000, "value": 4.5}]
+    (tmp_path / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    t = _files(settings, f"file://{tmp_path}/e.jsonl", str(tmp_path / "i.parquet"))
+    assert t.interactions[schema.USER_ID].tolist() == [1, internal_id("u2")]
+    assert t.interactions[schema.EVENT_TIMESTAMP].iloc[0] == pd.Timestamp(
+        "2025-10-09 08:53:20.123", tz="UTC")  # milliseconds kept exactly
+    assert t.interactions[schema.RATING].isna().tolist() == [True, False]
+    assert t.interactions[schema.RATING].iloc[1] == 4.5
