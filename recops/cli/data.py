@@ -47,7 +47,7 @@ def ingest(
     ctx: typer.Context,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", help="ml-latest-small, ml-100k, ml-1m, ml-25m or synthetic "
-        "(else data.dataset).")] = None,
+        "(else data.dataset; --events/--items read a team's own files).")] = None,
     data_root: Annotated[Path | None, typer.Option(
         "--data-root", help="Folder holding the MovieLens folder, or the folder itself "
         "(else RECOPS_DATA__ROOT).")] = None,
@@ -91,7 +91,7 @@ def ingest(
     elif settings.data.dataset == "files":
         with status.status("reading the team's files"):
             tables = load_files(settings, Lake(settings.paths.lake))
-        what, where = "files", tables.source.removeprefix("files:")
+        what, where = "files", "the team's files"
     else:
         bar, update = _loading(settings.data.dataset)
         with bar:
@@ -118,7 +118,9 @@ def ingest(
     out.print(f"path: {settings.paths.staging / staged_id}", highlight=False, soft_wrap=True)
     out.print(f"source: {tables.source} ({where})", highlight=False, soft_wrap=True)
     if tables.quarantined is not None and len(tables.quarantined):
-        qpath = settings.paths.staging / staged_id / "quarantine" / "interactions.csv"
+        from recops.data.tables import QUARANTINE_DIR
+
+        qpath = settings.paths.staging / staged_id / QUARANTINE_DIR / "interactions.csv"
         out.print(f"set aside: {len(tables.quarantined):,} event row(s) whose item is in no "
                   f"catalogue, with their reasons: {qpath}", highlight=False, soft_wrap=True)
     out.print(f"next: recops validate {staged_id}   (checks it and lands it in the lake)",
