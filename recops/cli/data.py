@@ -10,6 +10,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from recops.cli.sources import (
+    Columns,
+    Events,
+    ItemAttributes,
+    Items,
+    TimestampUnit,
+    Users,
+    parse_column_map,
+    source_overrides,
+)
+
 if TYPE_CHECKING:
     from rich.progress import Progress
 
@@ -36,7 +47,7 @@ def ingest(
     ctx: typer.Context,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", help="ml-latest-small, ml-100k, ml-1m, ml-25m or synthetic "
-        "(else data.dataset).")] = None,
+        "(else data.dataset; --events/--items read a team's own files).")] = None,
     data_root: Annotated[Path | None, typer.Option(
         "--data-root", help="Folder holding the MovieLens folder, or the folder itself "
         "(else RECOPS_DATA__ROOT).")] = None,
@@ -47,25 +58,40 @@ def ingest(
         "--file", "-f", help="An incremental batch of interactions (.csv, .tsv, .parquet or "
         ".jsonl; a path or an fsspec URL such as file:///...) to stage with the lake's latest "
         "items and users, instead of a whole dataset.")] = None,
-    column_map: Annotated[list[str] | None, typer.Option(
-        "--map", help="With --file: the file's column name for a canonical one, as "
-        "YOURS=CANONICAL (e.g. --map customer=user_id); repeat for each.")] = None,
+    events: Events = None, items: Items = None, users: Users = None,
+    column_map: Columns = None, item_attributes: ItemAttributes = None,
+    timestamp_unit: TimestampUnit = None,
 ) -> None:
-    """Load a dataset (or a file of new events), stage it for validation, print what was staged."""
+    """Load a dataset, a team's files (a first or an incremental batch: new items and users
+    join the catalogue) or a file of new events; stage it for validation; print what was
+    staged."""
     from recops.core.audit import AuditLog
     from recops.core.lake import Lake
     from recops.data import movielens_fetch
     from recops.data.loaders import incremental_tables, load_dataset
     from recops.data.tables import stage
+    from recops.data.team import load_files
 
+    team = events is not None or items is not None or users is not None
+    if file is not None and team:
+        from recops.errors import ConfigError
+
+        raise ConfigError("--file (a batch of interactions with integer ids) and --events/"
+                          "--items/--users (a team's files) are two ways in: give one")
+    sources = source_overrides(events, items, users, None if file else column_map,
+                               item_attributes, timestamp_unit)
     settings = ctx.obj.settings(**{"data.dataset": dataset, "data.root": data_root,
-                                   "data.download": download})
+                                   "data.download": download}, **sources)
     status = Console(stderr=True)
     if file is not None:
         with status.status(f"reading {file}"):
             tables = incremental_tables(file, Lake(settings.paths.lake),
-                                        rename=parse_column_map(column_map or []))
+                                        rename=parse_column_map(column_map or [], "--map"))
         what = where = str(file)
+    elif settings.data.dataset == "files":
+        with status.status("reading the team's files"):
+            tables = load_files(settings, Lake(settings.paths.lake))
+        what, where = "files", "the team's files"
     else:
         bar, update = _loading(settings.data.dataset)
         with bar:
@@ -91,21 +117,14 @@ def ingest(
     out.print(f"staged id: [bold]{staged_id}[/]", highlight=False)
     out.print(f"path: {settings.paths.staging / staged_id}", highlight=False, soft_wrap=True)
     out.print(f"source: {tables.source} ({where})", highlight=False, soft_wrap=True)
+    if tables.quarantined is not None and len(tables.quarantined):
+        from recops.data.tables import QUARANTINE_DIR
+
+        qpath = settings.paths.staging / staged_id / QUARANTINE_DIR / "interactions.csv"
+        out.print(f"set aside: {len(tables.quarantined):,} event row(s) whose item is in no "
+                  f"catalogue, with their reasons: {qpath}", highlight=False, soft_wrap=True)
     out.print(f"next: recops validate {staged_id}   (checks it and lands it in the lake)",
               highlight=False)
-
-
-def parse_column_map(pairs: list[str]) -> dict[str, str]:
-    """``["customer=user_id", ...]`` as ``{"customer": "user_id", ...}``."""
-    from recops.errors import ConfigError
-
-    out = {}
-    for pair in pairs:
-        yours, sep, canonical = pair.partition("=")
-        if not sep or not yours.strip() or not canonical.strip():
-            raise ConfigError(f"--map {pair!r}: expected YOURS=CANONICAL, e.g. customer=user_id")
-        out[yours.strip()] = canonical.strip()
-    return out
 
 
 def datasets(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +15,8 @@ from recops.core.hashing import sha256_json
 from recops.core.lake import conform
 from recops.errors import DataError
 
+QUARANTINE_DIR = "quarantine"  # in a staged batch: rows set aside with their reasons
+
 
 @dataclass
 class Tables:
@@ -24,6 +26,9 @@ class Tables:
     items: pd.DataFrame
     users: pd.DataFrame
     source: str
+    # Event rows set aside by row, each with its ``quarantine_reason`` (events whose item is in
+    # no catalogue): staged next to the batch, never landed.
+    quarantined: pd.DataFrame | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         self.interactions = conform(self.interactions, schema.INTERACTIONS)
@@ -52,6 +57,11 @@ def stage(staging_root: Path, tables: Tables) -> str:
         "id": staged_id, "source": tables.source, "created_at": datetime.now(UTC).isoformat(),
         "rows": {n: len(df) for n, df in tables.as_dict().items()}, "hashes": hashes,
     }
+    if tables.quarantined is not None and len(tables.quarantined):
+        (d / QUARANTINE_DIR).mkdir(exist_ok=True)
+        with atomic_file(d / QUARANTINE_DIR / f"{schema.INTERACTIONS}.csv") as f:
+            tables.quarantined.to_csv(f, index=False)
+        manifest["quarantined_rows"] = {schema.INTERACTIONS: len(tables.quarantined)}
     write_atomic(d / "manifest.json", json.dumps(manifest, indent=2))  # written last: the marker
     return staged_id
 
