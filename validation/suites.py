@@ -118,8 +118,11 @@ def build_suite(table: str, settings: Settings, history: History,
         b.types(required)
         b.not_null([schema.USER_ID, schema.ITEM_ID, schema.EVENT_TYPE, schema.EVENT_TIMESTAMP])
         b.events(settings, with_rating=True)
+        # A view and a click of the same item in the same second are two events; the same
+        # event twice is a duplicate.
         b.add("unique", gxe.ExpectCompoundColumnsToBeUnique,
-              column_list=[schema.USER_ID, schema.ITEM_ID, schema.EVENT_TIMESTAMP])
+              column_list=[schema.USER_ID, schema.ITEM_ID, schema.EVENT_TYPE,
+                           schema.EVENT_TIMESTAMP])
         b.volume()
     elif table == schema.ITEMS:
         # A team's catalogue carries its attributes, numbers and availability window too.
