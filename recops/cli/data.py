@@ -45,8 +45,9 @@ def ingest(
     ] = None,
     file: Annotated[str | None, typer.Option(
         "--file", "-f", help="An incremental batch of interactions (.csv, .tsv, .parquet or "
-        ".jsonl; a path or an fsspec URL such as file:///...) to stage with the lake's latest "
-        "items and users, instead of a whole dataset.")] = None,
+        ".jsonl; a path or an fsspec URL such as file:///...; or a PostgreSQL table or query, "
+        "postgresql://user@host:5432/db?table=events) to stage with the lake's latest items "
+        "and users, instead of a whole dataset.")] = None,
     column_map: Annotated[list[str] | None, typer.Option(
         "--map", help="With --file: the file's column name for a canonical one, as "
         "YOURS=CANONICAL (e.g. --map customer=user_id); repeat for each.")] = None,
@@ -62,10 +63,12 @@ def ingest(
                                    "data.download": download})
     status = Console(stderr=True)
     if file is not None:
-        with status.status(f"reading {file}"):
+        from recops.data.postgres import redact
+
+        what = where = redact(file)  # a password in a PostgreSQL URL is never shown or recorded
+        with status.status(f"reading {what}"):
             tables = incremental_tables(file, Lake(settings.paths.lake),
                                         rename=parse_column_map(column_map or []))
-        what = where = str(file)
     else:
         bar, update = _loading(settings.data.dataset)
         with bar:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from recops import schema
-from recops.data import files, movielens, movielens_fetch
+from recops.data import files, movielens, movielens_fetch, postgres
 from recops.data.files import read_frame
 from recops.data.tables import Tables
 from recops.errors import DataError
@@ -72,7 +72,7 @@ def dataset_status(settings: Settings) -> list[DatasetStatus]:
 
 def read_interactions_file(source: str | Path, rename: Mapping[str, str] | None = None,
                            ) -> pd.DataFrame:
-    """A batch of interactions (CSV, Parquet or JSON lines; a path or fsspec URL), canonical.
+    """A batch of interactions (CSV, Parquet, JSON lines or a PostgreSQL table/query), canonical.
 
     ``rename`` maps the file's column names to the canonical ones. ``rating`` may be absent
     (implicit events), ``event_type`` defaults to "rating" when a rating is given and "view"
@@ -101,5 +101,13 @@ def incremental_tables(path: str | Path, lake: Lake,
     new = np.setdiff1d(interactions[schema.USER_ID].unique(), users[schema.USER_ID].to_numpy())
     if len(new):
         users = pd.concat([users, pd.DataFrame({schema.USER_ID: new})], ignore_index=True)
-    where = str(path) if "://" in str(path) else Path(path).resolve()
-    return Tables(interactions, items, users, source=f"file:{where}")
+    return Tables(interactions, items, users, source=source_name(path))
+
+
+def source_name(source: str | Path) -> str:
+    """How a source is recorded (manifest, lake, audit): ``file:<absolute path or URL>``, or the
+    PostgreSQL URL with its password masked."""
+    if postgres.is_postgres(str(source)):
+        return postgres.redact(str(source))
+    where = str(source) if "://" in str(source) else Path(source).resolve()
+    return f"file:{where}"
