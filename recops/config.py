@@ -101,6 +101,9 @@ class ValidationSettings(Section):
     volume_low: float = Field(0.1, gt=0)
     volume_high: float = Field(5.0, gt=0)
     drift_psi_threshold: float = Field(0.25, gt=0)
+    # A staged table of events with more rows is validated this many rows at a time (memory
+    # stays bounded; validation/batches.py, docs/data.md).
+    batch_rows: int = Field(1_000_000, ge=1)
     # Checks listed here fail the batch; the others only warn.
     blocking: list[str] = ["schema", "not_null", "range", "event_type", "timestamps",
                            "unique", "referential", "volume"]

@@ -56,7 +56,7 @@ def ingest(
     from recops.core.audit import AuditLog
     from recops.core.lake import Lake
     from recops.data import movielens_fetch
-    from recops.data.loaders import incremental_tables, load_dataset
+    from recops.data.loaders import load_dataset, source_name, stage_incremental
     from recops.data.tables import stage
 
     settings = ctx.obj.settings(**{"data.dataset": dataset, "data.root": data_root,
@@ -66,9 +66,12 @@ def ingest(
         from recops.data.postgres import redact
 
         what = where = redact(file)  # a password in a PostgreSQL URL is never shown or recorded
-        with status.status(f"reading {what}"):
-            tables = incremental_tables(file, Lake(settings.paths.lake),
-                                        rename=parse_column_map(column_map or []))
+        with status.status(f"reading and staging {what}"):
+            # One chunk in memory at a time, whatever the source's size.
+            staged_id, rows = stage_incremental(file, Lake(settings.paths.lake),
+                                                settings.paths.staging,
+                                                rename=parse_column_map(column_map or []))
+        source = source_name(file)
     else:
         bar, update = _loading(settings.data.dataset)
         with bar:
@@ -78,11 +81,12 @@ def ingest(
         if what in movielens_fetch.FORMATS:
             where = str(movielens_fetch.find_local(what, settings.data.root,
                                                    settings.paths.datasets))
-    with status.status("staging"):
-        staged_id = stage(settings.paths.staging, tables)
-    rows = {name: len(df) for name, df in tables.as_dict().items()}
+        with status.status("staging"):
+            staged_id = stage(settings.paths.staging, tables)
+        rows = {name: len(df) for name, df in tables.as_dict().items()}
+        source = tables.source
     AuditLog(settings.paths.audit_log).append(
-        "ingest", inputs={"dataset": what, "source": tables.source, "from": where},
+        "ingest", inputs={"dataset": what, "source": source, "from": where},
         outputs={"staged_id": staged_id}, config=settings.public_dict(), details={"rows": rows})
 
     table = Table(title=f"staged {what}")
@@ -93,7 +97,7 @@ def ingest(
     out.print(table)
     out.print(f"staged id: [bold]{staged_id}[/]", highlight=False)
     out.print(f"path: {settings.paths.staging / staged_id}", highlight=False, soft_wrap=True)
-    out.print(f"source: {tables.source} ({where})", highlight=False, soft_wrap=True)
+    out.print(f"source: {source} ({where})", highlight=False, soft_wrap=True)
     out.print(f"next: recops validate {staged_id}   (checks it and lands it in the lake)",
               highlight=False)
 

@@ -6,7 +6,7 @@ import codecs
 import csv
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -102,7 +102,8 @@ def read_frame(source: object, columns: Contract | None = None, *,
 
 
 def iter_chunks(source: object, columns: Contract, *, rename: Mapping[str, str] | None = None,
-                empty_ok: bool = False, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pa.Table]:
+                empty_ok: bool = False, chunk_bytes: int = CHUNK_BYTES,
+                ) -> Generator[pa.Table, None, None]:
     """The contract's columns of ``source``, typed, one Arrow table of a chunk at a time.
 
     Memory stays bounded by the chunk, whatever the source's size. The same checks as
