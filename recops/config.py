@@ -103,7 +103,7 @@ class ValidationSettings(Section):
     drift_psi_threshold: float = Field(0.25, gt=0)
     # A staged table of events with more rows is validated this many rows at a time (memory
     # stays bounded; validation/batches.py, docs/data.md).
-    batch_rows: int = Field(1_000_000, ge=1)
+    batch_rows: int = Field(500_000, ge=1)
     # Checks listed here fail the batch; the others only warn.
     blocking: list[str] = ["schema", "not_null", "range", "event_type", "timestamps",
                            "unique", "referential", "volume"]

@@ -16,6 +16,7 @@ all batches while they stream past, exactly, and reported in the same result:
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +42,9 @@ UNIQUE_KEY = [schema.USER_ID, schema.ITEM_ID, schema.EVENT_TIMESTAMP]
 def row_count(path: Path) -> int:
     """Rows of a staged Parquet file, from its footer."""
     return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+LAND_ROWS = 1 << 18  # rows a chunk when a large table lands in the lake
 
 
 def batches(path: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
@@ -72,6 +76,10 @@ def run_table_in_batches(settings: Settings, table: str, path: Path, history: Hi
             hashes.append(pd.util.hash_pandas_object(df[UNIQUE_KEY], index=False).to_numpy())
         for ref, acc in zip(history.references, counts, strict=True):
             acc += _counts(df[ref.column], ref.categories)
+        # GX's run leaves reference cycles that hold this batch's frame: free it before the next
+        # batch is read, or memory grows by a batch each time (measured: +140 MB a 1M-row batch).
+        del raw, df, res
+        gc.collect()
     checks = [_whole(c, total, history, path, batch_rows, hashes) for c in merged]
     checks += [_drift(settings, table, ref, acc)
                for ref, acc in zip(history.references, counts, strict=True)]

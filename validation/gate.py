@@ -23,7 +23,7 @@ from recops.core.lake import Lake
 from recops.data.files import read_frame
 from recops.errors import DataError, ValidationFailed
 from validation import quarantine
-from validation.batches import batches, row_count, run_table_in_batches
+from validation.batches import LAND_ROWS, batches, row_count, run_table_in_batches
 from validation.history import history_for
 from validation.names import FEEDBACK
 from validation.readers import prepare, read_file
@@ -119,7 +119,7 @@ def _land(settings: Settings, prepared: dict[str, pd.DataFrame], source: str,
         if table in prepared:
             landed[table] = manifest_dict(lake.append(table, prepared[table], source))
         elif table in (large or {}):  # streamed from its file, a batch of rows at a time
-            chunks = batches((large or {})[table], settings.validation.batch_rows)
+            chunks = batches((large or {})[table], LAND_ROWS)
             landed[table] = manifest_dict(lake.append_chunks(table, chunks, source))
     return lake.dataset_version(), landed
 
