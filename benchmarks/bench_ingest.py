@@ -12,7 +12,8 @@ ru_maxrss (os.wait4):
 - ingest:   ``recops ingest --file F --map ...``: read, typed and checked by the contract,
             written as the staged batch (Parquet);
 - validate: ``recops validate STAGED``: the Great Expectations suites over the staged batch,
-            then the lake write of the accepted tables.
+            then the lake write of the accepted tables;
+- with --postgres URL, ingest once more from a PostgreSQL table holding the same events.
 
 The lake of each run already holds the 50k-SKU catalogue and an earlier 100k-event batch
 (so the referential and drift checks have something to compare with).
@@ -21,7 +22,6 @@ The lake of each run already holds the 50k-SKU catalogue and an earlier 100k-eve
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -43,10 +43,11 @@ def _chunks(rows: int, seed: int):  # noqa: ANN202 - yields pandas frames
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    done = 0
+    done, step = 0, max(1, SPAN // rows)
     while done < rows:
         n = min(CHUNK, rows - done)
-        ts = T0 + rng.integers(0, SPAN, n)
+        # One event every `step` seconds: (customer, sku, ts) is unique, as the suite demands.
+        ts = T0 + (done + np.arange(n)) * step
         yield pd.DataFrame({
             "customer": rng.integers(1, N_USERS + 1, n),
             "sku": 100_000 + rng.zipf(1.3, n) % N_ITEMS,
@@ -120,6 +121,30 @@ def run_stage(args: list[str], home: Path) -> tuple[float, float, str]:
     return seconds, usage.ru_maxrss / 1024, text  # kB on Linux
 
 
+def ingest_from_postgres(admin: str, csv: Path, home: Path) -> tuple[float, float]:
+    """``recops ingest`` from a table holding the CSV's events; (seconds, peak RSS in MB)."""
+    import psycopg
+
+    db = "recops_bench_ingest"
+    url = admin.rsplit("/", 1)[0] + "/" + db
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {db}")
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE events (customer bigint, sku bigint, event text, "
+                         "ts timestamptz)")
+            with conn.cursor() as cur, cur.copy("COPY events FROM STDIN (FORMAT csv, HEADER)") \
+                    as copy, open(csv, "rb") as f:
+                while block := f.read(1 << 20):
+                    copy.write(block)
+        seconds, rss, _ = run_stage(["ingest", "--file", f"{url}?table=events", *MAP], home)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    return seconds, rss
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,7 +153,25 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/recops-bench-ingest"))
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", action="store_true", help="keep the data files and homes")
+    ap.add_argument("--postgres", metavar="URL", help="also ingest each size from a PostgreSQL "
+                    "table: a database recops_bench_ingest is created on this server "
+                    "(e.g. postgresql://postgres@127.0.0.1:5432/postgres), filled from the CSV "
+                    "file with COPY, read by `recops ingest --file postgresql://...?table=events`"
+                    " and dropped")
     args = ap.parse_args()
+    try:
+        sizes = [int(float(x)) for x in args.sizes.split(",")]
+    except ValueError:
+        ap.error(f"--sizes {args.sizes!r}: expected numbers of events, e.g. 1000000,10000000")
+    if min(sizes) < 1000:
+        ap.error("--sizes: each size must be at least 1000 events")
+    formats = args.formats.split(",")
+    if args.postgres and "csv" not in formats:
+        formats.insert(0, "csv")  # the table is filled from the CSV file
+    if not set(formats) <= {"csv", "parquet"}:
+        ap.error(f"--formats {args.formats!r}: expected csv and/or parquet")
+    if args.work.resolve().is_relative_to(REPO):
+        ap.error(f"--work {args.work}: generated data goes outside the repository (e.g. /tmp)")
     sys.path.insert(0, str(REPO))
 
     from rich.console import Console
@@ -140,8 +183,8 @@ def main() -> None:
     for col in ("events", "format", "file MB", "stage", "seconds", "peak RSS MB", "rows/s"):
         table.add_column(col, justify="right")
     args.work.mkdir(parents=True, exist_ok=True)
-    for rows in [int(float(s)) for s in args.sizes.split(",")]:
-        for fmt in args.formats.split(","):
+    for rows in sizes:
+        for fmt in formats:
             data = args.work / f"events-{rows}.{fmt}"
             if not data.exists():
                 console.print(f"generating {data}", style="dim")
@@ -155,15 +198,23 @@ def main() -> None:
                           if line.startswith("staged id:"))
             table.add_row(f"{rows:,}", fmt, mb, "ingest", f"{s:.1f}", f"{rss:,.0f}",
                           f"{rows / s:,.0f}")
+            console.print(f"{rows:,} {fmt} ingest: {s:.1f} s, {rss:,.0f} MB", style="dim")
             s, rss, out = run_stage(["validate", staged], home)
             assert "landed" in out, out
             table.add_row(f"{rows:,}", fmt, mb, "validate + land", f"{s:.1f}", f"{rss:,.0f}",
                           f"{rows / s:,.0f}")
-            console.print(f"{rows:,} {fmt} done: {json.dumps(str(home))}", style="dim")
+            console.print(f"{rows:,} {fmt} validate + land: {s:.1f} s, {rss:,.0f} MB",
+                          style="dim")
+            if fmt == "csv" and args.postgres:
+                s, rss = ingest_from_postgres(args.postgres, data, home)
+                table.add_row(f"{rows:,}", "postgresql", mb, "ingest", f"{s:.1f}",
+                              f"{rss:,.0f}", f"{rows / s:,.0f}")
+                console.print(f"{rows:,} postgresql ingest: {s:.1f} s, {rss:,.0f} MB",
+                              style="dim")
             if not args.keep:
                 shutil.rmtree(home, ignore_errors=True)
         if not args.keep:
-            for fmt in args.formats.split(","):
+            for fmt in formats:
                 (args.work / f"events-{rows}.{fmt}").unlink(missing_ok=True)
     console.print(table)
 

@@ -50,8 +50,23 @@ LAND_ROWS = 1 << 18  # rows a chunk when a large table lands in the lake
 def batches(path: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
     """The file's rows, ``batch_rows`` at a time, as the frames the lake lands."""
     pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=batch_rows):
-        yield batch.to_pandas()
+    # Whole row groups, gathered up to ``batch_rows`` (a reader of its own each: one
+    # iter_batches over the whole file holds memory growing with the rows read).
+    group: list[int] = []
+    rows = 0
+    for i in range(pf.num_row_groups):
+        n = pf.metadata.row_group(i).num_rows
+        if group and rows + n > batch_rows:
+            yield pf.read_row_groups(group).to_pandas()
+            group, rows = [], 0
+        if n > batch_rows:
+            for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[i]):
+                yield batch.to_pandas()
+            continue
+        group.append(i)
+        rows += n
+    if group:
+        yield pf.read_row_groups(group).to_pandas()
 
 
 def run_table_in_batches(settings: Settings, table: str, path: Path, history: History,

@@ -226,9 +226,13 @@ def _parquet_chunks(src: _Source, pf: pq.ParquetFile, chunk_bytes: int,
                     ) -> Iterator[tuple[pa.Table, np.ndarray]]:
     row = 0
     try:
-        for batch in pf.iter_batches(batch_size=max(1, chunk_bytes // 64)):
-            yield pa.Table.from_batches([batch]), np.arange(row, row + batch.num_rows) + 1
-            row += batch.num_rows
+        # One reader per row group: a single iter_batches over a whole file holds on to memory
+        # growing with the rows read (measured: +100 MB over 10M rows, freed only at its end).
+        for group in range(pf.num_row_groups):
+            for batch in pf.iter_batches(batch_size=max(1, chunk_bytes // 64),
+                                         row_groups=[group]):
+                yield pa.Table.from_batches([batch]), np.arange(row, row + batch.num_rows) + 1
+                row += batch.num_rows
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{src.name}: not a readable Parquet file ({exc}): truncated or "
                         "corrupt?") from None

@@ -92,3 +92,17 @@ def test_gate_lands_a_large_staged_batch_from_its_file(home: Path, lake: Lake) -
     assert len(lake.batches(schema.INTERACTIONS)) == 2
     meta = quarantine.read_meta(settings, bad_id)
     assert meta["rows"][schema.INTERACTIONS] == 450 and err.value.quarantine_path
+
+
+def test_batches_gather_row_groups_up_to_batch_rows(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from validation.batches import batches
+
+    df = conform(make_interactions(700, seed=2), schema.INTERACTIONS)
+    path = tmp_path / "interactions.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=100)
+    assert [len(b) for b in batches(path, 250)] == [200, 200, 200, 100]
+    assert [len(b) for b in batches(path, 60)] == [60, 40] * 7
+    pd.testing.assert_frame_equal(pd.concat(batches(path, 250), ignore_index=True), df)
