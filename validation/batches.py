@@ -8,7 +8,8 @@ per-batch counts are added up. The three checks about the table as a whole are c
 all batches while they stream past, exactly, and reported in the same result:
 
 - volume: the table's row count against the bounds the history gives;
-- uniqueness of (user, item, time): GX finds duplicates inside a batch; across batches every
+- uniqueness of the events' key (the suite's compound check): GX finds duplicates inside a
+  batch; across batches every
   row's key is hashed (8 bytes a row: the one part of memory that grows with the table) and a
   hash seen twice is confirmed on the real keys, so a hash collision never fails a batch;
 - drift: the PSI of the streamed category counts against the reference shares.
@@ -26,7 +27,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from recops import schema
 from recops.config import Settings
 from validation import suites
 from validation.drift import psi
@@ -36,7 +36,6 @@ from validation.runner import run_table
 from validation.suites import History
 
 _TABLE_WIDE = ("volume", "unique", "drift")
-UNIQUE_KEY = [schema.USER_ID, schema.ITEM_ID, schema.EVENT_TIMESTAMP]
 
 
 def row_count(path: Path) -> int:
@@ -87,8 +86,9 @@ def run_table_in_batches(settings: Settings, table: str, path: Path, history: Hi
         merged = res.checks if not merged else [_add(a, b) for a, b in zip(merged, res.checks,
                                                                           strict=True)]
         gx.append(res.gx_result)
-        if all(c in df.columns for c in UNIQUE_KEY):
-            hashes.append(pd.util.hash_pandas_object(df[UNIQUE_KEY], index=False).to_numpy())
+        key = _unique_key(merged)
+        if key and all(c in df.columns for c in key):
+            hashes.append(pd.util.hash_pandas_object(df[key], index=False).to_numpy())
         for ref, acc in zip(history.references, counts, strict=True):
             acc += _counts(df[ref.column], ref.categories)
         # GX's run leaves reference cycles that hold this batch's frame: free it before the next
@@ -125,16 +125,21 @@ def _whole(c: CheckResult, total: int, history: History, path: Path, batch_rows:
         ok = (lo is None or total >= lo) and (hi is None or total <= hi)
         return replace(c, success=ok, observed=total, unexpected_count=None,
                        unexpected_percent=None, expected=f"between {lo} and {hi}")
-    if c.check == "unique" and c.columns == UNIQUE_KEY and hashes:
-        dup = _duplicate_rows(np.concatenate(hashes), path, batch_rows)
+    if c.check == "unique" and c.columns and c.columns == _unique_key([c]) and hashes:
+        dup = _duplicate_rows(np.concatenate(hashes), path, batch_rows, c.columns)
         hashes.clear()
         return replace(c, success=dup == 0, unexpected_count=dup,
                        unexpected_percent=100 * dup / total if total else None)
     return c
 
 
-def _duplicate_rows(hashes: np.ndarray, path: Path, batch_rows: int) -> int:
-    """Rows whose (user, item, time) occurs more than once in the file, on the real keys."""
+def _unique_key(checks: list[CheckResult]) -> list[str] | None:
+    """The columns of the suite's compound uniqueness check (the events' key), if it has one."""
+    return next((c.columns for c in checks if c.check == "unique" and len(c.columns) > 1), None)
+
+
+def _duplicate_rows(hashes: np.ndarray, path: Path, batch_rows: int, key: list[str]) -> int:
+    """Rows whose key occurs more than once in the file, confirmed on the real keys."""
     hashes.sort()
     twice = hashes[1:][hashes[1:] == hashes[:-1]]
     if not len(twice):
@@ -142,8 +147,8 @@ def _duplicate_rows(hashes: np.ndarray, path: Path, batch_rows: int) -> int:
     suspects = np.unique(twice)
     keys = []
     for df in batches(path, batch_rows):  # a second pass, only when a hash repeats
-        h = pd.util.hash_pandas_object(df[UNIQUE_KEY], index=False).to_numpy()
-        keys.append(df.loc[np.isin(h, suspects), UNIQUE_KEY])
+        h = pd.util.hash_pandas_object(df[key], index=False).to_numpy()
+        keys.append(df.loc[np.isin(h, suspects), key])
     found = pd.concat(keys, ignore_index=True)
     return int(found.duplicated(keep=False).sum())
 

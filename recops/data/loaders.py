@@ -22,13 +22,18 @@ if TYPE_CHECKING:
     from recops.core.lake import Lake
 
 SYNTHETIC = "synthetic"
-SUPPORTED = (*movielens_fetch.FORMATS, SYNTHETIC)
+FILES = "files"  # a team's own events, items and users (data.events, data.items, data.users)
+SUPPORTED = (*movielens_fetch.FORMATS, SYNTHETIC, FILES)
 
 
 def load_dataset(settings: Settings, *, base_url: str = movielens_fetch.BASE_URL,
                  progress: movielens_fetch.ProgressFn | None = None) -> Tables:
     """The dataset named by ``settings.data.dataset`` as canonical tables."""
     name = settings.data.dataset
+    if name == FILES:
+        from recops.data.team import load_files
+
+        return load_files(settings)
     if name == SYNTHETIC:
         from recops.data.synthetic import generate_from_settings
 

@@ -27,7 +27,7 @@ def _defective() -> pd.DataFrame:
     df.loc[20, schema.ITEM_ID] = 99_999  # not in the catalogue
     df.loc[200, schema.RATING] = 9.0  # out of range
     df.loc[401, schema.EVENT_TYPE] = "purchased"  # unknown event type
-    df.loc[599] = df.loc[10]  # the same (user, item, time) as row 10
+    df.loc[599] = df.loc[10]  # the same event as row 10
     return df
 
 
