@@ -29,7 +29,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from recops.config_base import Section
+from recops.config_base import Section, redact_url
 from recops.config_federated import FederatedSettings as FederatedSettings  # re-exported
 from recops.config_serving import FeedbackSettings as FeedbackSettings  # re-exported
 from recops.config_serving import ServingSettings as ServingSettings
@@ -282,7 +282,11 @@ class Settings(BaseSettings):
         return text
 
     def public_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+        data: dict[str, Any] = self.model_dump(mode="json")  # SecretStr dumps as '**********'
+        for key in ("events", "items", "users"):  # a source may be a URL with a password
+            if data["data"].get(key):
+                data["data"][key] = redact_url(data["data"][key])
+        return data
 
     def save(self, path: Path | None = None) -> Path:
         """Write the resolved settings (secrets included) for child processes; mode 0600."""

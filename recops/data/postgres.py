@@ -8,7 +8,6 @@ or ``~/.pgpass``; one written in the URL is masked (``***``) wherever the URL is
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import numpy as np
 import pyarrow as pa
 
+from recops.config_base import redact_url
 from recops.errors import DataError
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def is_postgres(source: object) -> bool:
 
 def redact(url: str) -> str:
     """``url`` with the password of its user part (``user:secret@``) replaced by ``***``."""
-    return re.sub(r"(://[^/@:?#]*:)[^/@?#]*@", r"\1***@", url)
+    return redact_url(url)
 
 
 def _secret(url: str) -> str | None:

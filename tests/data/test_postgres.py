@@ -203,3 +203,30 @@ def test_ingest_from_an_unreachable_server_is_one_line(tmp_path: Path, monkeypat
     assert code == 2 and "Traceback" not in err and "hunter2" not in out + err
     assert err.strip().startswith("error: postgresql://postgres:***@127.0.0.1:1/shop")
     assert "cannot connect to PostgreSQL" in err
+
+
+def test_team_events_from_a_table_stage_as_from_their_csv(db: str, tmp_path: Path,
+                                                         monkeypatch, capsys) -> None:
+    """`recops ingest --events postgresql://...` (a team's events, string ids) = the CSV's."""
+    retail = Path(__file__).resolve().parents[2] / "examples" / "retail"
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE shop_events (user_id text, item_id text, event_type text, "
+                     "timestamp timestamptz)")
+        with conn.cursor() as cur, cur.copy("COPY shop_events FROM STDIN (FORMAT csv, HEADER)") \
+                as copy:
+            copy.write((retail / "events.csv").read_bytes())
+    url = db.replace("postgresql://postgres@", "postgresql://postgres:hunter2@") + \
+        "?table=shop_events"
+    staged = {}
+    for name, events in (("csv", str(retail / "events.csv")), ("pg", url)):
+        monkeypatch.setenv("RECOPS_HOME", str(tmp_path / name))
+        code, out, err = run_cli(monkeypatch, capsys, "ingest", "--events", events, "--items",
+                                 str(retail / "items.csv"))
+        assert code == 0, err
+        assert "hunter2" not in out + err
+        staged[name] = next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                            if line.startswith("staged id:"))
+    assert staged["pg"] == staged["csv"]
+    for f in (tmp_path / "pg").rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".jsonl", ".yaml", ".txt"):
+            assert "hunter2" not in f.read_text(errors="replace"), f
