@@ -29,7 +29,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from recops.config_base import Section
+from recops.config_base import Section, redact_url
 from recops.config_federated import FederatedSettings as FederatedSettings  # re-exported
 from recops.config_serving import FeedbackSettings as FeedbackSettings  # re-exported
 from recops.config_serving import ServingSettings as ServingSettings
@@ -138,6 +138,9 @@ class ValidationSettings(Section):
     volume_low: float = Field(0.1, gt=0)
     volume_high: float = Field(5.0, gt=0)
     drift_psi_threshold: float = Field(0.25, gt=0)
+    # A staged table of events with more rows is validated this many rows at a time (memory
+    # stays bounded; validation/batches.py, docs/data.md).
+    batch_rows: int = Field(500_000, ge=1)
     # Checks listed here fail the batch; the others only warn.
     blocking: list[str] = ["schema", "not_null", "range", "event_type", "timestamps",
                            "unique", "referential", "volume"]
@@ -279,7 +282,11 @@ class Settings(BaseSettings):
         return text
 
     def public_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+        data: dict[str, Any] = self.model_dump(mode="json")  # SecretStr dumps as '**********'
+        for key in ("events", "items", "users"):  # a source may be a URL with a password
+            if data["data"].get(key):
+                data["data"][key] = redact_url(data["data"][key])
+        return data
 
     def save(self, path: Path | None = None) -> Path:
         """Write the resolved settings (secrets included) for child processes; mode 0600."""

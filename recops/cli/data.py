@@ -56,8 +56,9 @@ def ingest(
     ] = None,
     file: Annotated[str | None, typer.Option(
         "--file", "-f", help="An incremental batch of interactions (.csv, .tsv, .parquet or "
-        ".jsonl; a path or an fsspec URL such as file:///...) to stage with the lake's latest "
-        "items and users, instead of a whole dataset.")] = None,
+        ".jsonl; a path or an fsspec URL such as file:///...; or a PostgreSQL table or query, "
+        "postgresql://user@host:5432/db?table=events) to stage with the lake's latest items "
+        "and users, instead of a whole dataset.")] = None,
     events: Events = None, items: Items = None, users: Users = None,
     column_map: Columns = None, item_attributes: ItemAttributes = None,
     timestamp_unit: TimestampUnit = None,
@@ -68,7 +69,7 @@ def ingest(
     from recops.core.audit import AuditLog
     from recops.core.lake import Lake
     from recops.data import movielens_fetch
-    from recops.data.loaders import incremental_tables, load_dataset
+    from recops.data.loaders import load_dataset, source_name, stage_incremental
     from recops.data.tables import stage
     from recops.data.team import load_files
 
@@ -84,10 +85,15 @@ def ingest(
                                    "data.download": download}, **sources)
     status = Console(stderr=True)
     if file is not None:
-        with status.status(f"reading {file}"):
-            tables = incremental_tables(file, Lake(settings.paths.lake),
-                                        rename=parse_column_map(column_map or [], "--map"))
-        what = where = str(file)
+        from recops.data.postgres import redact
+
+        what = where = redact(file)  # a password in a PostgreSQL URL is never shown or recorded
+        with status.status(f"reading and staging {what}"):
+            # One chunk in memory at a time, whatever the source's size.
+            staged_id, rows = stage_incremental(file, Lake(settings.paths.lake),
+                                                settings.paths.staging,
+                                                rename=parse_column_map(column_map or [], "--map"))
+        source, set_aside = source_name(file), 0
     elif settings.data.dataset == "files":
         with status.status("reading the team's files"):
             tables = load_files(settings, Lake(settings.paths.lake))
@@ -101,11 +107,14 @@ def ingest(
         if what in movielens_fetch.FORMATS:
             where = str(movielens_fetch.find_local(what, settings.data.root,
                                                    settings.paths.datasets))
-    with status.status("staging"):
-        staged_id = stage(settings.paths.staging, tables)
-    rows = {name: len(df) for name, df in tables.as_dict().items()}
+    if file is None:
+        with status.status("staging"):
+            staged_id = stage(settings.paths.staging, tables)
+        rows = {name: len(df) for name, df in tables.as_dict().items()}
+        source = tables.source
+        set_aside = 0 if tables.quarantined is None else len(tables.quarantined)
     AuditLog(settings.paths.audit_log).append(
-        "ingest", inputs={"dataset": what, "source": tables.source, "from": where},
+        "ingest", inputs={"dataset": what, "source": source, "from": where},
         outputs={"staged_id": staged_id}, config=settings.public_dict(), details={"rows": rows})
 
     table = Table(title=f"staged {what}")
@@ -116,12 +125,12 @@ def ingest(
     out.print(table)
     out.print(f"staged id: [bold]{staged_id}[/]", highlight=False)
     out.print(f"path: {settings.paths.staging / staged_id}", highlight=False, soft_wrap=True)
-    out.print(f"source: {tables.source} ({where})", highlight=False, soft_wrap=True)
-    if tables.quarantined is not None and len(tables.quarantined):
+    out.print(f"source: {source} ({where})", highlight=False, soft_wrap=True)
+    if set_aside:
         from recops.data.tables import QUARANTINE_DIR
 
         qpath = settings.paths.staging / staged_id / QUARANTINE_DIR / "interactions.csv"
-        out.print(f"set aside: {len(tables.quarantined):,} event row(s) whose item is in no "
+        out.print(f"set aside: {set_aside:,} event row(s) whose item is in no "
                   f"catalogue, with their reasons: {qpath}", highlight=False, soft_wrap=True)
     out.print(f"next: recops validate {staged_id}   (checks it and lands it in the lake)",
               highlight=False)

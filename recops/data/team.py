@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from recops import schema
+from recops.config_base import redact_url
 from recops.core.idmap import IdMap, internal_ids
 from recops.data.contract import Column, Contract
 from recops.data.files import read_frame
@@ -306,7 +307,7 @@ def load_files(settings: Settings, lake: Lake | None = None,
         if len(got):
             IdMap(root, kind).add(got.drop(columns="kind"))
     names = [s for s in (src.events, src.items, src.users) if s]
-    where = ", ".join(s if "://" in s else str(Path(s).resolve()) for s in names)
+    where = ", ".join(redact_url(s) if "://" in s else str(Path(s).resolve()) for s in names)
     return Tables(events, items, users, source=f"files:{where}", quarantined=quarantined)
 
 
