@@ -22,12 +22,14 @@ from recops.release.registry import RegisteredModel
 @dataclass(frozen=True)
 class Query:
     """One /recommend after the feature read: the user's history (item ids, most recent last),
-    how many items, whether to drop what they have seen, and the request's context items."""
+    how many items, whether to drop what they have seen, the request's context items, and the
+    items the user's negative events blocked (never listed, whatever ``exclude_seen``)."""
 
     history_ids: Sequence[int]
     k: int
     exclude_seen: bool = True
     context_ids: Sequence[int] | None = None
+    blocked_ids: Sequence[int] = ()
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,8 @@ class Engine:
         for n, q in enumerate(queries):
             own = self.to_indices(list(q.history_ids))
             hist = own + self.to_indices(list(q.context_ids or []))
-            exclude = hist if q.exclude_seen else None
+            blocked = self.to_indices(list(q.blocked_ids))
+            exclude = (hist if q.exclude_seen else []) + blocked or None
             if not hist:
                 out[n] = (self.describe(self.rank_popular(q.k, exclude=exclude)), "popular")
             else:

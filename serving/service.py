@@ -10,15 +10,15 @@ import os
 import threading
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import bentoml
 from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from bentoml.validators import ContentType
 from pydantic import BaseModel, ConfigDict, Field
 
+from recops.config_events import EVENT_TYPE_PATTERN
 from recops.environment import BENTO_SERVICE
-from recops.schema import EVENT_TYPES
 from serving.batching import MicroBatcher
 from serving.contract import Contract
 from serving.guard import Guard
@@ -58,7 +58,8 @@ class FeedbackRequest(BaseModel):
 
     user_id: Id
     item_id: Id
-    event_type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
+    # One of data.events.roles (checked in the handler: the table is a setting).
+    event_type: Annotated[str, Field(strict=True, pattern=EVENT_TYPE_PATTERN)]
     rating: Annotated[float, Field(allow_inf_nan=False)] | None = None
     timestamp: datetime | None = None
     # Idempotency key: a retried request with the same event_id is stored once. Without one, a
@@ -259,11 +260,12 @@ class Recommender:
         from serving.engine import Query
 
         engine = self.engine  # one model for the whole batch, even across a swap
-        histories = self.online.histories([r[0] for r in reqs])
-        answers = engine.recommend_many([Query(h or [], k, ex, ctx) for h, (_, k, ex, ctx)
-                                         in zip(histories, reqs, strict=True)])
+        rows = self.online.histories_and_blocked([r[0] for r in reqs])
+        answers = engine.recommend_many([Query(h or [], k, ex, ctx, blocked)
+                                         for (h, blocked), (_, k, ex, ctx)
+                                         in zip(rows, reqs, strict=True)])
         return [(items, fallback, len(h or []), engine.tag)
-                for (items, fallback), h in zip(answers, histories, strict=True)]
+                for (items, fallback), (h, _) in zip(answers, rows, strict=True)]
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)  # type: ignore[untyped-decorator]
     async def feedback(self, user_id: int, item_id: int, event_type: str,
@@ -274,10 +276,15 @@ class Recommender:
         (group commit), before answering; a repeat is acknowledged and not stored again."""
         s = self.settings
         engine = self.engine
+        roles = s.data.events
+        if event_type not in roles.roles:
+            raise InvalidArgument(f"event_type {event_type!r} is not in data.events.roles "
+                                  f"(accepted: {roles.types()})")
         if item_id not in engine.catalogue:
             raise NotFound(f"item_id {item_id} is not in the catalogue of the served model")
-        if event_type == "rating" and rating is None:
-            raise InvalidArgument("event_type 'rating' needs a rating")
+        if event_type in roles.rated_types() and rating is None:
+            raise InvalidArgument(f"event_type {event_type!r} needs a rating (its role in "
+                                  "data.events.roles is 'rating')")
         if rating is not None and not s.validation.rating_min <= rating <= s.validation.rating_max:
             raise InvalidArgument(f"rating {rating} is out of range [{s.validation.rating_min}, "
                                   f"{s.validation.rating_max}]")
@@ -298,8 +305,11 @@ class Recommender:
         except Exception:  # noqa: BLE001 - logged by the committer; nothing was acknowledged
             raise ServiceUnavailable("the feedback log is unavailable; the event was not "
                                      "stored: retry") from None
+        from recops.core.roles import ROLE_NAMES, resolve_one
+
+        role = ROLE_NAMES[resolve_one(event_type, rating, roles)[0]]
         return {"accepted": True, "offset": got.offset, "online": got.online,
-                "duplicate": got.duplicate}
+                "duplicate": got.duplicate, "role": role}
 
     def _search_for(self, engine: "Engine") -> "Searcher":
         """The engine's Searcher: its item text matrix is built once per model load, on the
