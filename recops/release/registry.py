@@ -111,7 +111,6 @@ def _popularity(settings: Settings, item_ids: list[int],
     items."""
     if interactions is None:
         from recops.core.lake import Lake
-
         from recops.core.roles import split_roles
 
         interactions = Lake(settings.paths.lake).read(schema.INTERACTIONS)
