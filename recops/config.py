@@ -298,7 +298,10 @@ def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
 def _describe(err: ValidationError, yaml_file: Path | None) -> str:
     lines = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "settings"
+        if not e["loc"]:  # a rule across sections: its message names the settings
+            lines.append(str(e["msg"]).removeprefix("Value error, "))
+            continue
+        where = ".".join(str(p) for p in e["loc"])
         env = "RECOPS_" + "__".join(str(p) for p in e["loc"]).upper()
         got = e.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
