@@ -162,15 +162,17 @@ class Searcher:
             return self.engine.model.score(self.engine.sequence(history))[0].float()
 
     def search(self, query: str | np.ndarray, history_ids: Sequence[int] | None, k: int, *,
-               weight: float, candidates: int, exclude_seen: bool = False) -> SearchAnswer:
+               weight: float, candidates: int, exclude_seen: bool = False,
+               blocked_ids: Sequence[int] = ()) -> SearchAnswer:
         """Top-k items for a query (text or its vector), personalised when the user has a
-        history the model knows."""
+        history the model knows; the user's blocked items (their negatives) never listed."""
         engine = self.engine
         qv = self.encode(query) if isinstance(query, str) else query
         cos = self.cosine(qv).clone()
         hist = engine.to_indices(list(history_ids or []))
-        if exclude_seen and hist:
-            cos[torch.tensor(hist, dtype=torch.long)] = -torch.inf
+        banned = (hist if exclude_seen else []) + engine.to_indices(list(blocked_ids))
+        if banned:
+            cos[torch.tensor(banned, dtype=torch.long)] = -torch.inf
         model = self.model_scores(hist) if hist and weight > 0 else None
         ranked = combine(cos, model, k, weight=weight, candidates=candidates)
         items = engine.describe(ranked)

@@ -347,15 +347,18 @@ class Recommender:
             log.error("search unavailable: %s", exc)
             raise ServiceUnavailable(f"search is unavailable: {exc}") from None
         history: list[int] = []
+        blocked: list[int] = []
         if user_id is not None:
             try:
-                history = self.online.histories([user_id])[0] or []
+                recent, blocked = self.online.histories_and_blocked([user_id])[0]
+                history = recent or []
             except FeatureError as exc:
                 log.error("online feature read failed (%s)", type(exc).__name__)
                 raise ServiceUnavailable("the online feature store is unavailable; "
                                          "retry") from None
         got = searcher.search(query, history, k, weight=s.search_weight,
-                              candidates=s.search_candidates, exclude_seen=exclude_seen)
+                              candidates=s.search_candidates, exclude_seen=exclude_seen,
+                              blocked_ids=blocked)
         return {"query": query, "user_id": user_id, "items": got.items,
                 "personalised": got.personalised, "history_size": got.history_size,
                 "model": engine.tag}
