@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--max-len", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" /
-                    "event_roles.json")
+    ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
     results: list[dict[str, Any]] = []
     for dataset in args.datasets.split(","):
@@ -146,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
             cells.append(f"{d:+.4f} ± {h:.4f}")
         print(f"| {r['dataset']} | {r['row']} | {r['valid_ndcg@10']:.4f} | {cells[0]} | "
               f"{r['test_ndcg@10']:.4f} | {cells[1]} | {r['wall_s']:.0f} |")
+    if args.out is None:
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps([{k: v for k, v in r.items() if not k.endswith("_gains")}
                                     for r in results], indent=2, default=str))
