@@ -22,11 +22,14 @@ user_recent = FeatureView(
     schema=[
         Field(name=f.RECENT_ITEMS, dtype=Array(Int64)),
         Field(name=f.RECENT_TIMESTAMPS, dtype=Array(Int64)),
+        Field(name=f.BLOCKED_ITEMS, dtype=Array(Int64)),
     ],
     source=user_events_push,
     online=True,
-    tags={"max_len": str(SEQ_LEN), "semantics": "last max_len item ids after all events at t"},
-    description="The user's last max_len item ids (most recent last) and their epoch seconds.",
+    tags={"max_len": str(SEQ_LEN),
+          "semantics": "last max_len positive item ids after all events at t"},
+    description=("The user's last max_len positive item ids (most recent last), their epoch "
+                 "seconds, and the items of their recent negatives (never served)."),
 )
 
 user_stats = FeatureView(

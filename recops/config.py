@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from recops.config_base import Section, redact_url
+from recops.config_events import EventSettings as EventSettings  # re-exported
 from recops.config_federated import FederatedSettings as FederatedSettings  # re-exported
 from recops.config_serving import FeedbackSettings as FeedbackSettings  # re-exported
 from recops.config_serving import ServingSettings as ServingSettings
@@ -40,7 +41,7 @@ from recops.config_training import RetrainSettings as RetrainSettings
 from recops.config_training import TrainSettings as TrainSettings
 from recops.errors import ConfigError
 from recops.paths import CHECKOUT, Paths
-from recops.schema import EVENT_TYPES, METRIC_KEYS
+from recops.schema import METRIC_KEYS
 
 DEFAULT_HOME = CHECKOUT / ".recops"
 
@@ -78,6 +79,9 @@ class DataSettings(Section):
     timestamp_unit: TimestampUnit = Field("auto", description=(
         "How event timestamps are written: s or ms since 1970, iso (ISO-8601 with a zone), "
         "or auto (numbers above 1e11 are milliseconds)."))
+    # What each event type means (docs/data.md "Event roles"): positive with a weight,
+    # negative, ignored, or decided by its rating.
+    event_roles: EventSettings = EventSettings()
 
     @field_validator("root")
     @classmethod
@@ -157,14 +161,14 @@ class GateSettings(Section):
     baseline: Literal["pop", "none"] = "pop"
     baseline_margin: float = Field(0.0, ge=0)
     # Off-policy check (docs/policies.md), off by default: serving.policy's click rate,
-    # estimated by DR from the impression and feedback logs (policy_events count as clicks),
+    # estimated by DR from the impression and feedback logs (an event of policy_events whose
+    # role resolves positive counts as a click; unset: every positive type of data.event_roles),
     # must have its 95% upper bound at least the logged lists' observed click rate minus
     # policy_tolerance, on at least policy_min_lists lists.
     policy_check: bool = False
     policy_tolerance: float = Field(0.0, ge=0, le=1)
     policy_min_lists: int = Field(1000, ge=1)
-    policy_events: list[Literal[EVENT_TYPES]] = Field(  # type: ignore[valid-type]
-        ["click"], min_length=1)
+    policy_events: list[str] | None = Field(None, min_length=1)
 
     @field_validator("metric")
     @classmethod
@@ -238,6 +242,21 @@ class Settings(BaseSettings):
             raise ValueError("feedback.backend 'postgres' needs stores.postgres_dsn "
                              "(e.g. postgresql+psycopg://user@127.0.0.1:5432/recops)")
         return self
+
+    @model_validator(mode="after")
+    def _policy_events_positive(self) -> Settings:
+        wanted = self.gate.policy_events or []
+        positive = self.data.event_roles.positive_types()
+        bad = [t for t in wanted if t not in positive]
+        if bad:
+            raise ValueError(f"gate.policy_events {bad} are not positive event types of "
+                             f"data.event_roles.roles (positive: {positive})")
+        return self
+
+    def reward_events(self) -> list[str]:
+        """The event types off-policy evaluation counts as clicks when their role resolves
+        positive: gate.policy_events, else every positive type of data.events."""
+        return list(self.gate.policy_events or self.data.event_roles.positive_types())
 
     @model_validator(mode="after")
     def _celery_on_postgres(self) -> Settings:
@@ -325,7 +344,10 @@ def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
 def _describe(err: ValidationError, yaml_file: Path | None) -> str:
     lines = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "settings"
+        if not e["loc"]:  # a rule across sections: its message names the settings
+            lines.append(str(e["msg"]).removeprefix("Value error, "))
+            continue
+        where = ".".join(str(p) for p in e["loc"])
         env = "RECOPS_" + "__".join(str(p) for p in e["loc"]).upper()
         got = e.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"

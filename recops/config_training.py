@@ -80,6 +80,17 @@ class TrainSettings(Section):
     # Wall-time budget of one model's training (closed-form fits excepted): it stops after the
     # epoch in which the budget runs out, keeping the best validated epoch. None: no limit.
     max_minutes: float | None = Field(6.0, gt=0)
+    # data.event_roles in training (docs/quality.md "Event roles"): each target's loss weighted by
+    # its event's positive weight; and each sample's softmax also over the user's negative
+    # items (their last max_feedback_negatives before the valid label; SASRec's sampled
+    # softmax, where the full one has them already). Neither under DP-SGD. Chosen on
+    # validation (benchmarks/bench_event_roles.py): weights did not help on ml-latest-small and
+    # hurt on typed synthetic events; the negatives helped on both.
+    event_weights: bool = Field(False, description=(
+        "Weight each target's loss by its event type's weight (data.event_roles.roles)."))
+    feedback_negatives: bool = Field(True, description=(
+        "Put each user's negative items (dislikes, low ratings) in their samples' softmax."))
+    max_feedback_negatives: int = Field(50, ge=1, le=1000)
     # Model selection: train each of these model kinds (centralised, without DP) and keep the one
     # best on validation gate.metric as the challenger. Empty: train model.kind alone.
     candidates: list[ModelKind] = []

@@ -23,8 +23,13 @@ ITEMS = "items"
 USERS = "users"
 TABLES = (INTERACTIONS, ITEMS, USERS)
 
-# Event types. MovieLens ratings are "rating"; the others arrive as feedback from serving.
+# Built-in event types (the default role table, data.event_roles.roles, which is the source of
+# truth for what is accepted). MovieLens ratings are "rating"; the others arrive as feedback.
 EVENT_TYPES = ("rating", "view", "click", "like", "dislike", "purchase")
+# Resolved by recops.core.roles: an event's role (1 positive, 0 ignored, -1 negative) and
+# its loss weight as a positive.
+EVENT_ROLE = "event_role"
+EVENT_WEIGHT = "event_weight"
 # Genres are a "|"-separated string, as in MovieLens.
 GENRE_SEPARATOR = "|"
 

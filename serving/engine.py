@@ -29,13 +29,15 @@ def _client_id(internal: int, external: Any) -> str | int:
 @dataclass(frozen=True)
 class Query:
     """One /recommend after the feature read: the user's history (item ids, most recent last),
-    how many items, whether to drop what they have seen, and the request's context items."""
+    how many items, whether to drop what they have seen, the request's context items, and the
+    items the user's negative events blocked (never listed, whatever ``exclude_seen``)."""
 
     history_ids: Sequence[int]
     k: int
     exclude_seen: bool = True
     context_ids: Sequence[int] | None = None
-    # Items never to list (withdrawn from the catalogue), whatever exclude_seen says.
+    # Items never to list, whatever exclude_seen says: those withdrawn from the catalogue
+    # and the user's own negatives (data.event_roles.roles).
     banned_ids: Sequence[int] = ()
 
 

@@ -21,7 +21,7 @@ class OnlineFeatures:
 
         self._fs = feast_online
         self.store = feast_store.get_store(settings)
-        self.rows = UserRows(self.store)
+        self.rows = UserRows(self.store, settings.data.event_roles)
         self._lock = threading.Lock()
         # Workers of one host share this lock file: see push_many.
         self._push_lock = settings.paths.feedback / "online-push.lock"
@@ -38,6 +38,13 @@ class OnlineFeatures:
         ``feast_online.online_sequences``, which also reads the stats view)."""
         return [None if h is None else [int(i) for i in h]
                 for h in self.rows.recent_items(user_ids)]
+
+    def histories_and_blocked(self, user_ids: Sequence[int]
+                              ) -> list[tuple[list[int] | None, list[int]]]:
+        """:meth:`histories` and each user's blocked items (their recent negatives, which are
+        never recommended to them), in the same single read."""
+        return [(None if h is None else [int(i) for i in h], [int(i) for i in b])
+                for h, b in self.rows.recent_and_blocked(user_ids)]
 
     def push(self, event: dict[str, Any]) -> None:
         self.push_many([event])

@@ -165,7 +165,8 @@ class Searcher:
                weight: float, candidates: int, exclude_seen: bool = False,
                banned_ids: Sequence[int] = ()) -> SearchAnswer:
         """Top-k items for a query (text or its vector), personalised when the user has a
-        history the model knows; ``banned_ids`` (withdrawn items) are never listed."""
+        history the model knows; ``banned_ids`` (withdrawn items, the user's negatives) are
+        never listed."""
         engine = self.engine
         qv = self.encode(query) if isinstance(query, str) else query
         cos = self.cosine(qv).clone()

@@ -10,16 +10,16 @@ import os
 import threading
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import bentoml
 from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from bentoml.validators import ContentType
 from pydantic import BaseModel, ConfigDict, Field
 
+from recops.config_events import EVENT_TYPE_PATTERN
 from recops.core.idmap import internal_id
 from recops.environment import BENTO_SERVICE
-from recops.schema import EVENT_TYPES
 from serving.batching import MicroBatcher
 from serving.contract import Contract
 from serving.guard import Guard
@@ -61,7 +61,8 @@ class FeedbackRequest(BaseModel):
 
     user_id: Id
     item_id: Id
-    event_type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
+    # One of data.event_roles.roles (checked in the handler: the table is a setting).
+    event_type: Annotated[str, Field(strict=True, pattern=EVENT_TYPE_PATTERN)]
     rating: Annotated[float, Field(allow_inf_nan=False)] | None = None
     timestamp: datetime | None = None
     # Idempotency key: a retried request with the same event_id is stored once. Without one, a
@@ -269,13 +270,13 @@ class Recommender:
         from serving.engine import Query
 
         engine = self.engine  # one model for the whole batch, even across a swap
-        histories = self.online.histories([r[0] for r in reqs])
-        banned = self.availability.withdrawn()
-        answers = engine.recommend_many([Query(h or [], k, ex, ctx, banned)
-                                         for h, (_, k, ex, ctx) in zip(histories, reqs,
-                                                                      strict=True)])
+        rows = self.online.histories_and_blocked([r[0] for r in reqs])
+        withdrawn = list(self.availability.withdrawn())
+        answers = engine.recommend_many([Query(h or [], k, ex, ctx, [*withdrawn, *blocked])
+                                         for (h, blocked), (_, k, ex, ctx)
+                                         in zip(rows, reqs, strict=True)])
         return [(items, fallback, len(h or []), engine.tag)
-                for (items, fallback), h in zip(answers, histories, strict=True)]
+                for (items, fallback), (h, _) in zip(answers, rows, strict=True)]
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)  # type: ignore[untyped-decorator]
     async def feedback(self, user_id: int | str, item_id: int | str, event_type: str,
@@ -287,10 +288,15 @@ class Recommender:
         s = self.settings
         engine = self.engine
         shown_item, user_id, item_id = item_id, internal_id(user_id), internal_id(item_id)
+        roles = s.data.event_roles
+        if event_type not in roles.roles:
+            raise InvalidArgument(f"event_type {event_type!r} is not in data.event_roles.roles "
+                                  f"(accepted: {roles.types()})")
         if item_id not in engine.catalogue:
             raise NotFound(f"item_id {shown_item!r} is not in the catalogue of the served model")
-        if event_type == "rating" and rating is None:
-            raise InvalidArgument("event_type 'rating' needs a rating")
+        if event_type in roles.rated_types() and rating is None:
+            raise InvalidArgument(f"event_type {event_type!r} needs a rating (its role in "
+                                  "data.event_roles.roles is 'rating')")
         if rating is not None and not s.validation.rating_min <= rating <= s.validation.rating_max:
             raise InvalidArgument(f"rating {rating} is out of range [{s.validation.rating_min}, "
                                   f"{s.validation.rating_max}]")
@@ -311,8 +317,11 @@ class Recommender:
         except Exception:  # noqa: BLE001 - logged by the committer; nothing was acknowledged
             raise ServiceUnavailable("the feedback log is unavailable; the event was not "
                                      "stored: retry") from None
+        from recops.core.roles import ROLE_NAMES, resolve_one
+
+        role = ROLE_NAMES[resolve_one(event_type, rating, roles)[0]]
         return {"accepted": True, "offset": got.offset, "online": got.online,
-                "duplicate": got.duplicate}
+                "duplicate": got.duplicate, "role": role}
 
     def _search_for(self, engine: "Engine") -> "Searcher":
         """The engine's Searcher: its item text matrix is built once per model load, on the
@@ -350,16 +359,18 @@ class Recommender:
             log.error("search unavailable: %s", exc)
             raise ServiceUnavailable(f"search is unavailable: {exc}") from None
         history: list[int] = []
+        blocked: list[int] = []
         if user_id is not None:
             try:
-                history = self.online.histories([internal_id(user_id)])[0] or []
+                recent, blocked = self.online.histories_and_blocked([internal_id(user_id)])[0]
+                history = recent or []
             except FeatureError as exc:
                 log.error("online feature read failed (%s)", type(exc).__name__)
                 raise ServiceUnavailable("the online feature store is unavailable; "
                                          "retry") from None
         got = searcher.search(query, history, k, weight=s.search_weight,
                               candidates=s.search_candidates, exclude_seen=exclude_seen,
-                              banned_ids=self.availability.withdrawn())
+                              banned_ids=[*self.availability.withdrawn(), *blocked])
         return {"query": query, "user_id": user_id, "items": got.items,
                 "personalised": got.personalised, "history_size": got.history_size,
                 "model": engine.tag}

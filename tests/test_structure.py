@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("declarations", ("recops", "recops.errors", "recops.schema", "recops.paths",
                       "recops.environment", "recops.config", "recops.config_base",
                       "recops.config_training", "recops.config_federated",
-                      "recops.config_serving"),
+                      "recops.config_serving", "recops.config_events"),
      "settings, the schema's names, errors, where files go: what everything refers to"),
     ("core", ("recops.core",),
      "the ground floor: run records, audit chain, tombstones, lake, event logs and their "

@@ -94,14 +94,17 @@ class _Builder:
 
     def events(self, settings: Settings, with_rating: bool) -> None:
         v = settings.validation
-        if with_rating:
-            # Explicit ratings need a value; implicit events (view, click) carry none.
+        rated = settings.data.event_roles.rated_types()
+        if with_rating and rated:
+            # Types whose role a rating decides need a value; implicit events carry none.
             self.add("not_null", gxe.ExpectColumnValuesToNotBeNull, column=schema.RATING,
-                     row_condition=Column(schema.EVENT_TYPE) == "rating")
+                     row_condition=Column(schema.EVENT_TYPE).is_in(rated))
+        if with_rating:
             self.add("range", gxe.ExpectColumnValuesToBeBetween, column=schema.RATING,
                      min_value=v.rating_min, max_value=v.rating_max)
+        # The role table (data.event_roles.roles) says which event types exist.
         self.add("event_type", gxe.ExpectColumnValuesToBeInSet, column=schema.EVENT_TYPE,
-                 value_set=list(schema.EVENT_TYPES))
+                 value_set=settings.data.event_roles.types())
         self.add("timestamps", gxe.ExpectColumnValuesToBeBetween, column=schema.EVENT_TIMESTAMP,
                  min_value=_p(P_FLOOR), max_value=_p(P_NOW))
         self.add("referential", ExpectColumnValuesToBeInReference, column=schema.ITEM_ID,

@@ -31,8 +31,9 @@ def evaluate_cmd(
     top_n: Annotated[int | None, typer.Option(
         "--top-n", help="epsilon_greedy's candidates (default: serving.policy_top_n).")] = None,
     event: Annotated[list[str] | None, typer.Option(
-        "--event", help="A feedback event type that counts as a click; repeat for several "
-                        "(default: gate.policy_events).")] = None,
+        "--event", help="A feedback event type that counts as a click when its role resolves "
+                        "positive; repeat for several (default: gate.policy_events, else every "
+                        "positive type of data.event_roles.roles).")] = None,
     out_path: Annotated[Path | None, typer.Option(
         "--out", "-o", dir_okay=False, help="Where to write the JSON result (default: "
                                             "<home>/reports/policy_evaluation.json).")] = None,
@@ -46,7 +47,7 @@ def evaluate_cmd(
     # Through the settings, so a bad flag is refused exactly like a bad setting.
     settings = ctx.obj.settings(**{"serving.policy": policy, "serving.explore_epsilon": epsilon,
                                    "serving.policy_top_n": top_n, "gate.policy_events": event})
-    result = evaluate(settings, from_settings(settings.serving), settings.gate.policy_events)
+    result = evaluate(settings, from_settings(settings.serving), settings.reward_events())
     data: dict[str, Any] = result.to_dict()
     path = write_json(out_path or settings.paths.reports / "policy_evaluation.json", data)
     if as_json:

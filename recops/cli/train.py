@@ -128,7 +128,8 @@ def evaluate(
             labelled = training_data(settings, tables)
     with Console(stderr=True).status(f"ranking every item for each user ({split})"):
         model, data = model_for_data(ckpt, SequenceData.from_labelled(
-            labelled, tables.items, interactions=tables.interactions))
+            labelled, tables.items, interactions=tables.interactions,
+            negatives=tables.negatives))
         res = evaluate_model(model, data, split=cast(Literal["valid", "test"], split), k=k)
     rows = {"all": res.overall, **res.per_segment}
     target = write_json(output or ckpt_path.parent / f"evaluation_{split}.json",

@@ -63,13 +63,17 @@ class Sources:
     item_attributes: tuple[str, ...] = ()
     timestamp_unit: str = "auto"
     floor: datetime = datetime(1995, 1, 1, tzinfo=UTC)
+    # The types data.event_roles names (the source of truth), and those whose value is a rating.
+    event_types: tuple[str, ...] = schema.EVENT_TYPES
+    rated_types: tuple[str, ...] = ("rating",)
 
     @classmethod
     def of(cls, settings: Settings) -> Sources:
         d = settings.data
         floor = settings.validation.timestamp_floor
         return cls(d.events, d.items, d.users, dict(d.columns), tuple(d.item_attributes),
-                   d.timestamp_unit, floor if floor.tzinfo else floor.replace(tzinfo=UTC))
+                   d.timestamp_unit, floor if floor.tzinfo else floor.replace(tzinfo=UTC),
+                   tuple(d.event_roles.types()), tuple(d.event_roles.rated_types()))
 
 
 def _label(name: str, rename: Mapping[str, str]) -> str:
@@ -154,18 +158,18 @@ def read_events(path: str, src: Sources) -> tuple[pd.DataFrame, pd.DataFrame]:
     rename = dict(src.columns)
     df = read_frame(path, EVENTS, rename=rename, others=False)
     n = len(df)
-    unknown = ~df[EVENT_TYPE].isin(schema.EVENT_TYPES)
+    unknown = ~df[EVENT_TYPE].isin(src.event_types)
     if unknown.any():
         first = df.loc[unknown, EVENT_TYPE].iloc[0]
         raise DataError(f"{path}: column {_label(EVENT_TYPE, rename)}: {int(unknown.sum())} of "
                         f"{n} row(s) have an unknown event type ({first!r} first); accepted: "
-                        f"{', '.join(schema.EVENT_TYPES)}")
+                        f"{', '.join(src.event_types)} (data.event_roles.roles)")
     ts = parse_timestamps(df[TIMESTAMP], src.timestamp_unit,
                           f"{path}: column {_label(TIMESTAMP, rename)}", src.floor)
     users, user_pairs = internal_ids(df[USER_ID])
     items, item_pairs = internal_ids(df[ITEM_ID])
     value = df[VALUE].astype("float64") if VALUE in df else pd.Series(np.nan, index=df.index)
-    rating = value.where(df[EVENT_TYPE] == "rating").astype("float32")
+    rating = value.where(df[EVENT_TYPE].isin(src.rated_types)).astype("float32")
     # The lake's interactions hold the schema's columns only (its suite refuses others): a
     # rating event's value is its rating; other values and session ids are read and checked
     # here but not landed.

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from recops import schema
-from recops.errors import FeatureError
+from recops.core.roles import IGNORED, NEGATIVE, POSITIVE, resolve_one
+from recops.errors import DataError, FeatureError
 from recops.features import featurize as f
 from recops.features.feast_store import ONE_US, USER_FEATURES, as_int_list, get_store
 
@@ -118,20 +119,32 @@ def _rating(rating: Any) -> float | None:
 
 
 def updated_user_row(current: Mapping[str, Any], item_id: int, ts: pd.Timestamp,
-                     rating: float | None, max_len: int) -> dict[str, Any]:
+                     rating: float | None, max_len: int, role: int = POSITIVE,
+                     max_blocked: int = 200) -> dict[str, Any]:
     """The user's features after one more event: the batch definition applied to one event.
 
-    Exact for events that arrive in time order; an event older than the user's latest one is
-    inserted by (second, item id), and counts a new active day unless its day is in the window.
+    ``role`` (:mod:`recops.core.roles`): a positive enters the recent items; a negative enters
+    the blocked items (the last ``max_blocked``) and never the sequence; both count in the
+    statistics; an ignored event changes nothing. Exact for events that arrive in time order;
+    an event older than the user's latest one is inserted by (second, item id), and counts a
+    new active day unless its day is in the window.
     """
+    if role == IGNORED:
+        return dict(current)
     items = as_int_list(current.get(f.RECENT_ITEMS))
     times = as_int_list(current.get(f.RECENT_TIMESTAMPS))
+    blocked = as_int_list(current.get(f.BLOCKED_ITEMS))
     sec = int(ts.value // 1_000_000_000)
-    pos = len(items)
-    while pos > 0 and (times[pos - 1], items[pos - 1]) > (sec, item_id):
-        pos -= 1
-    items.insert(pos, item_id)
-    times.insert(pos, sec)
+    if role == NEGATIVE:
+        blocked.append(item_id)
+        other_days = {t // 86_400 for t in times}
+    else:
+        pos = len(items)
+        while pos > 0 and (times[pos - 1], items[pos - 1]) > (sec, item_id):
+            pos -= 1
+        items.insert(pos, item_id)
+        times.insert(pos, sec)
+        other_days = {t // 86_400 for t in times[:pos] + times[pos + 1:]}
     count = int(current.get(f.INTERACTION_COUNT) or 0)
     r_count = int(current.get(f.RATING_COUNT) or 0)
     mean = current.get(f.MEAN_RATING)
@@ -143,20 +156,34 @@ def updated_user_row(current: Mapping[str, Any], item_id: int, ts: pd.Timestamp,
     days = int(current.get(f.DAYS_ACTIVE) or 0)
     day = sec // 86_400
     # A new day unless another event in the window fell on it (exact for in-order events).
-    other_days = {t // 86_400 for t in times[:pos] + times[pos + 1:]}
-    if last is None or day > int(last) // 86_400 or day not in other_days:
+    if last is None or day > int(last) // 86_400 or (
+            day not in other_days and day != int(last) // 86_400):
         days += 1
     return {
         f.RECENT_ITEMS: items[-max_len:], f.RECENT_TIMESTAMPS: times[-max_len:],
+        f.BLOCKED_ITEMS: blocked[-max_blocked:],
         f.INTERACTION_COUNT: count + 1, f.RATING_COUNT: r_count,
         f.MEAN_RATING: None if mean is None else float(np.float32(mean)),
         f.DAYS_ACTIVE: days, f.LAST_EVENT_TS: max(sec, int(last)) if last is not None else sec,
     }
 
 
-def push_event(target: Settings | FeatureStore, event: Mapping[str, Any]) -> dict[str, Any]:
-    """Fold one feedback event into the user's online features (:func:`push_events` of one)."""
-    return push_events(target, [event])[0]
+def _role(event: Mapping[str, Any], rating: float | None, rows_io: UserRows) -> int:
+    """The event's role by ``data.event_roles`` (an event without a type is a positive)."""
+    kind = event.get(schema.EVENT_TYPE)
+    if kind is None:
+        return POSITIVE
+    try:
+        return resolve_one(str(kind), rating, rows_io.events)[0]
+    except DataError as exc:
+        raise FeatureError(str(exc)) from exc
+
+
+def push_event(target: Settings | FeatureStore, event: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Fold one feedback event into the user's online features (:func:`push_events` of one);
+    None when its role is ``ignored`` (nothing written)."""
+    rows = push_events(target, [event])
+    return rows[0] if rows else None
 
 
 def push_events(target: Settings | FeatureStore | UserRows,
@@ -164,7 +191,8 @@ def push_events(target: Settings | FeatureStore | UserRows,
     """Fold a batch of feedback events into their users' online features: one read, one write.
 
     Reads the current rows of the batch's users in one online read, applies each user's events
-    in order (:func:`updated_user_row`) and writes one new row per user to the views the user
+    in order by their roles (``data.event_roles``: ignored events are skipped, negatives go to the
+    blocked items; :func:`updated_user_row`) and writes one new row per user to the views the user
     push source feeds, so the next online read reflects them all. Returns the rows written, one
     per user in first-seen order. A long-lived caller (the service) passes its
     :class:`~recops.features.online_rows.UserRows`, which has the views resolved already.
@@ -175,8 +203,19 @@ def push_events(target: Settings | FeatureStore | UserRows,
     """
     from recops.features.online_rows import UserRows
 
-    rows_io = target if isinstance(target, UserRows) else UserRows(_resolve(target)[0])
-    parsed = [_parse_event(e) for e in events]
+    if isinstance(target, UserRows):
+        rows_io = target
+    else:
+        from recops.config import Settings
+
+        rows_io = UserRows(_resolve(target)[0], target.data.event_roles
+                           if isinstance(target, Settings) else None)
+    parsed = []
+    for e in events:
+        uid, iid, ts, rating = _parse_event(e)
+        role = _role(e, rating, rows_io)
+        if role != IGNORED:
+            parsed.append((uid, iid, ts, rating, role))
     if not parsed:
         return []
     uids = list(dict.fromkeys(p[0] for p in parsed))
@@ -185,10 +224,11 @@ def push_events(target: Settings | FeatureStore | UserRows,
     for uid, (held_ts, held) in zip(uids, current_rows, strict=True):
         current: dict[str, Any] = dict(held or {})
         newest = None
-        for u, iid, ts, rating in parsed:
+        for u, iid, ts, rating, role in parsed:
             if u == uid:
-                current = {**current, **updated_user_row(current, iid, ts, rating,
-                                                         rows_io.max_len)}
+                current = {**current, **updated_user_row(
+                    current, iid, ts, rating, rows_io.max_len, role,
+                    rows_io.events.max_blocked)}
                 newest = ts if newest is None or ts > newest else newest
         assert newest is not None  # every user in uids has an event
         # Redis keeps a value only if its time is newer than the stored one: stamp the row

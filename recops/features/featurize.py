@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from recops import schema
 from recops.core.atomic import atomic_file, write_atomic
+from recops.core.roles import ensure_roles, with_roles
 from recops.errors import FeatureError
 
 if TYPE_CHECKING:
@@ -47,7 +48,9 @@ RATING_COUNT = "rating_count"
 MEAN_RATING = "mean_rating"
 DAYS_ACTIVE = "days_active"
 LAST_EVENT_TS = "last_event_ts"  # epoch seconds of the user's latest event
-USER_SEQUENCE_FEATURES = (RECENT_ITEMS, RECENT_TIMESTAMPS)
+# The items of the user's most recent negative events (data.event_roles): serving never lists them.
+BLOCKED_ITEMS = "blocked_items"
+USER_SEQUENCE_FEATURES = (RECENT_ITEMS, RECENT_TIMESTAMPS, BLOCKED_ITEMS)
 USER_STAT_FEATURES = (INTERACTION_COUNT, RATING_COUNT, MEAN_RATING, DAYS_ACTIVE, LAST_EVENT_TS)
 
 POPULARITY_WINDOWS_DAYS = {"pop_1d": 1, "pop_7d": 7, "pop_30d": 30}
@@ -66,6 +69,7 @@ USER_EVENTS_SCHEMA = pa.schema([
     pa.field(schema.EVENT_TIMESTAMP, schema.TIMESTAMP_TYPE, nullable=False),
     pa.field(RECENT_ITEMS, pa.list_(pa.int64())),
     pa.field(RECENT_TIMESTAMPS, pa.list_(pa.int64())),
+    pa.field(BLOCKED_ITEMS, pa.list_(pa.int64())),
     pa.field(INTERACTION_COUNT, pa.int64()),
     pa.field(RATING_COUNT, pa.int64()),
     pa.field(MEAN_RATING, pa.float32()),
@@ -85,8 +89,11 @@ def _sorted_events(interactions: pd.DataFrame, key: str) -> dict[str, np.ndarray
     k = interactions[key].to_numpy(np.int64)
     o = interactions[other].to_numpy(np.int64)
     rating = interactions[schema.RATING].to_numpy(np.float64, na_value=np.nan)
+    role = (interactions[schema.EVENT_ROLE].to_numpy(np.int8)
+            if schema.EVENT_ROLE in interactions.columns else np.ones(len(k), np.int8))
     order = np.lexsort((o, ts_us, k))
-    return {"key": k[order], "other": o[order], "ts_us": ts_us[order], "rating": rating[order]}
+    return {"key": k[order], "other": o[order], "ts_us": ts_us[order], "rating": rating[order],
+            "role": role[order]}
 
 
 def _group_starts(key: np.ndarray) -> np.ndarray:
@@ -124,10 +131,39 @@ def _windows(rows: np.ndarray, starts: np.ndarray, n: int) -> tuple[np.ndarray, 
     return offsets, flat
 
 
-def _user_event_batches(interactions: pd.DataFrame, n: int) -> Iterator[pa.RecordBatch]:
-    """The user_events table, one row per (user, distinct event time), in chunks."""
-    ev = _sorted_events(interactions, schema.USER_ID)
+def _windows_of(mask: np.ndarray, rows: np.ndarray, starts: np.ndarray,
+                n: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_windows` over the rows where ``mask`` holds: offsets, and indices (into all rows)
+    of the last ``n`` masked rows of the group up to each row in ``rows``."""
+    if mask.all():
+        return _windows(rows, starts, n)
+    cm = np.cumsum(mask)
+    end = cm[rows]
+    begin = cm[starts[rows]] - mask[starts[rows]]
+    lengths = np.minimum(n, end - begin)
+    offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    first = np.repeat(end - lengths, lengths)
+    flat = first + (np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths))
+    return offsets, np.flatnonzero(mask)[flat]
+
+
+def _list_column(offsets: np.ndarray, values: np.ndarray) -> pa.Array:
+    offs = pa.array(offsets, pa.int32() if offsets[-1] < 2**31 else pa.int64())
+    list_t = pa.ListArray if offs.type == pa.int32() else pa.LargeListArray
+    return list_t.from_arrays(offs, pa.array(values, pa.int64())).cast(pa.list_(pa.int64()))
+
+
+def _user_event_batches(interactions: pd.DataFrame, n: int,
+                        max_blocked: int = 200) -> Iterator[pa.RecordBatch]:
+    """The user_events table, one row per (user, distinct event time), in chunks.
+
+    Roles by :func:`recops.core.roles.ensure_roles`: ``recent_items`` holds the positives
+    only, ``blocked_items`` the last ``max_blocked`` negatives.
+    """
+    ev = _sorted_events(ensure_roles(interactions), schema.USER_ID)
     u, it, ts_us, rating = ev["key"], ev["other"], ev["ts_us"], ev["rating"]
+    positive, negative = ev["role"] > 0, ev["role"] < 0
     starts = _group_starts(u)
     has_rating = ~np.isnan(rating)
     rating_count = _cum_within(has_rating.astype(np.int64), starts)
@@ -140,17 +176,17 @@ def _user_event_batches(interactions: pd.DataFrame, n: int) -> Iterator[pa.Recor
     selected = np.flatnonzero(_last_of_time(u, ts_us))
     for lo in range(0, len(selected), _CHUNK_ROWS):
         rows = selected[lo:lo + _CHUNK_ROWS]
-        offsets, flat = _windows(rows, starts, n)
-        offs = pa.array(offsets, pa.int32() if offsets[-1] < 2**31 else pa.int64())
-        list_t = pa.ListArray if offs.type == pa.int32() else pa.LargeListArray
+        offsets, flat = _windows_of(positive, rows, starts, n)
+        b_offsets, b_flat = _windows_of(negative, rows, starts, max_blocked)
         rc = rating_count[rows]
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = (rating_sum[rows] / rc).astype(np.float32)
         yield pa.record_batch([
             pa.array(u[rows]),
             pa.array(ts_us[rows].astype("datetime64[us]"), schema.TIMESTAMP_TYPE),
-            list_t.from_arrays(offs, pa.array(it[flat])).cast(pa.list_(pa.int64())),
-            list_t.from_arrays(offs, pa.array(ts_s[flat])).cast(pa.list_(pa.int64())),
+            _list_column(offsets, it[flat]),
+            _list_column(offsets, ts_s[flat]),
+            _list_column(b_offsets, it[b_flat]),
             pa.array(rows - starts[rows] + 1),
             pa.array(rc),
             pa.array(mean, mask=rc == 0),
@@ -159,9 +195,11 @@ def _user_event_batches(interactions: pd.DataFrame, n: int) -> Iterator[pa.Recor
         ], schema=USER_EVENTS_SCHEMA)
 
 
-def user_events_table(interactions: pd.DataFrame, n: int) -> pa.Table:
+def user_events_table(interactions: pd.DataFrame, n: int, max_blocked: int = 200) -> pa.Table:
     """The user sequence and statistics as of each (user, distinct event time), in memory."""
-    return pa.Table.from_batches(list(_user_event_batches(interactions, n)), USER_EVENTS_SCHEMA)
+    return pa.Table.from_batches(list(_user_event_batches(interactions, n, max_blocked)),
+                                 USER_EVENTS_SCHEMA)
+
 
 
 def item_stats_table(interactions: pd.DataFrame) -> pa.Table:
@@ -261,9 +299,13 @@ def build_sources(settings: Settings, lake: Lake, *, text_vectors: bool = True) 
     out.mkdir(parents=True, exist_ok=True)
     built_at = datetime.now(UTC)
     n = settings.model.max_len
-    user_rows = _replace_parquet(out / USER_EVENTS_FILE, _user_event_batches(interactions, n),
-                                 USER_EVENTS_SCHEMA)
-    stats = item_stats_table(interactions)
+    # Every event with its role (data.event_roles), ignored events dropped.
+    events = with_roles(interactions, settings.data.event_roles, where="the lake's interactions",
+                        drop_ignored=True)
+    user_rows = _replace_parquet(out / USER_EVENTS_FILE, _user_event_batches(
+        events, n, settings.data.event_roles.max_blocked), USER_EVENTS_SCHEMA)
+    # Popularity counts what users wanted: the positives.
+    stats = item_stats_table(events[events[schema.EVENT_ROLE].to_numpy() > 0])
     item_rows = _replace_parquet(out / ITEM_STATS_FILE, stats, stats.schema)
     vectors, emb_note = _text_vectors(settings, items) if text_vectors else (None, "disabled")
     content = item_content_table(items, interactions, vectors, built_at)
@@ -273,6 +315,7 @@ def build_sources(settings: Settings, lake: Lake, *, text_vectors: bool = True) 
         "dataset_version": lake.dataset_version(),
         "built_at": built_at.isoformat(),
         "max_len": n,
+        "events": settings.data.event_roles.model_dump(mode="json"),
         "interactions": len(interactions),
         "min_event_timestamp": ts.min().isoformat(),
         "max_event_timestamp": ts.max().isoformat(),
@@ -306,11 +349,15 @@ def history_asof(interactions: pd.DataFrame, labels: pd.DataFrame, n: int, *,
                  strict: bool = True) -> pd.DataFrame:
     """The recent-items definition by a pandas as-of join, for tests and benchmarks.
 
-    For each label row (user_id, event_timestamp): the user's last ``n`` item ids with event
+    For each label row (user_id, event_timestamp): the user's last ``n`` item ids (positives
+    only when ``interactions`` carries resolved roles) with event
     time before the label (``strict``; at or before it when ``strict=False``), ordered by
     (time, item id), most recent last. Returns ``labels`` plus ``recent_items`` and
     ``recent_timestamps`` (lists, empty when there is no history), in the labels' order.
     """
+    interactions = ensure_roles(interactions)  # the positives only
+    if schema.EVENT_ROLE in interactions.columns:
+        interactions = interactions[interactions[schema.EVENT_ROLE].to_numpy() > 0]
     ev = (interactions[[schema.USER_ID, schema.ITEM_ID, schema.EVENT_TIMESTAMP]]
           .sort_values([schema.USER_ID, schema.EVENT_TIMESTAMP, schema.ITEM_ID], kind="stable")
           .reset_index(drop=True))

@@ -26,12 +26,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class LakeTables:
-    """The lake's tables a model trains on, at one dataset version."""
+    """The lake's tables a model trains on, at one dataset version: ``interactions`` are the
+    positive events (with their ``event_weight``) and ``negatives`` the negative ones, by
+    ``data.event_roles`` (ignored events dropped)."""
 
     dataset_version: str
     interactions: pd.DataFrame
     items: pd.DataFrame
     users: pd.DataFrame
+    negatives: pd.DataFrame
 
 
 def check_version(lake: Lake, dataset_version: str) -> str:
@@ -44,8 +47,10 @@ def check_version(lake: Lake, dataset_version: str) -> str:
 
 
 def lake_tables(settings: Settings, dataset_version: str | None = None) -> LakeTables:
-    """The lake's interactions, items and users; ``dataset_version`` must be the current one."""
+    """The lake's interactions split by role (``data.event_roles``), items and users;
+    ``dataset_version`` must be the current one."""
     from recops.core.lake import Lake
+    from recops.core.roles import split_roles
 
     lake = Lake(settings.paths.lake)
     current = (lake.dataset_version() if dataset_version is None
@@ -54,8 +59,12 @@ def lake_tables(settings: Settings, dataset_version: str | None = None) -> LakeT
     if interactions.empty:
         raise DataError(f"the lake at {settings.paths.lake} holds no interactions: run "
                         "`recops ingest` and `recops validate` first")
-    return LakeTables(current, interactions, lake.read_latest(schema.ITEMS),
-                      lake.read_latest(schema.USERS))
+    roles = split_roles(interactions, settings.data.event_roles, where="the lake's interactions")
+    if roles.positives.empty:
+        raise DataError(f"none of the lake's {len(interactions)} interactions is a positive "
+                        "by data.event_roles (roles and rating thresholds): nothing to train on")
+    return LakeTables(current, roles.positives, lake.read_latest(schema.ITEMS),
+                      lake.read_latest(schema.USERS), roles.negatives)
 
 
 def ensure_features(settings: Settings, lake: Lake, *, run_id: str | None = None) -> bool:
@@ -72,7 +81,8 @@ def ensure_features(settings: Settings, lake: Lake, *, run_id: str | None = None
     try:
         manifest = read_manifest(settings)
         fresh = (manifest["dataset_version"] == lake.dataset_version()
-                 and manifest["max_len"] == settings.model.max_len)
+                 and manifest["max_len"] == settings.model.max_len
+                 and manifest.get("events") == settings.data.event_roles.model_dump(mode="json"))
     except FeatureError:
         fresh = False
     if fresh:
@@ -109,7 +119,8 @@ def run_data(settings: Settings, run: RunDir) -> Any:
     info = run.read_json(RunDir.TRAIN)
     tables = lake_tables(settings, info["dataset_version"])
     return SequenceData.from_labelled(run.read_frame(RunDir.LABELS), tables.items,
-                                      interactions=tables.interactions)
+                                      interactions=tables.interactions,
+                                      negatives=tables.negatives)
 
 
 def fit(settings: Settings, run: RunDir, tables: LakeTables, labelled: pd.DataFrame, *,
@@ -125,7 +136,8 @@ def fit(settings: Settings, run: RunDir, tables: LakeTables, labelled: pd.DataFr
     from recops.training.privacy import PrivacyLedger
     from recops.training.sequences import SequenceData
 
-    data = SequenceData.from_labelled(labelled, tables.items, interactions=tables.interactions)
+    data = SequenceData.from_labelled(labelled, tables.items, interactions=tables.interactions,
+                                      negatives=tables.negatives)
     run.write_frame(RunDir.LABELS, labelled)
     ledger = PrivacyLedger(settings.paths.privacy_ledger)
     started = time.perf_counter()

@@ -1,9 +1,11 @@
 """``recops policy evaluate``'s core: join the impression and feedback logs by request id and
 estimate a candidate policy's click rate (IPS, SNIPS, DR with 95% intervals).
 
-A shown item counts as clicked when a feedback event of one of ``events`` (e.g. ``click``)
-carries the list's ``request_id`` and the item's id. The candidate policy re-ranks the same
-logged candidates (the model's ranking at serving time), so any policy of
+A shown item counts as clicked (the reward) when a feedback event of one of ``events`` whose
+role resolves positive (``data.event_roles``: a negative such as a dislike, or a rating at or below
+the threshold, is never a click) carries the list's ``request_id`` and the item's id. The
+candidate policy re-ranks the same logged candidates (the model's ranking at serving time), so
+any policy of
 :mod:`recops.policy.policies` can be evaluated on lists an exploring policy served.
 """
 
@@ -24,6 +26,7 @@ from recops.policy.policies import Policy, from_record
 
 if TYPE_CHECKING:
     from recops.config import Settings
+    from recops.config_events import EventSettings
 
 
 @dataclass
@@ -46,12 +49,23 @@ class Evaluation:
                 "estimates": {k: v.to_dict() for k, v in self.estimates.items()}}
 
 
-def clicked(feedback: pd.DataFrame, events: Sequence[str]) -> set[tuple[str, int]]:
-    """(request id, item id) of every feedback event of a kind in ``events`` tied to a list."""
+def clicked(feedback: pd.DataFrame, events: Sequence[str],
+            roles: EventSettings | None = None) -> set[tuple[str, int]]:
+    """(request id, item id) of every feedback event of a kind in ``events`` tied to a list
+    whose role (``roles``, default the built-in table) resolves positive."""
+    from recops.config_events import EventSettings
+    from recops.core.roles import POSITIVE, resolve
+
     if REQUEST_ID not in feedback.columns or not len(feedback):
         return set()
     rows = feedback[feedback[schema.EVENT_TYPE].isin(list(events))
                     & feedback[REQUEST_ID].notna()]
+    if len(rows):
+        rating = (rows[schema.RATING] if schema.RATING in rows.columns
+                  else pd.Series(np.nan, index=rows.index))
+        role, _ = resolve(rows[schema.EVENT_TYPE], rating, roles or EventSettings(),
+                          where="the feedback log")
+        rows = rows[role == POSITIVE]
     return {(str(r), int(i)) for r, i in zip(rows[REQUEST_ID], rows[schema.ITEM_ID],
                                                   strict=True)}
 
@@ -88,12 +102,13 @@ def logged_lists(impressions: pd.DataFrame, clicks: set[tuple[str, int]]
 
 
 def evaluate_frames(impressions: pd.DataFrame, feedback: pd.DataFrame, policy: Policy,
-                    events: Sequence[str], *, seed: int = 0) -> Evaluation:
+                    events: Sequence[str], *, seed: int = 0,
+                    roles: EventSettings | None = None) -> Evaluation:
     """The estimates from the two logs' frames (no I/O)."""
     if not len(impressions):
         raise DataError("the impression log holds no served lists: serve /recommend (with "
                         "serving.log_impressions on) before evaluating a policy")
-    logged, p0 = logged_lists(impressions, clicked(feedback, events))
+    logged, p0 = logged_lists(impressions, clicked(feedback, events, roles))
     per_slot = logged.clicks.sum(axis=1) / np.maximum(logged.k, 1)
     pt = ope.target_marginals(logged, policy.marginals)
     return Evaluation(
@@ -105,11 +120,15 @@ def evaluate_frames(impressions: pd.DataFrame, feedback: pd.DataFrame, policy: P
         estimates=ope.estimate_all(logged, policy.marginals, seed=seed))
 
 
-def evaluate(settings: Settings, policy: Policy, events: Sequence[str]) -> Evaluation:
-    """Read both logs (``settings.feedback.backend``) and evaluate ``policy`` on them."""
+def evaluate(settings: Settings, policy: Policy,
+             events: Sequence[str] | None = None) -> Evaluation:
+    """Read both logs (``settings.feedback.backend``) and evaluate ``policy`` on them; a click
+    is an event of ``events`` (default :meth:`Settings.reward_events`) that resolves positive."""
     from recops.core.feedback import open_log
     from recops.policy.impressions import open_impressions
 
     impressions, _ = open_impressions(settings).read(0)
     feedback, _ = open_log(settings).read(0)
-    return evaluate_frames(impressions, feedback, policy, events, seed=settings.seed)
+    return evaluate_frames(impressions, feedback, policy,
+                           events if events is not None else settings.reward_events(),
+                           seed=settings.seed, roles=settings.data.event_roles)

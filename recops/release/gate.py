@@ -147,7 +147,7 @@ def policy_estimate(settings: Settings) -> dict[str, Any] | None:
         return None
     try:
         return evaluate(settings, from_settings(settings.serving),
-                        settings.gate.policy_events).to_dict()
+                        settings.reward_events()).to_dict()
     except DataError as exc:
         return {"error": str(exc)}
 

@@ -114,11 +114,15 @@ def _catalogue(settings: Settings, item_ids: list[int], items: pd.DataFrame | No
 
 def _popularity(settings: Settings, item_ids: list[int],
                 interactions: pd.DataFrame | None) -> list[int]:
-    """Item ids by interaction count (most popular first), restricted to the model's items."""
+    """Item ids by positive-event count (most popular first), restricted to the model's
+    items."""
     if interactions is None:
         from recops.core.lake import Lake
+        from recops.core.roles import split_roles
 
         interactions = Lake(settings.paths.lake).read(schema.INTERACTIONS)
+        if len(interactions):  # popularity counts what users wanted: the positives
+            interactions = split_roles(interactions, settings.data.event_roles).positives
     known = set(int(i) for i in item_ids)
     counts = interactions[schema.ITEM_ID].value_counts() if len(interactions) else pd.Series()
     ranked = [int(i) for i in counts.index if int(i) in known]

@@ -192,7 +192,10 @@ def fit_epochs(model: nn.Module, loader: Loader, *, epochs: int, lr: float,
     mean, steps = 0.0, 0
     for _ in range(epochs):
         total, n = 0.0, 0
-        for x, y in loader:
+        for batch in loader:
+            # (x, y), plus the targets' weights and the users' negatives when the loader has
+            # them (samples.make_train_loader; never under DP).
+            x, y, *extra = batch
             if len(x) == 0:  # Poisson sampling can draw nobody
                 if private is not None:
                     private.empty_step()
@@ -200,12 +203,16 @@ def fit_epochs(model: nn.Module, loader: Loader, *, epochs: int, lr: float,
                 continue
             if device.type != "cpu":
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                extra = [e.to(device, non_blocking=True) for e in extra]
+            weights = extra[0] if extra else None
+            user_negs = extra[1] if len(extra) > 1 else None
             optimizer.zero_grad(set_to_none=True)
             if budget is not None:
                 step_lr = budget.next_lr()
                 for group in optimizer.param_groups:
                     group["lr"] = step_lr
-            loss, value = _batch_loss(core, model, x, y, private, loss_weighting, negatives)
+            loss, value = _batch_loss(core, model, x, y, private, loss_weighting, negatives,
+                                      weights, user_negs)
             if proximal_mu and global_params is not None:  # (None was refused above)
                 prox = sum(((p - g.detach()) ** 2).sum() for p, g in zip(params, global_params,
                                                                           strict=True))
@@ -222,16 +229,19 @@ def fit_epochs(model: nn.Module, loader: Loader, *, epochs: int, lr: float,
 
 
 def _batch_loss(core: Recommender, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                private: PrivateTraining | None, loss_weighting: str,
-                negatives: int) -> tuple[Any, float]:
-    """The loss to step on and its per-sample mean for reporting."""
+                private: PrivateTraining | None, loss_weighting: str, negatives: int,
+                weights: torch.Tensor | None = None,
+                user_negs: torch.Tensor | None = None) -> tuple[Any, float]:
+    """The loss to step on and its per-sample mean for reporting. ``weights`` [B, L] weigh
+    each target (a sample's loss is its weighted mean); ``user_negs`` [B, D] join each
+    sample's softmax."""
     if private is not None:
         loss = private.loss(model(x), core._clip_len(y))
         return loss, float(loss.item()) if hasattr(loss, "item") else float(loss)
+    per_sample = core.training_loss(x, y, negatives, weights=weights, user_negatives=user_negs)
     if loss_weighting == "position":
-        per_sample = core.training_loss(x, y, negatives)
         n_pos = (core._clip_len(y) > 0).sum(1).to(per_sample.dtype)
         weighted = (per_sample * n_pos).sum() / n_pos.sum().clamp(min=1)
         return weighted, float(per_sample.mean().item())
-    loss = core.training_loss(x, y, negatives).mean()
+    loss = per_sample.mean()
     return loss, float(loss.item())

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from recops.errors import DataError
-from recops.schema import ITEM_ID, USER_ID, USER_OPTIONAL_COLUMNS
+from recops.schema import EVENT_TIMESTAMP, EVENT_WEIGHT, ITEM_ID, USER_ID, USER_OPTIONAL_COLUMNS
 from recops.training.splits import RECENT_ITEMS, SPLIT, SPLITS, labelled_frame, order_events
 
 ACTIVITY_BUCKETS = ((0, 20, "<20"), (20, 50, "20-49"), (50, 200, "50-199"), (200, None, "200+"))
@@ -83,6 +83,23 @@ class ItemIndex:
         return ItemIndex(np.concatenate([self.item_ids, np.asarray(new, dtype=np.int64)]))
 
 
+def _negatives_before(negatives: pd.DataFrame, users: np.ndarray, valid: pd.DataFrame,
+                      index: ItemIndex) -> list[np.ndarray]:
+    """Per user of ``users``: their negative items (index space, time order, items the model
+    does not know dropped) before their valid label's time, so none comes from the future."""
+    if negatives.empty:
+        return [np.zeros(0, np.int64) for _ in users]
+    ev = order_events(negatives)
+    cut = pd.to_datetime(valid[EVENT_TIMESTAMP], utc=True) if EVENT_TIMESTAMP in valid else None
+    out: dict[int, np.ndarray] = {}
+    for u, g in ev.groupby(USER_ID, sort=False):
+        if cut is not None and u in cut.index:
+            g = g[g[EVENT_TIMESTAMP] < cut.loc[u]]
+        idx = index.to_index(g[ITEM_ID].to_numpy(), strict=False)
+        out[int(u)] = idx[idx > 0]
+    return [out.get(int(u), np.zeros(0, np.int64)) for u in users]
+
+
 def left_pad(seqs: Sequence[np.ndarray], length: int) -> torch.Tensor:
     """LongTensor [B, length]: each sequence's last ``length`` items, left-padded with 0."""
     out = np.zeros((len(seqs), length), dtype=np.int64)
@@ -119,11 +136,23 @@ class SequenceData:
     # Each train user's whole training history in time order (aligned with ``train_users``;
     # ``train_seqs`` holds only its last max_len items). None: only ``train_seqs`` is known.
     histories: list[np.ndarray] | None = None
+    # The positive weight of each event of ``histories`` (data.event_roles; aligned with them), and
+    # each train user's negative items before their valid label (index space, most recent
+    # last). None: unweighted / no negatives known.
+    history_weights: list[np.ndarray] | None = None
+    negatives: list[np.ndarray] | None = None
 
     @property
     def train_histories(self) -> list[np.ndarray]:
         """The whole training histories where known, else the sequences."""
         return self.histories if self.histories is not None else self.train_seqs
+
+    def train_seq_weights(self) -> list[np.ndarray] | None:
+        """The weights of ``train_seqs`` (each the tail of its history), where known."""
+        if self.history_weights is None:
+            return None
+        return [w[len(w) - len(sq):] for w, sq in zip(self.history_weights, self.train_seqs,
+                                                      strict=True)]
 
     @property
     def n_items(self) -> int:
@@ -139,18 +168,26 @@ class SequenceData:
 
     @classmethod
     def from_interactions(cls, interactions: pd.DataFrame, items: pd.DataFrame, max_len: int,
-                          users: pd.DataFrame | None = None) -> SequenceData:
-        """Split ``interactions`` with the protocol and build the data (pandas path, no Feast)."""
+                          users: pd.DataFrame | None = None,
+                          negatives: pd.DataFrame | None = None) -> SequenceData:
+        """Split ``interactions`` with the protocol and build the data (pandas path, no Feast).
+
+        ``interactions`` are the positives (with ``event_weight`` when weighted) and
+        ``negatives`` the negative events, as :func:`recops.core.roles.split_roles` gives them.
+        """
         labelled = labelled_frame(interactions, max_len, users)
-        return cls.from_labelled(labelled, items, interactions=interactions)
+        return cls.from_labelled(labelled, items, interactions=interactions, negatives=negatives)
 
     @classmethod
     def from_labelled(cls, labelled: pd.DataFrame, items: pd.DataFrame, *,
-                      interactions: pd.DataFrame | None = None) -> SequenceData:
+                      interactions: pd.DataFrame | None = None,
+                      negatives: pd.DataFrame | None = None) -> SequenceData:
         """Build from the labelled frame and the items table.
 
         Pass ``interactions`` to mask *every* seen item and bucket users by their true number of
-        train events; without it both come from ``recent_items`` (at most max_len items).
+        train events; without it both come from ``recent_items`` (at most max_len items). Its
+        ``event_weight`` column, when present, gives the histories' weights; ``negatives`` (the
+        users' negative events) gives each train user's negatives before their valid label.
         """
         need = [USER_ID, ITEM_ID, SPLIT, RECENT_ITEMS]
         missing = [c for c in need if c not in labelled.columns]
@@ -197,9 +234,13 @@ class SequenceData:
         test_targets = index.to_index(test[ITEM_ID].to_numpy())
 
         hist: dict[int, np.ndarray] | None = None
+        hist_w: dict[int, np.ndarray] | None = None
         if interactions is not None:
             ev = order_events(interactions)
             hist = {int(u): g[ITEM_ID].to_numpy() for u, g in ev.groupby(USER_ID, sort=True)}
+            if EVENT_WEIGHT in ev.columns:
+                hist_w = {int(u): g.to_numpy(np.float32) for u, g in
+                          ev.groupby(USER_ID, sort=True)[EVENT_WEIGHT]}
             missing_u = [u for u in eval_users if int(u) not in hist]
             if missing_u:
                 raise DataError(f"interactions: no events for evaluated user(s) {missing_u[:10]}")
@@ -224,19 +265,27 @@ class SequenceData:
         train_users = np.concatenate([eval_users, train_users_only])
         order = np.argsort(train_users, kind="stable")
         train_seqs_all = [*valid_inputs, *train_only_seqs]
-        histories = None
+        histories = weights = None
         if hist is not None:
             whole = [*train_hist, *(index.to_index(hist[int(u)]) if int(u) in hist else s
                                     for u, s in zip(train_users_only, train_only_seqs,
                                                     strict=True))]
             histories = [whole[i] for i in order]
+            if hist_w is not None:
+                w_all = [*(hist_w[int(u)][:-2] for u in eval_users),
+                         *(hist_w[int(u)] if int(u) in hist_w else np.ones(len(s), np.float32)
+                           for u, s in zip(train_users_only, train_only_seqs, strict=True))]
+                weights = [w_all[i] for i in order]
+        negs = None
+        if negatives is not None:
+            negs = _negatives_before(negatives, train_users[order], valid, index)
         return cls(
             index=index, items=items_sorted.reset_index(drop=True),
             train_users=train_users[order], train_seqs=[train_seqs_all[i] for i in order],
             eval_users=eval_users, valid_inputs=valid_inputs, valid_targets=valid_targets,
             test_inputs=test_inputs, test_targets=test_targets,
             valid_seen=valid_seen, test_seen=test_seen, segments=segments,
-            histories=histories,
+            histories=histories, history_weights=weights, negatives=negs,
         )
 
     def subset(self, user_ids: Iterable[int]) -> SequenceData:
@@ -260,6 +309,9 @@ class SequenceData:
             segments={k: v[ev] for k, v in self.segments.items()},
             histories=(None if self.histories is None
                        else [self.histories[i] for i in tr]),
+            history_weights=(None if self.history_weights is None
+                             else [self.history_weights[i] for i in tr]),
+            negatives=None if self.negatives is None else [self.negatives[i] for i in tr],
         )
 
     def reindexed(self, index: ItemIndex) -> SequenceData:
@@ -289,4 +341,5 @@ class SequenceData:
             test_targets=remap[self.test_targets], valid_seen=m(self.valid_seen),
             test_seen=m(self.test_seen),
             histories=None if self.histories is None else m(self.histories),
+            negatives=None if self.negatives is None else m(self.negatives),
         )

@@ -25,11 +25,13 @@ def make_events(seed: int = 7, n_users: int = 12, n_items: int = 40, n: int = 36
     rng = np.random.default_rng(seed)
     start = pd.Timestamp("2012-03-01", tz="UTC")
     hours = rng.integers(0, 24 * 40, n)
+    rating = rng.choice([0.5, 1.0, 2.5, 3.0, 4.0, 5.0, np.nan], n).astype("float32")
     return pd.DataFrame({
         "user_id": rng.integers(1, n_users + 1, n).astype("int64"),
         "item_id": rng.integers(1, n_items + 1, n).astype("int64"),
-        "rating": rng.choice([0.5, 1.0, 2.5, 3.0, 4.0, 5.0, np.nan], n).astype("float32"),
-        "event_type": "rating",
+        "rating": rating,
+        # Rated events by their rating (data.event_roles: <= 2 negative), the others views.
+        "event_type": np.where(np.isnan(rating), "view", "rating"),
         "event_timestamp": start + pd.to_timedelta(hours * 3600, unit="s"),
     })
 

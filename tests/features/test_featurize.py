@@ -6,15 +6,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recops.config_events import EventSettings
+from recops.core.roles import NEGATIVE, POSITIVE, resolve_one, with_roles
 from recops.errors import FeatureError
 from recops.features import featurize as f
 from recops.features.feast_online import updated_user_row
 from tests.features.conftest import MAX_LEN, fill_lake, fresh_settings, make_events
 
 
-def brute_history(events: pd.DataFrame, user: int, t: pd.Timestamp, n: int, strict: bool):
-    """The spec read literally: the user's events before (or at) t, by (time, item), last n."""
-    ev = events[events.user_id == user]
+def brute_history(events: pd.DataFrame, user: int, t: pd.Timestamp, n: int, strict: bool,
+                  role: int = POSITIVE):
+    """The spec read literally: the user's events of ``role`` (data.event_roles' default table)
+    before (or at) t, by (time, item), last n."""
+    ev = with_roles(events, EventSettings())
+    ev = ev[(ev.user_id == user) & (ev.event_role == role)]
     ev = ev[ev.event_timestamp < t] if strict else ev[ev.event_timestamp <= t]
     ev = ev.sort_values(["event_timestamp", "item_id"], kind="stable").tail(n)
     return ev.item_id.tolist(), (ev.event_timestamp.astype("int64") // 10**9).tolist()
@@ -29,6 +34,8 @@ def test_user_events_rows_hold_the_history_after_each_event_time():
         items, secs = brute_history(events, row.user_id, row.event_timestamp, MAX_LEN, False)
         assert list(row.recent_items) == items
         assert list(row.recent_timestamps) == secs
+        blocked, _ = brute_history(events, row.user_id, row.event_timestamp, 200, False, NEGATIVE)
+        assert list(row.blocked_items) == blocked
         upto = events[(events.user_id == row.user_id)
                       & (events.event_timestamp <= row.event_timestamp)]
         assert row.interaction_count == len(upto)
@@ -44,7 +51,7 @@ def test_user_events_rows_hold_the_history_after_each_event_time():
 def test_same_second_ties_are_ordered_by_item_id():
     t = pd.Timestamp("2012-01-01 10:00", tz="UTC")
     events = pd.DataFrame({"user_id": [1, 1, 1, 1], "item_id": [9, 2, 5, 7],
-                           "rating": np.float32([1, 2, 3, 4]), "event_type": "rating",
+                           "rating": np.float32([1, 2, 3, 4]), "event_type": "view",
                            "event_timestamp": [t, t, t, t - pd.Timedelta(hours=1)]})
     table = f.user_events_table(events, 3).to_pandas()
     assert len(table) == 2  # one row per distinct event time
@@ -92,7 +99,8 @@ def test_pushing_events_in_order_reproduces_the_batch_rows():
         state: dict = {}
         for e in ev.itertuples():
             r = None if pd.isna(e.rating) else float(e.rating)
-            state = updated_user_row(state, e.item_id, e.event_timestamp, r, MAX_LEN)
+            role, _ = resolve_one(e.event_type, r, EventSettings())
+            state = updated_user_row(state, e.item_id, e.event_timestamp, r, MAX_LEN, role)
         last = batch[batch.user_id == user].iloc[-1]
         for col in (*f.USER_SEQUENCE_FEATURES, f.INTERACTION_COUNT, f.RATING_COUNT,
                     f.DAYS_ACTIVE, f.LAST_EVENT_TS):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from recops.config_events import EventSettings
+from recops.core.roles import with_roles
 from recops.errors import FeatureError
 from recops.features import feast_online
 from recops.features import featurize as f
@@ -23,6 +25,9 @@ def test_one_batch_for_several_users_equals_the_batch_definition(applied, monkey
         {"user_id": known, "item_id": 42, "event_timestamp": t, "rating": 4.5},
         {"user_id": NEW_USER + 7, "item_id": 7, "event_timestamp": t},
         {"user_id": known, "item_id": 43, "event_timestamp": t + pd.Timedelta(seconds=1)},
+        # A negative (data.event_roles): blocked, never in the sequence; counted in the statistics.
+        {"user_id": known, "item_id": 44, "event_timestamp": t + pd.Timedelta(seconds=2),
+         "event_type": "dislike"},
         # Late (older than the one before it) for the new user: inserted in time order.
         {"user_id": NEW_USER + 7, "item_id": 9, "event_timestamp": t - pd.Timedelta(minutes=1)},
     ]
@@ -42,11 +47,14 @@ def test_one_batch_for_several_users_equals_the_batch_definition(applied, monkey
     assert got.loc[NEW_USER + 7].recent_items == [9, 7]
     assert got.loc[NEW_USER + 7].interaction_count == 2
     ev = pd.concat([applied.events, pd.DataFrame(
-        [{**e, "event_type": "rating" if e.get("rating") else "view"} for e in events
+        [{"event_type": "rating" if e.get("rating") else "view", **e} for e in events
          if e["user_id"] == known])])
-    batch = f.user_events_table(ev.astype(applied.events.dtypes), MAX_LEN).to_pandas()
+    roles = with_roles(ev.astype(applied.events.dtypes), EventSettings(), drop_ignored=True)
+    batch = f.user_events_table(roles, MAX_LEN).to_pandas()
     mine = batch[batch.user_id == known].iloc[-1]
     assert got.loc[known].recent_items == list(mine.recent_items)
+    assert 44 not in got.loc[known].recent_items and 44 in got.loc[known].blocked_items
+    assert got.loc[known].blocked_items == list(mine.blocked_items)
     assert got.loc[known].interaction_count == mine.interaction_count
     assert got.loc[known].mean_rating == pytest.approx(mine.mean_rating, rel=1e-5)
 

@@ -78,7 +78,8 @@ def test_greedy_logs_warn_that_other_policies_are_unsupported(monkeypatch, capsy
     (("--policy", "ucb"), "setting 'serving.policy'"),
     (("--epsilon", "2"), "setting 'serving.explore_epsilon'"),
     (("--top-n", "0"), "setting 'serving.policy_top_n'"),
-    (("--event", "clicks"), "setting 'gate.policy_events.0'"),
+    (("--event", "clicks"), "gate.policy_events ['clicks'] are not positive event types"),
+    (("--event", "dislike"), "gate.policy_events ['dislike'] are not positive event types"),
     (("--top-n", "many"), "is not a valid integer"),
     (("--bogus",), "No such option"),
 ])
@@ -128,3 +129,25 @@ def test_gate_policy_check_is_off_by_default_and_uses_the_estimate(logged_home) 
                                                         policy_estimate(s)).reasons[0]
     s = load_settings(overrides={**on, "home": settings.home / "empty"})
     assert "holds no served lists" in decide(s, _meta(), None, policy_estimate(s)).reasons[0]
+
+
+def test_a_click_is_an_event_whose_role_resolves_positive() -> None:
+    """Off-policy rewards follow data.event_roles: a dislike or a rating at/below the threshold
+    tied to a list is never a click, whatever types are counted; a purchase is one."""
+    import pandas as pd
+
+    from recops.config_events import EventSettings
+    from recops.policy.evaluate import clicked
+
+    fb = pd.DataFrame({
+        "request_id": ["r1", "r1", "r2", "r2", "r3", "r4"],
+        "item_id": [1, 2, 3, 4, 5, 6],
+        "event_type": ["click", "dislike", "rating", "rating", "purchase", "skip"],
+        "rating": [None, None, 1.5, 4.5, None, None]})
+    settings = load_settings(overrides={"data.event_roles.roles": {
+        **EventSettings().model_dump()["roles"], "skip": {"role": "negative"}}})
+    every = settings.data.event_roles.types()
+    assert clicked(fb, every, settings.data.event_roles) == {("r1", 1), ("r2", 4), ("r3", 5)}
+    assert clicked(fb, settings.reward_events(), settings.data.event_roles) == {
+        ("r1", 1), ("r2", 4), ("r3", 5)}
+    assert clicked(fb, ["click"], settings.data.event_roles) == {("r1", 1)}

@@ -58,7 +58,8 @@ def test_policies_from_settings_and_records() -> None:
     ({"serving.explore_epsilon": -0.1}, "setting 'serving.explore_epsilon'"),
     ({"serving.explore_epsilon": "a lot"}, "setting 'serving.explore_epsilon'"),
     ({"serving.policy_top_n": 0}, "setting 'serving.policy_top_n'"),
-    ({"gate.policy_events": ["clicks"]}, "setting 'gate.policy_events.0'"),
+    ({"gate.policy_events": ["clicks"]}, "gate.policy_events .'clicks'. are not positive"),
+    ({"gate.policy_events": ["dislike"]}, "gate.policy_events .'dislike'. are not positive"),
     ({"gate.policy_events": []}, "setting 'gate.policy_events'"),
 ])
 def test_bad_policy_settings_are_a_config_error_naming_the_setting(overrides, message) -> None:

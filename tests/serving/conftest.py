@@ -69,6 +69,14 @@ class World:
     items: pd.DataFrame
     tags: list[str]
 
+    @property
+    def positives(self) -> pd.DataFrame:
+        """The positive events by data.event_roles (ratings above 2; the others are negatives):
+        what the users' sequences and popularity hold."""
+        from recops.core.roles import split_roles
+
+        return split_roles(self.interactions, self.settings.data.event_roles).positives
+
 
 def build_world(home: Path, online: str = "sqlite", redis_url: str | None = None,
                 **overrides: Any) -> World:

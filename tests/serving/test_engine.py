@@ -93,3 +93,21 @@ def test_int8_quantisation_keeps_the_ranking_close(loaded):
     with torch.inference_mode():
         a, b = f32.model.score(seq)[0, 1:].numpy(), q8.model.score(seq)[0, 1:].numpy()
     assert np.corrcoef(a, b)[0, 1] > 0.95
+
+
+@pytest.mark.integration  # the real BentoML model store
+def test_blocked_items_are_never_listed_and_leave_the_other_scores_alone(loaded):
+    """A user's negatives (blocked items) are out of the list whatever exclude_seen, also on
+    the popular fallback, and every other item keeps its score."""
+    eng = Engine(loaded)
+    history = [100, 101, 102]
+    free = {it["item_id"]: it["score"] for it in eng.recommend(history, 57)[0]}
+    blocked = list(free)[:3]
+    for exclude_seen in (True, False):
+        (got, _), = eng.recommend_many([Query(history, 57, exclude_seen, None, blocked)])
+        assert not {it["item_id"] for it in got} & set(blocked)
+    (got, _), = eng.recommend_many([Query(history, 54, True, None, blocked)])
+    assert {it["item_id"]: it["score"] for it in got} == {
+        i: s for i, s in free.items() if i not in blocked}
+    (popular, fallback), = eng.recommend_many([Query([], 5, True, None, [150])])
+    assert fallback == "popular" and 150 not in [it["item_id"] for it in popular]

@@ -25,17 +25,17 @@ def post(server, path, body=None, **kw):
 
 def test_recommend_known_user(server, world):
     user = int(world.interactions.user_id.iloc[0])
+    mine = world.positives.query("user_id == @user")  # negatives never enter the sequence
     r = post(server, "/recommend", {"user_id": user, "k": 7})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["fallback"] is None and body["model"] == world.tags[0]
     ids = [it["item_id"] for it in body["items"]]
     assert len(ids) == 7 == len(set(ids))
-    history = set(world.interactions.query("user_id == @user").item_id)
-    recent = set(world.interactions.query("user_id == @user")
-                 .sort_values(["event_timestamp", "item_id"]).item_id.tail(20))
+    history = set(mine.item_id)
+    recent = set(mine.sort_values(["event_timestamp", "item_id"]).item_id.tail(20))
     assert not set(ids) & recent, "seen items must be masked"
-    assert body["history_size"] == min(20, len(world.interactions.query("user_id == @user")))
+    assert body["history_size"] == min(20, len(mine))
     titles = dict(zip(world.items.item_id, world.items.title, strict=True))
     for it in body["items"]:
         assert it["title"] == titles[it["item_id"]]
@@ -49,9 +49,9 @@ def test_unknown_user_gets_popular_fallback(server, world):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["fallback"] == "popular"
-    counts = world.interactions.item_id.value_counts()
+    counts = world.positives.item_id.value_counts()
     got = [int(counts[it["item_id"]]) for it in body["items"]]
-    assert got == sorted(counts.to_numpy(), reverse=True)[:5]  # the 5 most interacted with
+    assert got == sorted(counts.to_numpy(), reverse=True)[:5]  # the 5 most wanted
 
 
 def test_context_items_personalise_a_new_user(server, world):
@@ -125,7 +125,10 @@ BAD = [
     ("/recommend", {"user_id": 1, "exclude_seen": "yes"}, 400, "valid boolean"),
     ("/recommend", {"k": 5}, 400, "missing"),
     ("/recommend", {"user_id": 1, "context_items": list(range(201))}, 400, "at most 200"),
-    ("/feedback", {"user_id": 1, "item_id": 10, "event_type": "stare"}, 400, "event_type"),
+    ("/feedback", {"user_id": 1, "item_id": 10, "event_type": "stare"}, 400,
+     "'stare' is not in data.event_roles.roles"),
+    ("/feedback", {"user_id": 1, "item_id": 10, "event_type": "Dis like"}, 400, "event_type"),
+    ("/feedback", {"user_id": 1, "item_id": 10, "event_type": 3}, 400, "event_type"),
     ("/feedback", {"user_id": 1, "item_id": 7, "event_type": "click"}, 404, "catalogue"),
     ("/feedback", {"user_id": 1, "item_id": 10, "event_type": "rating"}, 400, "needs a rating"),
     ("/feedback", {"user_id": 1, "item_id": 10, "event_type": "rating", "rating": 9}, 400,

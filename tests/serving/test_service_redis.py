@@ -36,7 +36,7 @@ def redis_server(world, tmp_path_factory):
 
 def test_feedback_then_recommend_reflects_it_with_redis(redis_server):
     world, srv = redis_server
-    counts = world.interactions.user_id.value_counts()
+    counts = world.positives.user_id.value_counts()
     user = int(counts.index[-1])  # the lightest user: history below max_len, so it grows by one
     assert counts.iloc[-1] < 20
     before = httpx.post(srv.url + "/recommend", json={"user_id": user, "k": 10}, timeout=30).json()

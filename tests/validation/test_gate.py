@@ -308,6 +308,23 @@ def test_feedback_validation(settings, lake: Lake) -> None:
         gate.release(settings, res.quarantine_path.name)
 
 
+def test_the_role_table_decides_which_event_types_pass(home: Path, lake: Lake) -> None:
+    """data.event_roles.roles is the source of truth: a team's own type passes once the table names
+    it; a built-in type the table leaves out fails; a rated type needs a rating."""
+    from recops.config import load_settings
+
+    team = load_settings(overrides={"data.event_roles.roles": {
+        "click": {"role": "positive"}, "skip": {"role": "negative"},
+        "stars": {"role": "rating"}}})
+    fb = _feedback()
+    fb.loc[0, schema.EVENT_TYPE] = "skip"
+    assert gate.validate_feedback(team, fb, quarantine_failed=False).passed
+    fb.loc[1, schema.EVENT_TYPE] = "like"  # built in, but not in this team's table
+    fb.loc[2, schema.EVENT_TYPE] = "stars"  # rated, without a rating
+    res = gate.validate_feedback(team, fb, quarantine_failed=False)
+    assert {c.check for c in res.result.failed} == {"event_type", "not_null"}
+
+
 @pytest.mark.slow
 def test_movielens_small_passes_the_gate(settings, movielens_small: Path) -> None:
     from recops.data.movielens import read_movielens

@@ -27,17 +27,28 @@ def right_align(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.gather(1, idx).contiguous(), length
 
 
-def sequence_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def sequence_ce(logits: torch.Tensor, targets: torch.Tensor,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sequence mean cross-entropy over positions whose target is not 0: shape [B].
 
     The same reduction Opacus' ghost-clipping criterion applies (``ignore_index=0``), so a
-    sequence (one user) is one sample whatever its length.
+    sequence (one user) is one sample whatever its length. ``weights`` [B, T]: the weighted
+    mean instead (:func:`weighted_mean`).
     """
     B, T, V = logits.shape
     tok = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=0,
                           reduction="none").view(B, T)
-    n = (targets > 0).sum(1).clamp(min=1)
-    return tok.sum(1) / n
+    return weighted_mean(tok, targets > 0, weights)
+
+
+def weighted_mean(tok: torch.Tensor, valid: torch.Tensor,
+                  weights: torch.Tensor | None) -> torch.Tensor:
+    """Per row of [B, T] token losses: the mean over ``valid`` positions, or with ``weights``
+    the weighted mean over them (a sample keeps weight one; its targets share it by weight)."""
+    if weights is None:
+        return (tok * valid).sum(1) / valid.sum(1).clamp(min=1)
+    w = weights[:, -tok.shape[1]:].to(tok.dtype) * valid
+    return (tok * w).sum(1) / w.sum(1).clamp(min=1e-12)
 
 
 class Recommender(nn.Module):
@@ -71,10 +82,14 @@ class Recommender(nn.Module):
     def item_embeddings(self) -> torch.Tensor:
         raise NotImplementedError
 
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor, negatives: int = 0) -> torch.Tensor:
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, negatives: int = 0, *,
+                      weights: torch.Tensor | None = None,
+                      user_negatives: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sequence loss [B]; ``negatives`` > 0 asks for a sampled softmax where the model
-        has one (SASRec), the full one otherwise."""
-        return sequence_ce(self(x), self._clip_len(y))
+        has one (SASRec), the full one otherwise. ``weights`` [B, L] weigh the targets;
+        ``user_negatives`` [B, D] (each sample's user's negative items) join a sampled softmax
+        (the full one holds them already)."""
+        return sequence_ce(self(x), self._clip_len(y), weights)
 
     def fit_sequences(self, seqs: Iterable[np.ndarray]) -> None:
         """Closed-form kinds: fit from every user's whole training history (index space)."""

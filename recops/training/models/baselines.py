@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recops.training.models.base import MASKED_LOGIT, Recommender
+from recops.training.models.base import MASKED_LOGIT, Recommender, weighted_mean
 
 
 class Pop(Recommender):
@@ -95,22 +95,24 @@ class MF(Recommender):
         pad_col = torch.zeros_like(logits[..., :1]) + MASKED_LOGIT
         return torch.cat([pad_col, logits[..., 1:]], dim=-1)
 
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor, negatives: int = 0) -> torch.Tensor:
-        """Per sequence (``negatives`` unused: MF samples its own ``mf_negatives``): BPR, the
-        mean over positions and ``mf_negatives`` uniform random items of
-        -log sigmoid(s(next) - s(negative)); or, with ``mf_loss='softmax'``, the dense
-        full-softmax cross-entropy."""
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, negatives: int = 0, *,
+                      weights: torch.Tensor | None = None,
+                      user_negatives: torch.Tensor | None = None) -> torch.Tensor:
+        """Per sequence (``negatives`` and ``user_negatives`` unused: MF samples its own
+        ``mf_negatives``): BPR, the (``weights``-weighted) mean over positions and
+        ``mf_negatives`` uniform random items of -log sigmoid(s(next) - s(negative)); or, with
+        ``mf_loss='softmax'``, the dense full-softmax cross-entropy."""
         if self.mf_loss == "softmax":
-            return super().training_loss(x, y)
+            return super().training_loss(x, y, weights=weights)
         x, y = self._clip_len(x), self._clip_len(y)
         u = self._prefix_users(x)
         neg = torch.randint(1, self.n_items + 1, (*y.shape, self.mf_negatives), device=y.device)
         pos_s = (u * self.item_factors(y)).sum(-1) + self.item_bias(y).squeeze(-1)
         neg_s = ((u.unsqueeze(2) * self.item_factors(neg)).sum(-1)
                  + self.item_bias(neg).squeeze(-1))
-        valid = ((y > 0) & (x > 0)).float()
-        tok = torch.nn.functional.softplus(neg_s - pos_s.unsqueeze(-1)).mean(-1) * valid
-        return tok.sum(1) / valid.sum(1).clamp(min=1)
+        valid = (y > 0) & (x > 0)
+        tok = torch.nn.functional.softplus(neg_s - pos_s.unsqueeze(-1)).mean(-1)
+        return weighted_mean(tok, valid, weights)
 
     def user_vectors(self, seqs: torch.Tensor) -> torch.Tensor:
         x = self._clip_len(seqs)

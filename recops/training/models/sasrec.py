@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recops.training.models.base import MASKED_LOGIT, Recommender, right_align
+from recops.training.models.base import MASKED_LOGIT, Recommender, right_align, weighted_mean
 
 
 class CausalSelfAttention(nn.Module):
@@ -185,12 +185,16 @@ class SASRec(Recommender):
         pad_col = torch.zeros_like(logits[..., :1]) + MASKED_LOGIT
         return torch.cat([pad_col, logits[..., 1:]], dim=-1)
 
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor, negatives: int = 0) -> torch.Tensor:
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, negatives: int = 0, *,
+                      weights: torch.Tensor | None = None,
+                      user_negatives: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sequence mean CE, computing logits only where there is a target (saves memory).
 
         ``negatives`` > 0: sampled softmax, each target against the same ``negatives`` items
         drawn uniformly for the batch (a draw equal to the target is masked), instead of the
         whole catalogue: the output layer, most of the compute, shrinks by n_items/negatives.
+        ``user_negatives`` [B, D] (0: padding) join each of that sample's targets' sampled
+        softmax; ``weights`` [B, L] make a sample's loss the weighted mean of its targets'.
         """
         x, y = self._clip_len(x), self._clip_len(y)
         h = self.hidden_aligned(x)
@@ -205,15 +209,22 @@ class SASRec(Recommender):
                 pos = pos + (ht * self.text[target]).sum(-1)
                 other = other + ht @ self.text[neg].T
             other = other.masked_fill(neg.unsqueeze(0) == target.unsqueeze(1), MASKED_LOGIT)
-            logits = torch.cat([pos.unsqueeze(1), other], dim=1)
+            parts = [pos.unsqueeze(1), other]
+            if user_negatives is not None:
+                un = user_negatives[valid.nonzero()[:, 0]]  # [N, D]: each target's user's
+                mine = (hv.unsqueeze(1) * self.out.weight[un]).sum(-1) + self.out.bias[un]
+                if self.text_dim:
+                    mine = mine + (ht.unsqueeze(1) * self.text[un]).sum(-1)
+                parts.append(mine.masked_fill((un == 0) | (un == target.unsqueeze(1)),
+                                              MASKED_LOGIT))
+            logits = torch.cat(parts, dim=1)
             tok = F.cross_entropy(logits, torch.zeros_like(target), reduction="none")
         else:
             logits = self._logits(h[valid])
             logits[:, 0] = MASKED_LOGIT
             tok = F.cross_entropy(logits, y[valid], reduction="none")
-        rows = valid.nonzero()[:, 0]
-        per_seq = torch.zeros(x.shape[0], device=x.device, dtype=tok.dtype).index_add_(0, rows, tok)
-        return per_seq / valid.sum(1).clamp(min=1)
+        full = torch.zeros(y.shape, device=x.device, dtype=tok.dtype).masked_scatter_(valid, tok)
+        return weighted_mean(full, valid, weights)
 
     def last_hidden(self, seqs: torch.Tensor) -> torch.Tensor:
         """The encoder's state after each sequence's most recent item: [B, d_model]."""
