@@ -153,5 +153,7 @@ def train_distributed(settings: Settings, data: SequenceData, job: Path, *,
                             f"kept. torchrun's log {log} ends:\n{supervisor.log_tail(log)}")
     out = RunDir(job / RESULT)
     ckpt = read_checkpoint(out.file(RunDir.CHECKPOINT))
-    return TrainResult(load_checkpoint(ckpt), ckpt, out.read_json(RunDir.HISTORY),
-                       dict(ckpt.get("valid_metrics") or {}), out.read_json(RunDir.PRIVACY))
+    result = TrainResult(load_checkpoint(ckpt), ckpt, out.read_json(RunDir.HISTORY),
+                         dict(ckpt.get("valid_metrics") or {}), out.read_json(RunDir.PRIVACY))
+    shutil.rmtree(job / RESULT)  # handed over: the caller keeps it (TrainResult.save)
+    return result
