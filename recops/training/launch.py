@@ -28,7 +28,7 @@ from recops.errors import ConfigError, TrainingError
 from recops.training.ddp_worker import JOB_DATA, JOB_SETTINGS, RESULT
 from recops.training.distributed import rank_batch, rank_threads, world_size
 from recops.training.models import MODELS, load_checkpoint, read_checkpoint
-from recops.training.trainer import TrainResult
+from recops.training.trainer import TrainResult, item_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -120,6 +120,8 @@ def train_distributed(settings: Settings, data: SequenceData, job: Path, *,
     every rank returns the result rank 0 wrote. ``progress`` prints rank 0's epochs.
     """
     check_launch(settings)
+    if settings.model.kind == "sasrec" and settings.model.text_init and text_vectors is None:
+        text_vectors = item_text(settings, data)  # once here, not encoded again by every rank
     job.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(job / RESULT, ignore_errors=True)
     settings.save(job / JOB_SETTINGS)
