@@ -25,6 +25,7 @@ from recops.core.atomic import write_atomic
 from recops.core.runs import RunDir
 from recops.environment import PHONE_HOME_OFF
 from recops.errors import ConfigError, TrainingError
+from recops.paths import CHECKOUT
 from recops.training.ddp_worker import JOB_DATA, JOB_SETTINGS, RESULT
 from recops.training.distributed import rank_batch, rank_threads, world_size
 from recops.training.models import MODELS, load_checkpoint, read_checkpoint
@@ -131,14 +132,19 @@ def train_distributed(settings: Settings, data: SequenceData, job: Path, *,
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECOPS_")}
     threads = str(rank_threads(settings))
     env.update(PHONE_HOME_OFF, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
-               RECOPS_HOME=str(settings.paths.home))
+               RECOPS_HOME=str(settings.paths.home),
+               # The ranks run this checkout's code, whatever their working directory.
+               PYTHONPATH=os.pathsep.join(filter(None, (str(CHECKOUT), env.get("PYTHONPATH")))))
 
     def echo(line: str) -> None:
-        if progress and line.startswith("epoch "):
+        if not (progress and line.startswith("epoch ")):
+            return
+        try:
             row = json.loads(line.removeprefix("epoch "))
-            shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                              for k, v in row.items())
-            print(shown, file=sys.stderr, flush=True)
+        except ValueError:
+            row = {"epoch": line.removeprefix("epoch ")}
+        print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in row.items()), file=sys.stderr, flush=True)
 
     log = job / LOG
     child = supervisor.start(f"torchrun ({world_size(settings)} training processes)",

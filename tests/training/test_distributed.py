@@ -3,16 +3,18 @@ size 1 equal to one process, a crashed rank failing the run, bad settings refuse
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import RandomSampler
 
 from recops.config import load_settings
 from recops.core.supervisor import free_port
@@ -104,7 +106,7 @@ def test_what_cannot_run_data_parallel_is_refused_before_launch(home) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"port {port} is already in use"):
             check_launch(two(home, **{"train.distributed.rdzv_endpoint": f"127.0.0.1:{port}"}))
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"train.distributed.rdzv_endpoint": "no-such-host.invalid:29400"}, "does not resolve"),
         ({"train.batch_size": 33}, r"train.batch_size \(33\) must be divisible by the 2"),
         ({"model.kind": "ease"}, "fitted in closed form"),
@@ -130,7 +132,7 @@ def test_two_processes_with_dp_sgd_account_for_the_global_batch(home, data) -> N
     assert p is not None and result.checkpoint["distributed"]["world_size"] == 2
     # The accountant's sample rate is the global one: the expected DP batch over all users.
     n_users = len(data.train_seqs)
-    steps_per_epoch = len(DataLoader(range(n_users), batch_size=32))  # dp batch: train's 32
+    steps_per_epoch = math.ceil(n_users / 32)  # the DP batch: train.batch_size's 32 users
     assert p["sample_rate"] == pytest.approx(1 / steps_per_epoch)
     assert p["steps"] == 2 * steps_per_epoch
     again = epsilon_for(p["noise_multiplier"], p["sample_rate"], p["steps"], p["delta"],
