@@ -82,8 +82,8 @@ def throughput(args: argparse.Namespace) -> None:
             rows.append((label, threads, seconds, samples * len(result.history) / seconds, wall,
                          result.valid_metrics["ndcg@10"]))
             print(f"  {label}: {rows[-1][3]:,.0f} samples/s", flush=True)
-    print(f"\n| run | torch threads per process | train s | samples/s | wall s | "
-          f"valid NDCG@10 |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("\n| run | torch threads per process | train s | samples/s | wall s | "
+          "valid NDCG@10 |\n| --- | ---: | ---: | ---: | ---: | ---: |")
     for label, threads, seconds, rate, wall, ndcg in rows:
         print(f"| {label} | {threads} | {seconds:.1f} | {rate:,.0f} | {wall:.0f} | {ndcg:.4f} |")
 
