@@ -13,6 +13,7 @@ from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 
 from federated.cache import cached
+from federated.client_data import client_data, client_id
 from federated.common import (
     FED_DIR,
     INITIAL_STATE,
@@ -21,7 +22,7 @@ from federated.common import (
     local_batch_size,
     settings_for_run,
 )
-from federated.partition import load_partition, read_manifest
+from federated.partition import read_manifest
 from federated.secagg_client import secagg_mod
 from federated.strategies import DP_WEIGHT, EVAL_METRICS, NUM_EXAMPLES
 
@@ -43,14 +44,6 @@ def client_dp_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> 
     if mode == "adaptive":
         return adaptiveclipping_mod(msg, ctxt, call_next)
     return call_next(msg, ctxt)
-
-
-def _partition(context: Context) -> tuple[int, int]:
-    try:
-        return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
-    except KeyError as exc:
-        raise ValueError(f"node config lacks {exc}: start SuperNodes with --node-config "
-                         "'partition-id=<i> num-partitions=<n>'") from None
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -91,20 +84,24 @@ def train(msg: Message, context: Context) -> Message:
     from recops.training.samples import make_train_loader
 
     run_dir, settings = settings_for_run(context.run_config)
-    pid, n_parts = _partition(context)
-    data = load_partition(run_dir, pid, n_parts)
+    pid = client_id(context.node_config, context.node_id)
+    data = client_data(run_dir, context.node_config, settings.model.max_len)
     # The server's ConfigRecord of scalars (flwr types a record's values as any of its kinds).
     cfg: Mapping[str, Any] = msg.content["config"]
     server_round = int(cfg["server-round"])
     torch.set_num_threads(max(1, int(settings.train.num_threads)))
-    torch.manual_seed(settings.seed * 100_003 + server_round * 1_009 + pid)
+    torch.manual_seed((settings.seed * 100_003 + server_round * 1_009 + pid) % 2**63)
 
     model = _model(settings, run_dir, data.n_items)
     load_arrays(model, msg.content["arrays"])
+    # Steps-matched batches need every client's user count; the server knows it only when it
+    # partitioned (n_users 0: clients with their own data train with train.batch_size).
+    total_users = int(read_manifest(run_dir)["n_users"]) or data.n_users
     settings.train.batch_size = local_batch_size(
         int(context.run_config.get("local-batch-size", 0)), settings.train.batch_size,
-        data.n_users, int(read_manifest(run_dir)["n_users"]))
-    loader = make_train_loader(data, settings, seed=settings.seed + 7919 * server_round + pid)
+        data.n_users, total_users)
+    loader = make_train_loader(data, settings,
+                               seed=(settings.seed + 7919 * server_round + pid) % 2**32)
     started = time.perf_counter()
     # σ is calibrated once for the whole run (all rounds × local epochs), so each round spends
     # its share; the server sums the steps each client actually took.
@@ -129,8 +126,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     from recops.training.evaluation import evaluate_model
 
     run_dir, settings = settings_for_run(context.run_config)
-    pid, n_parts = _partition(context)
-    data = load_partition(run_dir, pid, n_parts)
+    data = client_data(run_dir, context.node_config, settings.model.max_len)
     torch.set_num_threads(max(1, int(settings.train.num_threads)))
     model = _model(settings, run_dir, data.n_items)
     load_arrays(model, msg.content["arrays"])

@@ -40,6 +40,18 @@ EXTRA_KEYS: dict[str, str | float | int] = {"run-dir": "", "round-timeout": 600.
                                             "local-batch-size": 0}
 
 
+# The settings sections of services (their addresses and secrets: the PostgreSQL DSN, the serving
+# token, the Celery broker). The Flower apps use none of them, and every SuperNode reads the
+# run's settings file: it gets their defaults.
+SERVICE_SECTIONS = ("stores", "serving", "feedback", "platform")
+
+
+def shareable_settings(settings: Settings) -> Settings:
+    """``settings`` without the service sections: what the run's settings file may hold."""
+    return settings.model_copy(update={name: type(getattr(settings, name))()
+                                       for name in SERVICE_SECTIONS})
+
+
 def run_config_from_settings(settings: Settings, run_dir: Path, *, round_timeout: float = 600.0,
                              local_batch_size: int = 0) -> dict[str, Any]:
     """The run config for one run: every federated knob plus the run folder.

@@ -1,16 +1,21 @@
-"""Run the Flower app with `flwr run`: on a simulation SuperLink or SuperLink + SuperNodes (TLS)."""
+"""Run the Flower app with `flwr run`: on a simulation SuperLink, on SuperLink + SuperNodes started
+on loopback (TLS), or on an existing SuperLink (``federated.superlink_address``)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from federated.client_data import DATA_PATH
 from federated.common import FED_DIR, format_run_config
+from federated.partition import PARTITION_DIR, client_folder
 from federated.processes import BIN, FlowerProcesses
 from recops.config import Settings
 from recops.core.supervisor import free_port
 from recops.environment import child_env
+from recops.errors import ConfigError
 from recops.paths import CHECKOUT
 
 CONNECTION = "recops"
@@ -21,11 +26,20 @@ def flwr_home(settings: Settings, run_dir: Path) -> Path:
     return settings.paths.flwr_home / Path(run_dir).name
 
 
-def _write_connection(home: Path, control_port: int, root_cert: Path | None) -> None:
+def _write_connection(home: Path, address: str, root_cert: Path | None, *,
+                      insecure: bool) -> None:
+    """FLWR_HOME's config.toml: the one SuperLink connection `flwr run` uses.
+
+    TLS with ``root_cert`` as the CA, or with the system's CAs when it is None, unless
+    ``insecure``.
+    """
     home.mkdir(parents=True, exist_ok=True)
     lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
-             f'address = "127.0.0.1:{control_port}"']
-    lines += [f'root-certificates = "{root_cert}"'] if root_cert else ["insecure = true"]
+             f"address = {json.dumps(address)}"]
+    if insecure:
+        lines.append("insecure = true")
+    elif root_cert is not None:
+        lines.append(f"root-certificates = {json.dumps(str(root_cert))}")
     (home / "config.toml").write_text("\n".join(lines) + "\n")
 
 
@@ -65,7 +79,7 @@ def run_simulation(settings: Settings, run_dir: Path, run_config: dict[str, Any]
     home = flwr_home(settings, run_dir)
     log_dir = Path(run_dir) / FED_DIR
     control, appio, fleet = free_port(), free_port(), free_port()
-    _write_connection(home, control, None)
+    _write_connection(home, f"127.0.0.1:{control}", None, insecure=True)
     fed = settings.federated
     federation_config = (f"num-supernodes={num_clients} "
                          f"client-resources-num-cpus={_num(fed.num_cpus_per_client)} "
@@ -84,14 +98,35 @@ def run_simulation(settings: Settings, run_dir: Path, run_config: dict[str, Any]
 def run_deployment(settings: Settings, run_dir: Path, run_config: dict[str, Any], *,
                    num_clients: int, timeout: float = 3600.0,
                    poll: Callable[[], None] | None = None) -> None:
-    """A SuperLink and ``num_clients`` SuperNodes as separate processes on loopback, over TLS."""
+    """`flwr run` on ``federated.superlink_address`` (SuperNodes there hold their own data), or
+    on a SuperLink and ``num_clients`` SuperNodes started here on loopback, over TLS, each
+    SuperNode given its partition folder as ``data-path``."""
+    fed = settings.federated
+    home = flwr_home(settings, run_dir)
+    log_dir = Path(run_dir) / FED_DIR
+    if fed.superlink_address:
+        root = Path(fed.superlink_root_certificates) if fed.superlink_root_certificates else None
+        if root is not None and not root.is_file():
+            raise ConfigError(f"federated.superlink_root_certificates: {root} is not a file")
+        _write_connection(home, fed.superlink_address, root, insecure=fed.superlink_insecure)
+        with FlowerProcesses(_env(settings, home), log_dir) as group:
+            _flwr_run(group, run_config, None, timeout, poll)
+        return
+    _run_loopback(settings, run_dir, run_config, num_clients=num_clients, timeout=timeout,
+                  poll=poll)
+
+
+def _run_loopback(settings: Settings, run_dir: Path, run_config: dict[str, Any], *,
+                  num_clients: int, timeout: float,
+                  poll: Callable[[], None] | None) -> None:
     from federated.deployment import ensure_certificates
 
     home = flwr_home(settings, run_dir)
     log_dir = Path(run_dir) / FED_DIR
-    certs = ensure_certificates(settings.paths.flwr_home / "certificates")
+    certs = ensure_certificates(settings.paths.flwr_home / "certificates",
+                                settings.federated.certificate_hosts)
     control, appio, fleet = free_port(), free_port(), free_port()
-    _write_connection(home, control, certs.ca_cert)
+    _write_connection(home, f"127.0.0.1:{control}", certs.ca_cert, insecure=False)
     with FlowerProcesses(_env(settings, home), log_dir) as group:
         link = group.start("superlink", [
             "flower-superlink", "--isolation", "subprocess",
@@ -103,6 +138,7 @@ def run_deployment(settings: Settings, run_dir: Path, run_config: dict[str, Any]
             "--database", ":flwr-in-memory:"])
         link.wait_port(control)
         link.wait_port(fleet)
+        parts = (Path(run_dir) / PARTITION_DIR).resolve()
         for pid in range(num_clients):
             io_port = free_port()
             node = group.start(f"supernode-{pid}", [
@@ -110,7 +146,8 @@ def run_deployment(settings: Settings, run_dir: Path, run_config: dict[str, Any]
                 "--superlink", f"127.0.0.1:{fleet}",
                 "--clientappio-api-address", f"127.0.0.1:{io_port}",
                 "--isolation", "subprocess",
-                "--node-config", f"partition-id={pid} num-partitions={num_clients}"],
+                "--node-config", f"partition-id={pid} {DATA_PATH}="
+                f"{json.dumps(str(parts / client_folder(pid)))}"],
                 what=f"flower-supernode {pid}")
             node.wait_port(io_port)
         _flwr_run(group, run_config, None, timeout, poll)

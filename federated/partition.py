@@ -1,4 +1,9 @@
-"""Split users across clients (IID or Dirichlet over taste clusters); write per-client files."""
+"""Split users across clients (IID or Dirichlet over taste clusters); write one folder per client.
+
+The simulation engine's tool (and the loopback deployment's, whose SuperNodes each get their
+folder as ``data-path``): a deployment on an existing SuperLink does not partition, its
+SuperNodes bring their own data (``federated.client_data``).
+"""
 
 from __future__ import annotations
 
@@ -23,8 +28,16 @@ MANIFEST = "manifest.json"
 SERVER_VALID = "server-valid.pkl"
 
 
+USERS_FILE = "users.pkl"
+
+
+def client_folder(pid: int) -> str:
+    """A client's folder under the partition folder: only its users' file."""
+    return f"client-{pid:04d}"
+
+
 def client_file(pid: int) -> str:
-    return f"client-{pid:04d}.pkl"
+    return f"{client_folder(pid)}/{USERS_FILE}"
 
 
 def taste_clusters(data: SequenceData) -> np.ndarray:
@@ -123,20 +136,37 @@ def write_partitions(data: SequenceData, parts: list[np.ndarray], run_dir: Path,
     """
     out = Path(run_dir) / PARTITION_DIR
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / CATALOGUE, "wb") as f:
-        pickle.dump({name: getattr(data, name) for name in CATALOGUE_FIELDS}, f,
-                    protocol=pickle.HIGHEST_PROTOCOL)
     sizes = []
     for pid, users in enumerate(_client_fields(data, parts)):
+        (out / client_folder(pid)).mkdir(exist_ok=True)
         with open(out / client_file(pid), "wb") as f:
             pickle.dump(users, f, protocol=pickle.HIGHEST_PROTOCOL)
         sizes.append({"partition_id": pid, "n_users": len(users["train_users"]),
                       "n_eval_users": len(users["eval_users"])})
+    return write_public(data, out.parent, num_clients=len(parts), scheme=scheme, clients=sizes,
+                        server_valid=server_valid)
+
+
+def write_public(data: SequenceData, run_dir: Path, *, num_clients: int, scheme: str,
+                 clients: list[dict[str, int]] | None = None,
+                 server_valid: SequenceData | None = None) -> Path:
+    """Write what every client may read: the catalogue, and the manifest; plus the server's
+    validation set (``data``'s users unless ``server_valid``).
+
+    ``clients`` None: the clients hold their own data and the server knows nothing of it (the
+    manifest's ``own_data``; its ``n_users`` 0 = unknown).
+    """
+    out = Path(run_dir) / PARTITION_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / CATALOGUE, "wb") as f:
+        pickle.dump({name: getattr(data, name) for name in CATALOGUE_FIELDS}, f,
+                    protocol=pickle.HIGHEST_PROTOCOL)
     with open(out / SERVER_VALID, "wb") as f:
         pickle.dump(server_valid if server_valid is not None else data, f,
                     protocol=pickle.HIGHEST_PROTOCOL)
-    manifest = {"num_partitions": len(parts), "scheme": scheme, "n_items": int(data.n_items),
-                "n_users": sum(c["n_users"] for c in sizes), "clients": sizes}
+    manifest = {"num_partitions": num_clients, "scheme": scheme, "n_items": int(data.n_items),
+                "n_users": sum(c["n_users"] for c in clients or []), "clients": clients or [],
+                "own_data": clients is None}
     write_atomic(out / MANIFEST, json.dumps(manifest, indent=1))
     return out
 
@@ -174,7 +204,7 @@ def load_partition(run_dir: Path, partition_id: int, num_partitions: int) -> Seq
 
 
 def load_server_valid(run_dir: Path) -> SequenceData:
-    data = _load(Path(run_dir) / PARTITION_DIR / SERVER_VALID)
+    data = load_pickle(Path(run_dir) / PARTITION_DIR / SERVER_VALID)
     if not isinstance(data, SequenceData):
         raise DataError("the server's validation file does not hold SequenceData")
     return data
@@ -182,12 +212,13 @@ def load_server_valid(run_dir: Path) -> SequenceData:
 
 def _cached_pickle(path: Path) -> Any:
     try:
-        return cached(path, _load)
+        return cached(path, load_pickle)
     except FileNotFoundError:
         raise DataError(f"partition file {path} is missing") from None
 
 
-def _load(path: Path) -> Any:
+def load_pickle(path: Path) -> Any:
+    """One of the run's pickles (partition tool folders, the catalogue), errors as DataError."""
     try:
         with open(path, "rb") as f:
             return pickle.load(f)  # noqa: S301 - our own file, written by write_partitions

@@ -19,8 +19,9 @@ from federated.common import (
     SETTINGS_FILE,
     SUMMARY_FILE,
     run_config_from_settings,
+    shareable_settings,
 )
-from federated.partition import partition_users, taste_clusters, write_partitions
+from federated.partition import partition_users, taste_clusters, write_partitions, write_public
 from federated.rounds import plan_rounds
 from federated.strategies import build_strategy
 from recops.config import Settings
@@ -45,8 +46,15 @@ def check_settings(settings: Settings, num_clients: int | None = None) -> None:
     if settings.federated.users_as_clients and settings.federated.engine != "simulation":
         raise ConfigError("federated.users_as_clients needs federated.engine 'simulation': "
                           "thousands of users are virtual clients, not one process each")
-    build_strategy(settings.federated, num_clients or settings.federated.num_clients,
-                   lr=settings.train.lr)
+    fed = settings.federated
+    if fed.superlink_address and fed.engine != "deployment":
+        raise ConfigError(f"federated.superlink_address ({fed.superlink_address}) is for "
+                          "federated.engine 'deployment': the simulation engine runs its own")
+    if fed.superlink_address and fed.secure_aggregation:
+        raise ConfigError("federated.secure_aggregation needs each client's user count to bound "
+                          "its quantiser; SuperNodes with their own data (federated."
+                          "superlink_address) do not tell the server")
+    build_strategy(fed, num_clients or fed.num_clients, lr=settings.train.lr)
 
 
 def projected_spends(settings: Settings) -> dict[str, float]:
@@ -71,6 +79,8 @@ def prepare_run(settings: Settings, data: SequenceData, run_dir: Path,
                 ) -> tuple[SequenceData, Recommender, dict[str, Any]]:
     """Write settings, the per-client partitions and the initial weights under ``run_dir``.
 
+    With ``federated.superlink_address`` the SuperNodes hold their own data: only the public
+    catalogue and the server's validation set (``data``, the server's own users) are written.
     Returns the data (in the warm-start checkpoint's item index when ``init`` is given), the
     initial model and the partition manifest.
     """
@@ -84,11 +94,14 @@ def prepare_run(settings: Settings, data: SequenceData, run_dir: Path,
     seed_everything(settings.seed)
     fed = settings.federated
     model, data = initial_model(settings, data, init)
-    clusters = taste_clusters(data) if fed.partition == "dirichlet" else None
-    parts = partition_users(data.train_users, fed.num_clients, fed.partition, clusters=clusters,
-                            alpha=fed.dirichlet_alpha, seed=settings.seed)
-    write_partitions(data, parts, run_dir, scheme=fed.partition)
-    settings.save(fed_dir / SETTINGS_FILE)
+    if fed.superlink_address:
+        write_public(data, run_dir, num_clients=fed.num_clients, scheme="own-data")
+    else:
+        clusters = taste_clusters(data) if fed.partition == "dirichlet" else None
+        parts = partition_users(data.train_users, fed.num_clients, fed.partition,
+                                clusters=clusters, alpha=fed.dirichlet_alpha, seed=settings.seed)
+        write_partitions(data, parts, run_dir, scheme=fed.partition)
+    shareable_settings(settings).save(fed_dir / SETTINGS_FILE)  # SuperNodes read it
     torch.save(model.state_dict(), fed_dir / INITIAL_STATE)
     manifest = json.loads((run_dir / "partitions" / "manifest.json").read_text())
     return data, model, manifest
@@ -120,10 +133,13 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
                     ledger: PrivacyLedger | None = None) -> TrainResult:
     """Train the recommender with Flower; returns ``trainer.TrainResult`` like central training.
 
-    ``engine`` (default ``settings.federated.engine``) "simulation" runs ``num_clients`` virtual
-    clients on one machine; "deployment" starts a SuperLink and ``num_clients`` SuperNodes as
-    processes on loopback with TLS. ``run_dir`` is the Flower run's exchange folder (partitions,
-    settings, initial and final weights; the ServerApp writes ``federated_rounds.json`` there);
+    ``engine`` (default ``settings.federated.engine``; set there, so the run's records name it)
+    "simulation" runs ``num_clients`` virtual clients on one machine; "deployment" starts a
+    SuperLink and ``num_clients`` SuperNodes as processes on loopback with TLS, or, with
+    ``federated.superlink_address``, submits to that SuperLink, whose SuperNodes hold their own
+    data (only the public catalogue and the server's validation set are written). ``run_dir``
+    is the Flower run's exchange folder (partitions, settings, initial and final weights; the
+    ServerApp writes ``federated_rounds.json`` there);
     the run's own files (checkpoint, history, privacy) are the caller's to keep. Appends each DP
     spend to the privacy ledger. ``local_batch_size`` 0 = steps-matched
     (``federated.common.local_batch_size``).
@@ -136,13 +152,13 @@ def train_federated(settings: Settings, data: SequenceData, *, run_dir: Path,
     engine = engine or settings.federated.engine
     if engine not in ENGINES:
         raise ConfigError(f"federated engine must be one of {ENGINES}, got {engine!r}")
+    settings.federated.engine = engine
     if settings.federated.users_as_clients:
         # One client per training user (an iid split into singletons); set on the caller's
         # settings so every record of the run names the real number of clients.
-        settings.federated.engine = engine
         settings.federated.num_clients = int(len(data.train_users))
     check_settings(settings)
-    if data.n_users < settings.federated.num_clients:
+    if data.n_users < settings.federated.num_clients and not settings.federated.superlink_address:
         raise TrainingError(f"{data.n_users} users cannot be split across "
                             f"{settings.federated.num_clients} clients")
     if not len(data.eval_users):

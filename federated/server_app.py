@@ -195,7 +195,7 @@ def main(grid: Grid, context: Context) -> None:
         initial = {k: v.numpy() for k, v in arrays_from_model(model).items()}
         final = run_secagg(
             grid, context, fed=settings.federated, num_clients=num_clients, initial=initial,
-            max_weight=float(max(c["n_users"] for c in manifest["clients"])),
+            max_weight=float(max((c["n_users"] for c in manifest["clients"]), default=1)),
             round_timeout=round_timeout, train_metrics=recorder.train_metrics,
             evaluate=secagg_eval)
         load_arrays(model, ArrayRecord({k: Array(v) for k, v in final.items()}))

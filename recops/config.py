@@ -29,7 +29,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from recops.config_base import Section
+from recops.config_base import Section, redact_url
 from recops.config_federated import FederatedSettings as FederatedSettings  # re-exported
 from recops.config_serving import FeedbackSettings as FeedbackSettings  # re-exported
 from recops.config_serving import ServingSettings as ServingSettings
@@ -44,7 +44,8 @@ from recops.schema import EVENT_TYPES, METRIC_KEYS
 
 DEFAULT_HOME = CHECKOUT / ".recops"
 
-Dataset = Literal["ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "synthetic"]
+Dataset = Literal["ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "synthetic", "files"]
+TimestampUnit = Literal["auto", "s", "ms", "iso"]
 
 
 class SyntheticSettings(Section):
@@ -64,12 +65,48 @@ class DataSettings(Section):
     root: Path | None = None
     download: bool = True
     synthetic: SyntheticSettings = SyntheticSettings()
+    # A team's own files (docs/data.md, "Your own data"): data.dataset "files" reads these.
+    events: str | None = Field(None, description=(
+        "A team's events file (CSV, TSV, Parquet or JSON lines; a path or fsspec URL)."))
+    items: str | None = Field(None, description="A team's catalogue file (items).")
+    users: str | None = Field(None, description="A team's users file (optional).")
+    columns: dict[str, str] = Field(default_factory=dict, description=(
+        "The files' own column names for canonical ones, YOURS: CANONICAL "
+        "(e.g. customer: user_id)."))
+    item_attributes: list[str] = Field(default_factory=list, description=(
+        "Catalogue columns that are categorical attributes (the other text columns are text)."))
+    timestamp_unit: TimestampUnit = Field("auto", description=(
+        "How event timestamps are written: s or ms since 1970, iso (ISO-8601 with a zone), "
+        "or auto (numbers above 1e11 are milliseconds)."))
 
     @field_validator("root")
     @classmethod
     def _absolute_root(cls, value: Path | None) -> Path | None:
         # Airflow's workers run in folders of their own: a relative root would point elsewhere.
         return value.expanduser().absolute() if value is not None else None
+
+    @field_validator("events", "items", "users")
+    @classmethod
+    def _absolute_source(cls, value: str | None) -> str | None:
+        # Same reason; a URL (file://, s3://, postgresql://) is left as it is.
+        if value is None or "://" in value:
+            return value
+        if not value.strip():
+            raise ValueError("is empty: give a path or a URL")
+        return str(Path(value).expanduser().absolute())
+
+    @model_validator(mode="after")
+    def _files_need_events(self) -> DataSettings:
+        given = self.events is not None or self.items is not None
+        if given and "dataset" not in self.model_fields_set:
+            object.__setattr__(self, "dataset", "files")  # --events alone means "my files"
+        if self.dataset == "files" and not given:
+            raise ValueError("data.dataset 'files' needs data.events and data.items "
+                             "(recops run --events PATH --items PATH)")
+        if self.dataset != "files" and (self.events or self.items or self.users):
+            raise ValueError(f"data.events/items/users are read with data.dataset 'files', "
+                             f"not {self.dataset!r}")
+        return self
 
 
 class StoreSettings(Section):
@@ -101,6 +138,9 @@ class ValidationSettings(Section):
     volume_low: float = Field(0.1, gt=0)
     volume_high: float = Field(5.0, gt=0)
     drift_psi_threshold: float = Field(0.25, gt=0)
+    # A staged table of events with more rows is validated this many rows at a time (memory
+    # stays bounded; validation/batches.py, docs/data.md).
+    batch_rows: int = Field(500_000, ge=1)
     # Checks listed here fail the batch; the others only warn.
     blocking: list[str] = ["schema", "not_null", "range", "event_type", "timestamps",
                            "unique", "referential", "volume"]
@@ -242,7 +282,11 @@ class Settings(BaseSettings):
         return text
 
     def public_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+        data: dict[str, Any] = self.model_dump(mode="json")  # SecretStr dumps as '**********'
+        for key in ("events", "items", "users"):  # a source may be a URL with a password
+            if data["data"].get(key):
+                data["data"][key] = redact_url(data["data"][key])
+        return data
 
     def save(self, path: Path | None = None) -> Path:
         """Write the resolved settings (secrets included) for child processes; mode 0600."""

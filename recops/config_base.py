@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -52,3 +53,8 @@ class Section(BaseModel):
                           stacklevel=2)
             out.setdefault(new, value)
         return out
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user part (``user:secret@``) replaced by ``***``."""
+    return re.sub(r"(://[^/@:?#]*:)[^/@?#]*@", r"\1***@", url)

@@ -4,17 +4,41 @@ strategy, client-level DP and SecAgg+. Each field's description is its help ever
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from recops.config_base import Section
+
+# A DNS name (labels of letters, digits, hyphens) or an IPv4/IPv6 address.
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
+                   r"[A-Za-z0-9])?)*|[0-9A-Fa-f:.]+")
+
+
+def hosts_of(value: str) -> list[str]:
+    """The host names of a comma-separated ``federated.certificate_hosts`` value."""
+    return [n.strip() for n in value.split(",") if n.strip()]
 
 
 class FederatedSettings(Section):
     engine: Literal["simulation", "deployment"] = Field("simulation", description=(
-        "simulation: virtual clients in one Flower simulation; deployment: a SuperLink and one "
-        "SuperNode process per client on loopback, over TLS."))
+        "simulation: virtual clients in one Flower simulation; deployment: SuperNodes that each "
+        "read their own data folder, on a SuperLink recops starts on loopback (TLS) or on "
+        "federated.superlink_address."))
+    # The deployment engine's launcher settings: `flwr run`'s federation address and TLS.
+    superlink_address: str = Field("", description=(
+        "host:port of an existing SuperLink's Control API that `flwr run` submits to, whose "
+        "SuperNodes hold their own data; empty = recops starts a SuperLink and SuperNodes on "
+        "loopback."))
+    superlink_root_certificates: str = Field("", description=(
+        "PEM file of the CA that signed the SuperLink's certificate (flwr's root-certificates); "
+        "empty = the system's CAs."))
+    superlink_insecure: bool = Field(False, description=(
+        "Talk to federated.superlink_address without TLS (a SuperLink started --insecure)."))
+    certificate_hosts: str = Field("localhost,127.0.0.1", description=(
+        "Comma-separated host names and IP addresses the SuperLink certificate recops issues "
+        "is valid for (its subject alternative names)."))
     num_clients: int = Field(10, ge=2, description="Number of clients (at least 2).")
     rounds: int = Field(5, ge=1, description="Federated rounds.")
     local_epochs: int = Field(1, ge=1, description="Epochs each client trains per round.")
@@ -65,6 +89,35 @@ class FederatedSettings(Section):
         "L2 norm each client clips its update (new - global weights) to under SecAgg+."))
     secagg_quantization_range: int = Field(2**22, ge=2**8, lt=2**32, description=(
         "Levels of SecAgg+'s quantiser."))
+
+    @field_validator("superlink_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"{value!r} is not host:port (e.g. flower-superlink:9093)")
+        return value
+
+    @field_validator("certificate_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        names = hosts_of(value)
+        if not names:
+            raise ValueError("name at least one host, e.g. 'localhost,127.0.0.1'")
+        bad = [n for n in names if not _HOST.fullmatch(n)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is neither a host name nor an IP address")
+        return ",".join(names)
+
+    @model_validator(mode="after")
+    def _tls(self) -> FederatedSettings:
+        if self.superlink_insecure and self.superlink_root_certificates:
+            raise ValueError("superlink_insecure and superlink_root_certificates exclude each "
+                             "other: a SuperLink speaks TLS or not")
+        return self
 
     @model_validator(mode="after")
     def _secagg_shares(self) -> FederatedSettings:

@@ -12,11 +12,18 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from recops import schema
-from recops.release.registry import RegisteredModel
+from recops.release.registry import EXTERNAL_ID, RegisteredModel
+
+
+def _client_id(internal: int, external: Any) -> str | int:
+    """What a client sees for an item: its text id when it has one, else the integer."""
+    return int(internal) if external is None or pd.isna(external) or external == str(internal) \
+        else str(external)
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,8 @@ class Query:
     k: int
     exclude_seen: bool = True
     context_ids: Sequence[int] | None = None
+    # Items never to list (withdrawn from the catalogue), whatever exclude_seen says.
+    banned_ids: Sequence[int] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,12 @@ class Engine:
         titles = dict(zip(registered.items[schema.ITEM_ID].astype(int),
                           registered.items[schema.TITLE].astype(str), strict=False))
         self.titles = [""] + [titles.get(i, "") for i in ids]
+        # index -> the id a client sees: the team's text id where it has one, else the integer.
+        self.external: list[str | int] = [0, *ids]
+        if EXTERNAL_ID in registered.items.columns:
+            ext = dict(zip(registered.items[schema.ITEM_ID].astype(int),
+                           registered.items[EXTERNAL_ID].astype("string"), strict=False))
+            self.external = [0, *(_client_id(i, ext.get(i)) for i in ids)]
         self.catalogue = set(int(i) for i in registered.items[schema.ITEM_ID])
         with torch.inference_mode():
             emb = model.item_embeddings().detach().float()
@@ -112,12 +127,16 @@ class Engine:
         # Popularity has no calibrated score: report a rank-based one in (0, 1].
         return Ranked(picked, [1.0 / (r + 1) for r in range(len(picked))], "popular")
 
-    def similar(self, index: int, k: int) -> Ranked:
+    def similar(self, index: int, k: int, banned_ids: Sequence[int] = ()) -> Ranked:
+        """The ``k`` items nearest to ``index``; ``banned_ids`` (withdrawn) never listed."""
+        banned = self.to_indices(list(banned_ids))
         with torch.inference_mode():
             sims = self.item_vectors @ self.item_vectors[index]
             sims[0] = -torch.inf
             sims[index] = -torch.inf
-            top = torch.topk(sims, min(k, self.n_items - 1))
+            if banned:
+                sims[torch.tensor(banned, dtype=torch.long)] = -torch.inf
+            top = torch.topk(sims, min(k, self.n_items - 1 - len(set(banned) - {index})))
         return Ranked(top.indices.tolist(), top.values.tolist(), None)
 
     # --- response shaping ----------------------------------------------------------------------
@@ -126,10 +145,10 @@ class Engine:
         out: list[dict[str, Any]] = []
         reasons = reasons or [None] * len(ranked.indices)
         for idx, score, why in zip(ranked.indices, ranked.scores, reasons, strict=True):
-            item: dict[str, Any] = {"item_id": int(self.item_ids[idx]), "title": self.titles[idx],
+            item: dict[str, Any] = {"item_id": self.external[idx], "title": self.titles[idx],
                                     "score": round(float(score), 6)}
             if why is not None:
-                item["reason"] = {"because_you_interacted_with": int(self.item_ids[why]),
+                item["reason"] = {"because_you_interacted_with": self.external[why],
                                   "title": self.titles[why]}
             elif ranked.fallback == "popular":
                 item["reason"] = {"popular": True}
@@ -154,7 +173,8 @@ class Engine:
         for n, q in enumerate(queries):
             own = self.to_indices(list(q.history_ids))
             hist = own + self.to_indices(list(q.context_ids or []))
-            exclude = hist if q.exclude_seen else None
+            banned = self.to_indices(list(q.banned_ids))
+            exclude = (hist + banned if q.exclude_seen else banned) or None
             if not hist:
                 out[n] = (self.describe(self.rank_popular(q.k, exclude=exclude)), "popular")
             else:

@@ -162,15 +162,17 @@ class Searcher:
             return self.engine.model.score(self.engine.sequence(history))[0].float()
 
     def search(self, query: str | np.ndarray, history_ids: Sequence[int] | None, k: int, *,
-               weight: float, candidates: int, exclude_seen: bool = False) -> SearchAnswer:
+               weight: float, candidates: int, exclude_seen: bool = False,
+               banned_ids: Sequence[int] = ()) -> SearchAnswer:
         """Top-k items for a query (text or its vector), personalised when the user has a
-        history the model knows."""
+        history the model knows; ``banned_ids`` (withdrawn items) are never listed."""
         engine = self.engine
         qv = self.encode(query) if isinstance(query, str) else query
         cos = self.cosine(qv).clone()
         hist = engine.to_indices(list(history_ids or []))
-        if exclude_seen and hist:
-            cos[torch.tensor(hist, dtype=torch.long)] = -torch.inf
+        drop = (hist if exclude_seen else []) + engine.to_indices(list(banned_ids))
+        if drop:
+            cos[torch.tensor(drop, dtype=torch.long)] = -torch.inf
         model = self.model_scores(hist) if hist and weight > 0 else None
         ranked = combine(cos, model, k, weight=weight, candidates=candidates)
         items = engine.describe(ranked)

@@ -17,6 +17,7 @@ from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from bentoml.validators import ContentType
 from pydantic import BaseModel, ConfigDict, Field
 
+from recops.core.idmap import internal_id
 from recops.environment import BENTO_SERVICE
 from recops.schema import EVENT_TYPES
 from serving.batching import MicroBatcher
@@ -33,7 +34,9 @@ if TYPE_CHECKING:  # imported at run time inside the worker, after BentoML set i
 
 log = logging.getLogger("recops.serving")
 
-Id = Annotated[int, Field(strict=True, ge=0, le=2**62)]
+# An id as the team writes it: a string (an SKU, a UUID, a slug) or an integer (MovieLens).
+Id = Annotated[int, Field(strict=True, ge=0, le=2**62)] | Annotated[
+    str, Field(strict=True, min_length=1, max_length=256, pattern=r"^\S(.*\S)?$")]
 MAX_CONTEXT = 200
 POLL_SECONDS = 1.0  # how often a worker looks at the champion pointer
 # A JSON object answer. Without the declared media type BentoML builds a pydantic TypeAdapter
@@ -137,6 +140,9 @@ class Recommender:
             on_logged=lambda e: self.metrics["feedback"].labels(event_type=e["event_type"]).inc(),
             on_commit=self.metrics["commits"].inc, on_push_failed=self.metrics["push_fail"].inc)
         self.policy, self.impressions = self._policy()
+        from serving.availability import Availability
+
+        self.availability = Availability(self.settings.paths.lake)
         self._pointer = self.settings.paths.bentoml_home / "champion.json"
         self._stamp = self._pointer_stamp()
         self.engine = self._load("champion")
@@ -214,17 +220,20 @@ class Recommender:
 
     # BentoML's decorators live in _bentoml_sdk, which ships no types (py.typed).
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)  # type: ignore[untyped-decorator]
-    async def recommend(self, user_id: int, k: int = 10, exclude_seen: bool = True,
-                        context_items: list[int] | None = None) -> JSONObject:
+    async def recommend(self, user_id: int | str, k: int = 10, exclude_seen: bool = True,
+                        context_items: list[int | str] | None = None) -> JSONObject:
         """Top-k items for a user: one online-store read of their recent sequence, then the
-        model's forward pass and top-k, batched with the requests that arrive meanwhile."""
+        model's forward pass and top-k, batched with the requests that arrive meanwhile.
+        Withdrawn items are never listed."""
         self._check_k(k)
         from recops.errors import FeatureError
 
         policy = self.policy
+        uid = internal_id(user_id)
+        context = [internal_id(i) for i in context_items] if context_items else None
         try:
             ranked, fallback, history_size, tag = await self.batcher.submit(
-                (user_id, policy.candidates(k), exclude_seen, context_items))
+                (uid, policy.candidates(k), exclude_seen, context))
         except FeatureError as exc:
             # No silent fallback: without the user's features we say so (503, retryable).
             log.error("online feature read failed (%s)", type(exc).__name__)
@@ -237,10 +246,11 @@ class Recommender:
             self.metrics["explored"].inc()
         request_id = uuid.uuid4().hex
         if self.impressions is not None:
-            record = {"request_id": request_id, "user_id": user_id,
-                      "items": [i["item_id"] for i in items],
+            # The logs hold internal ids, as the feedback log does, so that they join.
+            record = {"request_id": request_id, "user_id": uid,
+                      "items": [internal_id(i["item_id"]) for i in items],
                       "propensities": slate.propensities,
-                      "candidates": [i["item_id"] for i in ranked], "k": k,
+                      "candidates": [internal_id(i["item_id"]) for i in ranked], "k": k,
                       "policy": policy.name, "policy_params": policy.params(),
                       "policy_tag": policy.tag, "model": tag, "fallback": fallback}
             try:
@@ -260,13 +270,15 @@ class Recommender:
 
         engine = self.engine  # one model for the whole batch, even across a swap
         histories = self.online.histories([r[0] for r in reqs])
-        answers = engine.recommend_many([Query(h or [], k, ex, ctx) for h, (_, k, ex, ctx)
-                                         in zip(histories, reqs, strict=True)])
+        banned = self.availability.withdrawn()
+        answers = engine.recommend_many([Query(h or [], k, ex, ctx, banned)
+                                         for h, (_, k, ex, ctx) in zip(histories, reqs,
+                                                                      strict=True)])
         return [(items, fallback, len(h or []), engine.tag)
                 for (items, fallback), h in zip(answers, histories, strict=True)]
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)  # type: ignore[untyped-decorator]
-    async def feedback(self, user_id: int, item_id: int, event_type: str,
+    async def feedback(self, user_id: int | str, item_id: int | str, event_type: str,
                        rating: float | None = None, timestamp: datetime | None = None,
                        event_id: str | None = None,
                        request_id: str | None = None) -> dict[str, Any]:
@@ -274,8 +286,9 @@ class Recommender:
         (group commit), before answering; a repeat is acknowledged and not stored again."""
         s = self.settings
         engine = self.engine
+        shown_item, user_id, item_id = item_id, internal_id(user_id), internal_id(item_id)
         if item_id not in engine.catalogue:
-            raise NotFound(f"item_id {item_id} is not in the catalogue of the served model")
+            raise NotFound(f"item_id {shown_item!r} is not in the catalogue of the served model")
         if event_type == "rating" and rating is None:
             raise InvalidArgument("event_type 'rating' needs a rating")
         if rating is not None and not s.validation.rating_min <= rating <= s.validation.rating_max:
@@ -315,7 +328,7 @@ class Recommender:
             return self._searcher
 
     @bentoml.api(route="/search", input_spec=SearchRequest)  # type: ignore[untyped-decorator]
-    def search(self, query: str, user_id: int | None = None, k: int = 10,
+    def search(self, query: str, user_id: int | str | None = None, k: int = 10,
                exclude_seen: bool = False) -> JSONObject:
         """Items matching a text query: candidates by the query's sentence vector against the
         items' text vectors, re-ranked by the user's sequence model when the user has a history
@@ -339,27 +352,28 @@ class Recommender:
         history: list[int] = []
         if user_id is not None:
             try:
-                history = self.online.histories([user_id])[0] or []
+                history = self.online.histories([internal_id(user_id)])[0] or []
             except FeatureError as exc:
                 log.error("online feature read failed (%s)", type(exc).__name__)
                 raise ServiceUnavailable("the online feature store is unavailable; "
                                          "retry") from None
         got = searcher.search(query, history, k, weight=s.search_weight,
-                              candidates=s.search_candidates, exclude_seen=exclude_seen)
+                              candidates=s.search_candidates, exclude_seen=exclude_seen,
+                              banned_ids=self.availability.withdrawn())
         return {"query": query, "user_id": user_id, "items": got.items,
                 "personalised": got.personalised, "history_size": got.history_size,
                 "model": engine.tag}
 
     @bentoml.api(route="/similar", input_spec=SimilarRequest)  # type: ignore[untyped-decorator]
-    def similar(self, item_id: int, k: int = 10) -> JSONObject:
+    def similar(self, item_id: int | str, k: int = 10) -> JSONObject:
         """Items nearest to ``item_id`` in the model's item embedding space (cosine)."""
         self._check_k(k)
         engine = self.engine
-        idx = engine.index.get(item_id)
+        idx = engine.index.get(internal_id(item_id))
         if idx is None:
-            raise NotFound(f"item_id {item_id} is unknown to the served model")
-        return {"item_id": item_id, "items": engine.describe(engine.similar(idx, k)),
-                "model": engine.tag}
+            raise NotFound(f"item_id {item_id!r} is unknown to the served model")
+        ranked = engine.similar(idx, k, self.availability.withdrawn())
+        return {"item_id": item_id, "items": engine.describe(ranked), "model": engine.tag}
 
 
 # @bentoml.service made Recommender a bentoml Service; mypy keeps a decorated class's own type.

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from recops.core.lake import Lake
 from recops.data.files import read_frame
 from recops.errors import DataError, ValidationFailed
 from validation import quarantine
+from validation.batches import LAND_ROWS, batches, row_count, run_table_in_batches
 from validation.history import history_for
 from validation.names import FEEDBACK
 from validation.readers import prepare, read_file
@@ -58,14 +59,24 @@ class FeedbackValidation:
 
 def validate_frames(settings: Settings, frames: dict[str, pd.DataFrame], *, source: str,
                     progress: Callable[[str], None] | None = None, row_index: bool = False,
+                    large: Mapping[str, Path] | None = None,
                     ) -> tuple[BatchValidation, dict[str, pd.DataFrame]]:
     """Validate each non-empty table; returns the result and the prepared frames (to land).
 
     ``row_index``: failing row-wise checks name their rows (see :func:`run_table`).
+    ``large``: tables given as Parquet files too big for memory, validated batch by batch
+    (:mod:`validation.batches`); they land from their file (``_land(..., large=...)``).
     """
     lake = Lake(settings.paths.lake)
     results: dict[str, TableResult] = {}
     prepared: dict[str, pd.DataFrame] = {}
+    for table, path in (large or {}).items():
+        if progress:
+            progress(table)
+        history = history_for(settings, lake, table, source=source, rows=row_count(path),
+                              batch_items=frames.get(schema.ITEMS))
+        results[table] = run_table_in_batches(settings, table, path, history,
+                                              settings.validation.batch_rows)
     for table in sorted(frames, key=lambda t: LAND_ORDER.index(t) if t in LAND_ORDER else 9):
         raw = frames[table]
         if len(raw) == 0:
@@ -101,12 +112,15 @@ def _failure_message(what: str, v: BatchValidation, qpath: Path) -> str:
 
 
 def _land(settings: Settings, prepared: dict[str, pd.DataFrame], source: str,
-          ) -> tuple[str, dict[str, dict[str, Any]]]:
+          large: Mapping[str, Path] | None = None) -> tuple[str, dict[str, dict[str, Any]]]:
     lake = Lake(settings.paths.lake)
     landed = {}
     for table in LAND_ORDER:
         if table in prepared:
             landed[table] = manifest_dict(lake.append(table, prepared[table], source))
+        elif table in (large or {}):  # streamed from its file, a batch of rows at a time
+            chunks = batches((large or {})[table], LAND_ROWS)
+            landed[table] = manifest_dict(lake.append_chunks(table, chunks, source))
     return lake.dataset_version(), landed
 
 
@@ -132,8 +146,13 @@ def accept_or_quarantine(settings: Settings, staged_id: str, run_id: str | None 
     files = _staged_tables(d)
     rows = meta.get("rows", {})
     frames: dict[str, pd.DataFrame] = {}
+    large: dict[str, Path] = {}
     for table, path in files.items():
         try:
+            if table == schema.INTERACTIONS and \
+                    rows.get(table, 0) > settings.validation.batch_rows:
+                large[table] = path  # events: the table that grows; validated batch-wise
+                continue
             frames[table] = read_frame(path, empty_ok=True)  # a batch may leave a table out
         except DataError as exc:
             qpath = quarantine.put(
@@ -141,17 +160,18 @@ def accept_or_quarantine(settings: Settings, staged_id: str, run_id: str | None 
                 tables={t: p.name for t, p in files.items()}, rows=rows, failed=[str(exc)],
                 reason="A file of the batch cannot be read.", result=None, origin=str(d))
             raise DataError(f"{exc}; the batch is quarantined whole at {qpath}") from exc
-    v, prepared = validate_frames(settings, frames, source=source)
+    v, prepared = validate_frames(settings, frames, source=source, large=large)
     if not v.passed:
         _audit_validate(settings, v, batch=staged_id, source=source, run_id=run_id)
         qpath = quarantine.put(
             settings, staged_id, kind="staged", source=source, move_dir=d, run_id=run_id,
             tables={t: p.name for t, p in files.items()},
-            rows={t: len(f) for t, f in frames.items()}, failed=v.failed,
+            rows={**{t: len(f) for t, f in frames.items()},
+                  **{t: v.tables[t].rows for t in large}}, failed=v.failed,
             reason="Blocking expectations failed.", result=v.gx_results(), origin=str(d))
         raise ValidationFailed(_failure_message(f"staged batch {staged_id}", v, qpath),
                                quarantine_path=str(qpath), failed=v.failed)
-    version, landed = _land(settings, prepared, source)
+    version, landed = _land(settings, prepared, source, large)
     _audit_validate(settings, v, batch=staged_id, source=source, run_id=run_id,
                     outputs={"dataset_version": version,
                              "batches": {t: m["batch_id"] for t, m in landed.items()}})

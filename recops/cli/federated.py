@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -76,6 +77,26 @@ def federated(ctx: typer.Context, overrides: dict[str, Any], run_id: RunId = Non
               f"{run.file(RunDir.CHECKPOINT)}; plot {png}")
 
 
+CertOut = Annotated[Path, typer.Option("--out", help="Folder the CA certificate (ca.crt), the "
+                   "SuperLink's certificate (server.pem) and key (server.key) are written to.")]
+
+
+@with_setting_options(section_options("federated", FederatedSettings,
+                                      only={"certificate_hosts"}))
+def flower_certificates(ctx: typer.Context, overrides: dict[str, Any], out: CertOut) -> None:
+    """Issue a CA and a SuperLink certificate for federated.certificate_hosts (for infra/)."""
+    from federated.deployment import certificate_hosts, ensure_certificates
+    from recops.errors import ConfigError
+
+    settings = ctx.obj.settings(**overrides)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: name a folder for the certificates")
+    certs = ensure_certificates(out, settings.federated.certificate_hosts)
+    names = ", ".join(certificate_hosts(certs.server_cert))
+    typer.echo(f"{certs.ca_cert}, {certs.server_cert}, {certs.server_key}: valid for {names}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to `app`."""
     app.command("federated")(federated)
+    app.command("flower-certificates")(flower_certificates)

@@ -10,12 +10,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from recops.cli.sources import (
+    Columns,
+    Events,
+    ItemAttributes,
+    Items,
+    TimestampUnit,
+    Users,
+    source_conf,
+    source_overrides,
+)
+
 out = Console()
 err = Console(stderr=True)
 
 Dataset = Annotated[str | None, typer.Option(
-    "--dataset", "-d", help="ml-latest-small, ml-100k, ml-1m, ml-25m or synthetic "
-    "(else data.dataset).")]
+    "--dataset", "-d", help="ml-latest-small, ml-100k, ml-1m, ml-25m, synthetic, or files "
+    "(a team's own: --events, --items) (else data.dataset).")]
 Mode = Annotated[str | None, typer.Option(
     "--mode", "-m", help="centralised or federated (else train.mode).")]
 DP = Annotated[bool | None, typer.Option(
@@ -83,7 +94,9 @@ def _with_segments(settings: Any, summary: dict[str, Any]) -> dict[str, Any]:
 def run(
     ctx: typer.Context,
     dataset: Dataset = None, mode: Mode = None, dp: DP = None, epochs: Epochs = None,
-    budget: Budget = None,
+    budget: Budget = None, events: Events = None, items: Items = None, users: Users = None,
+    columns: Columns = None, item_attributes: ItemAttributes = None,
+    timestamp_unit: TimestampUnit = None,
     use_executor: Annotated[bool, typer.Option(
         "--use-executor", help="Run tasks through the LocalExecutor instead of in the "
         "`airflow dags test` process.")] = False,
@@ -97,9 +110,13 @@ def run(
     from recops.orchestration import airflow_runner
     from recops.orchestration.pipeline import STAGES, summary_of_run
 
-    settings = ctx.obj.settings(**_overrides(dataset, mode, dp, epochs, budget))
+    sources = source_overrides(events, items, users, columns, item_attributes, timestamp_unit)
+    settings = ctx.obj.settings(**_overrides(dataset, mode, dp, epochs, budget), **sources)
     conf = {k: v for k, v in {"dataset": dataset, "mode": mode, "dp": dp, "epochs": epochs,
                               "budget_epsilon": budget}.items() if v is not None}
+    # Paths as the settings resolved them (absolute): Airflow's tasks run in other folders.
+    conf.update(source_conf({k: getattr(settings.data, k.split(".")[1]) if v is not None
+                             else None for k, v in sources.items()}))
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn(
         "{task.completed}/{task.total} tasks"), TimeElapsedColumn(), console=err)
     task = bar.add_task("airflow: starting", total=len(STAGES))
@@ -142,12 +159,15 @@ def run(
 def pipeline(
     ctx: typer.Context,
     dataset: Dataset = None, mode: Mode = None, dp: DP = None, epochs: Epochs = None,
-    budget: Budget = None,
+    budget: Budget = None, events: Events = None, items: Items = None, users: Users = None,
+    columns: Columns = None, item_attributes: ItemAttributes = None,
+    timestamp_unit: TimestampUnit = None,
 ) -> None:
     """Run the same pipeline stages in this process, without Airflow."""
     from recops.orchestration import pipeline as pl
 
-    settings = ctx.obj.settings(**_overrides(dataset, mode, dp, epochs, budget))
+    sources = source_overrides(events, items, users, columns, item_attributes, timestamp_unit)
+    settings = ctx.obj.settings(**_overrides(dataset, mode, dp, epochs, budget), **sources)
     timing = Table(title="stages")
     timing.add_column("stage")
     timing.add_column("seconds", justify="right")

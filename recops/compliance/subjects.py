@@ -44,15 +44,14 @@ __all__ = ["erase", "parse_user_id", "retrain_required", "show", "subject_hash",
 
 
 def parse_user_id(raw: str | int) -> int:
-    """A user id from the command line: a non-negative integer, as in the schema."""
-    try:
-        uid = int(str(raw).strip())
-    except ValueError:
-        raise DataError(f"user id {raw!r} is not an integer (the lake's {schema.USER_ID} "
-                        "column is int64)") from None
-    if uid < 0:
-        raise DataError(f"user id {uid} is negative; user ids are >= 0")
-    return uid
+    """A user id from the command line, as the team writes it: an integer is itself, any other
+    text (a customer id, a UUID) is its internal id in the lake's id map."""
+    from recops.core.idmap import internal_id
+
+    text = str(raw).strip()
+    if text.startswith("-") and text[1:].isdigit():
+        raise DataError(f"user id {text} is negative; user ids are >= 0")
+    return internal_id(text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,6 +324,12 @@ def erase(settings: Settings, user_id: int, *, reason: str = "data subject erasu
         removed += places.erase(settings, place, user_id)
         done.append(place.to_dict())
     online = online_store.delete_user_rows(settings, user_id) if online else 0
+    from recops.core.idmap import IdMap
+
+    mapped = IdMap(settings.paths.lake, "users").forget(user_id)  # the team's id goes too
+    if mapped:
+        done.append({"kind": "idmap", "where": "id map", "path": str(IdMap(
+            settings.paths.lake, "users").root), "rows": mapped})
     if online:
         done.append({"kind": "online", "where": "online store",
                      "path": online_store.where(settings), "rows": online})

@@ -34,6 +34,26 @@ def sha256_frame(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
+class FrameHash:
+    """:func:`sha256_frame` of a frame fed in row chunks: the same digest as the whole frame's."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._dtypes: bytes | None = None
+
+    def update(self, df: pd.DataFrame) -> None:
+        dtypes = json.dumps([(c, str(t)) for c, t in df.dtypes.items()]).encode()
+        if self._dtypes is None:
+            self._dtypes = dtypes
+            self._h.update(dtypes)
+        elif dtypes != self._dtypes:
+            raise ValueError(f"a chunk's columns/dtypes {dtypes!r} differ from the first's")
+        self._h.update(pd.util.hash_pandas_object(df, index=False).values.tobytes())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
 def code_version() -> str:
     """The checkout's git commit (``+dirty`` with uncommitted changes), else 'unknown'."""
     import subprocess

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from recops import schema
-from recops.data import files, movielens, movielens_fetch
+from recops.data import files, movielens, movielens_fetch, postgres
 from recops.data.files import read_frame
-from recops.data.tables import Tables
+from recops.data.tables import Tables, stage_chunks
 from recops.errors import DataError
 
 if TYPE_CHECKING:
@@ -21,13 +22,18 @@ if TYPE_CHECKING:
     from recops.core.lake import Lake
 
 SYNTHETIC = "synthetic"
-SUPPORTED = (*movielens_fetch.FORMATS, SYNTHETIC)
+FILES = "files"  # a team's own events, items and users (data.events, data.items, data.users)
+SUPPORTED = (*movielens_fetch.FORMATS, SYNTHETIC, FILES)
 
 
 def load_dataset(settings: Settings, *, base_url: str = movielens_fetch.BASE_URL,
                  progress: movielens_fetch.ProgressFn | None = None) -> Tables:
     """The dataset named by ``settings.data.dataset`` as canonical tables."""
     name = settings.data.dataset
+    if name == FILES:
+        from recops.data.team import load_files
+
+        return load_files(settings)
     if name == SYNTHETIC:
         from recops.data.synthetic import generate_from_settings
 
@@ -72,13 +78,16 @@ def dataset_status(settings: Settings) -> list[DatasetStatus]:
 
 def read_interactions_file(source: str | Path, rename: Mapping[str, str] | None = None,
                            ) -> pd.DataFrame:
-    """A batch of interactions (CSV, Parquet or JSON lines; a path or fsspec URL), canonical.
+    """A batch of interactions (CSV, Parquet, JSON lines or a PostgreSQL table/query), canonical.
 
     ``rename`` maps the file's column names to the canonical ones. ``rating`` may be absent
     (implicit events), ``event_type`` defaults to "rating" when a rating is given and "view"
     otherwise; ``event_timestamp`` is ISO-8601 (naive means UTC) or epoch seconds.
     """
-    df = read_frame(source, files.INTERACTIONS, rename=rename, others=False)
+    return _with_defaults(read_frame(source, files.INTERACTIONS, rename=rename, others=False))
+
+
+def _with_defaults(df: pd.DataFrame) -> pd.DataFrame:
     if schema.RATING not in df.columns:
         df[schema.RATING] = np.float32("nan")
     if schema.EVENT_TYPE not in df.columns:
@@ -101,5 +110,48 @@ def incremental_tables(path: str | Path, lake: Lake,
     new = np.setdiff1d(interactions[schema.USER_ID].unique(), users[schema.USER_ID].to_numpy())
     if len(new):
         users = pd.concat([users, pd.DataFrame({schema.USER_ID: new})], ignore_index=True)
-    where = str(path) if "://" in str(path) else Path(path).resolve()
-    return Tables(interactions, items, users, source=f"file:{where}")
+    return Tables(interactions, items, users, source=source_name(path))
+
+
+def stage_incremental(source: str | Path, lake: Lake, staging_root: Path,
+                      rename: Mapping[str, str] | None = None, *,
+                      chunk_bytes: int = files.CHUNK_BYTES) -> tuple[str, dict[str, int]]:
+    """:func:`incremental_tables` staged for validation in bounded memory: (id, rows per table).
+
+    The interactions are read, checked and written one chunk at a time (see
+    :func:`recops.data.files.iter_chunks`); only the set of user ids grows with the source.
+    The staged batch is the one ``stage(incremental_tables(...))`` writes, same id.
+    """
+    chunks = files.iter_chunks(source, files.INTERACTIONS, rename=rename,
+                               chunk_bytes=chunk_bytes)
+    first = next(chunks, None)  # opens the source: a missing file or a bad URL is said first
+    items = lake.read_latest(schema.ITEMS)
+    users = lake.read_latest(schema.USERS)
+    if items.empty:
+        chunks.close()
+        raise DataError(f"the lake at {lake.root} holds no items yet: ingest a dataset first "
+                        "(`recops ingest`, then `recops validate`) before adding a file of events")
+    seen: list[np.ndarray] = [np.empty(0, dtype="int64")]
+
+    def interactions() -> Iterator[pd.DataFrame]:
+        for chunk in itertools.chain([] if first is None else [first], chunks):
+            df = _with_defaults(chunk.to_pandas())
+            seen[0] = np.union1d(seen[0], df[schema.USER_ID].to_numpy())
+            yield df
+
+    def all_users() -> Iterator[pd.DataFrame]:  # staged after the interactions: all ids seen
+        new = np.setdiff1d(seen[0], users[schema.USER_ID].to_numpy())
+        yield (pd.concat([users, pd.DataFrame({schema.USER_ID: new})], ignore_index=True)
+               if len(new) else users)
+
+    return stage_chunks(staging_root, source_name(source), {
+        schema.INTERACTIONS: interactions(), schema.ITEMS: [items], schema.USERS: all_users()})
+
+
+def source_name(source: str | Path) -> str:
+    """How a source is recorded (manifest, lake, audit): ``file:<absolute path or URL>``, or the
+    PostgreSQL URL with its password masked."""
+    if postgres.is_postgres(str(source)):
+        return postgres.redact(str(source))
+    where = str(source) if "://" in str(source) else Path(source).resolve()
+    return f"file:{where}"

@@ -15,6 +15,12 @@ from recops.errors import ConfigError
 # Param (also a `recops run` conf key) -> settings key(s). None means "as configured".
 PARAM_SETTINGS: dict[str, str | tuple[str, ...]] = {
     "dataset": "data.dataset",
+    "events": "data.events",
+    "items": "data.items",
+    "users": "data.users",
+    "columns": "data.columns",
+    "item_attributes": "data.item_attributes",
+    "timestamp_unit": "data.timestamp_unit",
     "mode": "train.mode",
     "dp": "privacy.enabled",
     "budget_epsilon": "privacy.budget_epsilon",
@@ -29,7 +35,8 @@ PARAM_SETTINGS: dict[str, str | tuple[str, ...]] = {
     "nproc_per_node": "train.distributed.nproc_per_node",
 }
 # Which Params each DAG offers.
-PIPELINE_PARAMS = ("dataset", "mode", "dp", "target_epsilon", "budget_epsilon", "epochs",
+PIPELINE_PARAMS = ("dataset", "events", "items", "users", "columns", "item_attributes",
+                   "timestamp_unit", "mode", "dp", "target_epsilon", "budget_epsilon", "epochs",
                    "federated_engine", "clients", "rounds", "nproc_per_node")
 RETRAIN_PARAMS = ("mode", "dp", "budget_epsilon", "replay_fraction", "finetune_epochs",
                   "nproc_per_node")

@@ -2,7 +2,8 @@
 
 Each registered model is a BentoML model ``recops-recommender:<version>`` holding
 ``checkpoint.pt`` (the checkpoint dict), ``metadata.json`` (the full registry metadata),
-``items.parquet`` (the catalogue it serves: id, title) and ``popular.json`` (fallback ranking).
+``items.parquet`` (the catalogue it serves: id, title, the team's id) and ``popular.json``
+(fallback ranking).
 The champion is ``<bentoml_home>/champion.json``, replaced atomically (write, fsync, rename)
 under a lock; it keeps the stack of earlier champions so ``rollback`` can restore them.
 """
@@ -36,6 +37,7 @@ CHAMPION = "champion"
 CHECKPOINT_FILE = "checkpoint.pt"
 METADATA_FILE = "metadata.json"
 ITEMS_FILE = "items.parquet"
+EXTERNAL_ID = "external_id"  # items.parquet: each item's id as the team writes it
 POPULAR_FILE = "popular.json"
 
 
@@ -102,6 +104,11 @@ def _catalogue(settings: Settings, item_ids: list[int], items: pd.DataFrame | No
     else:
         cat[schema.TITLE] = None
     cat[schema.TITLE] = cat[schema.TITLE].astype("string").fillna("")
+    # The team's own ids (SKUs, slugs), so the service answers in them without the lake.
+    from recops.core.idmap import IdMap
+
+    cat[EXTERNAL_ID] = pd.Series([str(e) for e in IdMap(settings.paths.lake, "items")
+                                  .external_ids(item_ids)], dtype="string")
     return cat
 
 

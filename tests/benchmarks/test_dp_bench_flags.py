@@ -27,6 +27,10 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
     ("bench_fedadam_arith.py", ["--server-lr", "0"], "must be > 0"),
     ("bench_fedadam_arith.py", ["--forms", "yogi"], "--forms must be among"),
     ("bench_fedadam_arith.py", ["--seeds", "x"], "invalid int value"),
+    ("bench_own_superlink.py", ["--clients", "1"], "--clients must be at least 2"),
+    ("bench_own_superlink.py", ["--rounds", "0"], "--rounds must be at least 1"),
+    ("bench_own_superlink.py", ["--clients", "4", "--users", "90"], "--users must be at least 100"),
+    ("bench_own_superlink.py", ["--items", "5"], "--items must be at least 20"),
 ])
 def test_bad_flags_exit_2_with_a_message(script, args, says) -> None:
     got = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,

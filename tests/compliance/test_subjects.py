@@ -207,10 +207,11 @@ def test_cli_subject_show_and_erase(monkeypatch, capsys, settings, world) -> Non
     code, text = run_cli_text(monkeypatch, capsys, "--home", str(settings.paths.home),
                               "subject", "show", str(USER), "--json")
     assert code == 0 and json.loads(text)["events"] == world["rows"]
-    for bad in ("abc", "-3", "1.5"):
+    for bad, says in (("-3", "user id -3 is negative"), ("", "is not usable"),
+                      ("x" * 300, "is not usable"), ("abc", "held nowhere")):
         code, text = run_cli_text(monkeypatch, capsys, "--home", str(settings.paths.home),
                                   "subject", "erase", "--yes", "--", bad)
-        assert code == 2 and "user id" in text and "Traceback" not in text
+        assert code == 2 and says in text and "Traceback" not in text, text
     code, text = run_cli_text(monkeypatch, capsys, "--home", str(settings.paths.home),
                               "subject", "erase", str(USER), "--yes", "--reason", "ticket 42")
     assert code == 0 and "row(s) removed" in text and world["tag"] in text

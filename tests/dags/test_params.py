@@ -21,7 +21,10 @@ def test_pipeline_params_are_generated_from_the_settings_fields() -> None:
     assert set(params) == set(PIPELINE_PARAMS) <= set(PARAM_SETTINGS)
     dataset = params["dataset"].schema
     assert dataset["type"] == ["null", "string"]
-    assert dataset["enum"] == [None, "ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "synthetic"]
+    assert dataset["enum"] == [None, "ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "synthetic",
+                               "files"]
+    for source in ("events", "items", "users"):  # a team's own files, from the trigger form
+        assert params[source].value is None and "string" in params[source].schema["type"]
     description = params["dataset"].description
     assert "data.dataset" in description and "MovieLens" in description
     assert params["dataset"].value is None  # empty: as configured

@@ -103,7 +103,7 @@ def test_a_client_without_its_data_fails_loudly(prepared) -> None:
 
     s, run_dir, model = prepared()
     (run_dir / "partitions" / client_file(1)).unlink()
-    with pytest.raises(Exception, match="client-0001.pkl is missing"):
+    with pytest.raises(Exception, match="client-0001/users.pkl is missing"):
         app(_message(arrays_from_model(model), "train"), _context(s, run_dir, 1, 3))
 
 

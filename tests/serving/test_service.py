@@ -116,7 +116,10 @@ BAD = [
     ("/recommend", {"user_id": 1, "k": 5, "mood": "happy"}, 400, "extra"),
     ("/recommend", {"user_id": 1, "k": 0}, 400, "greater than or equal to 1"),
     ("/recommend", {"user_id": 1, "k": 101}, 400, "serving.max_k"),
-    ("/recommend", {"user_id": "one", "k": 5}, 400, "valid integer"),
+    # Ids are the team's: an integer or a string, but not an empty or padded one.
+    ("/recommend", {"user_id": "", "k": 5}, 400, "at least 1 character"),
+    ("/recommend", {"user_id": " one", "k": 5}, 400, "should match pattern"),
+    ("/recommend", {"user_id": True}, 400, "valid integer"),
     ("/recommend", {"user_id": 1.5}, 400, "valid integer"),
     ("/recommend", {"user_id": -3}, 400, "greater than or equal to 0"),
     ("/recommend", {"user_id": 1, "exclude_seen": "yes"}, 400, "valid boolean"),
@@ -131,7 +134,10 @@ BAD = [
                    "timestamp": "2999-01-01T00:00:00Z"}, 400, "outside"),
     ("/feedback", {"user_id": 1, "item_id": 10, "event_type": "view", "timestamp": "soon"}, 400,
      "datetime"),
+    ("/feedback", {"user_id": "c-1", "item_id": "SKU-404", "event_type": "view"}, 404,
+     "'SKU-404' is not in the catalogue"),
     ("/similar", {"item_id": 7}, 404, "unknown"),
+    ("/similar", {"item_id": "SKU-404"}, 404, "'SKU-404' is unknown"),
     ("/similar", {"item_id": 10, "k": 1000}, 400, "serving.max_k"),
 ]
 

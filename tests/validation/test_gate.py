@@ -96,6 +96,18 @@ def test_bad_batch_is_quarantined_whole(case: str, settings, lake: Lake, tmp_pat
     assert json.loads((qpath / quarantine.RESULT).read_text())["interactions"]["success"] is False
 
 
+def test_a_view_and_a_click_in_the_same_second_both_land(settings, lake: Lake,
+                                                          tmp_path: Path) -> None:
+    df = make_interactions(200, seed=3)
+    click = df.iloc[[5]].assign(**{schema.EVENT_TYPE: "click", schema.RATING: np.nan})
+    path = tmp_path / "interactions.parquet"
+    pd.concat([df, click], ignore_index=True).to_parquet(path, index=False)
+    before = len(lake.read(schema.INTERACTIONS))
+    v, accepted, _ = gate.submit_files(settings, path, land=True)
+    assert v.passed and accepted is not None, v.failed
+    assert len(lake.read(schema.INTERACTIONS)) == before + 201
+
+
 def test_string_ratings_in_csv_are_quarantined(settings, lake: Lake, tmp_path: Path) -> None:
     path = tmp_path / "interactions.csv"
     make_interactions(50, seed=3).astype({schema.RATING: object}).assign(
