@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from recops.config_base import Section
 
@@ -38,6 +38,33 @@ class ModelSettings(Section):
             raise ValueError(f"model.d_model ({self.d_model}) must be divisible by "
                              f"model.n_heads ({self.n_heads})")
         return self
+
+
+class DistributedSettings(Section):
+    """Data-parallel training across processes (torchrun, DistributedDataParallel)."""
+
+    SECTION: ClassVar[str] = "train.distributed"
+
+    nproc_per_node: int = Field(1, ge=1, le=1024, description=(
+        "Training processes per node, launched by torchrun (1 with nnodes 1: one process, no "
+        "torchrun). Each takes train.batch_size / nproc_per_node samples a step and "
+        "train.num_threads / nproc_per_node threads."))
+    nnodes: int = Field(1, ge=1, le=1024, description=(
+        "Nodes taking part (torchrun --nnodes); every node runs the same command against a "
+        "shared RECOPS_HOME."))
+    rdzv_endpoint: str = Field("127.0.0.1:29400", description=(
+        "host:port of torchrun's c10d rendezvous (on one node: a free local port)."))
+    rdzv_id: str = Field("recops", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description=(
+        "Rendezvous run id: the nodes of one training run share it."))
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"must be host:port with a port in 1..65535, e.g. 127.0.0.1:29400 "
+                             f"(got {value!r})")
+        return value
 
 
 class TrainSettings(Section):
@@ -94,6 +121,7 @@ class TrainSettings(Section):
     # Model selection: train each of these model kinds (centralised, without DP) and keep the one
     # best on validation gate.metric as the challenger. Empty: train model.kind alone.
     candidates: list[ModelKind] = []
+    distributed: DistributedSettings = DistributedSettings()
 
 
 class PrivacySettings(Section):

@@ -65,7 +65,9 @@ def section_options(section: str, model: type[BaseModel], *,
         decls = [*(names or {}).get(name, ["--" + name.replace("_", "-")]),
                  *(aliases or {}).get(name, ())]
         key = f"{section}.{name}"
-        out.append(SettingOption(key, f"{section}__{name}", _option(key, field, decls)))
+        # A parameter name is an identifier: "train.distributed" becomes train__distributed.
+        param = f"{section.replace('.', '__')}__{name}"
+        out.append(SettingOption(key, param, _option(key, field, decls)))
     return out
 
 

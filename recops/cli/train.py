@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from recops.cli.options import section_options, with_setting_options
+from recops.config_training import DistributedSettings
+
 out = Console()
+# --nproc-per-node, --nnodes, --rdzv-endpoint, --rdzv-id: train.distributed's fields.
+DISTRIBUTED = section_options("train.distributed", DistributedSettings)
 
 
 def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
@@ -26,6 +31,7 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+@with_setting_options(DISTRIBUTED)
 def train(
     ctx: typer.Context,
     kind: Annotated[str | None, typer.Option("--kind", help="sasrec, mf, pop, ease "
@@ -53,8 +59,11 @@ def train(
     init: Annotated[Path | None, typer.Option("--init", help="Warm-start from this checkpoint.",
                     dir_okay=False)] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    overrides: dict[str, Any] | None = None,
 ) -> None:
-    """Train a recommender on the lake (chronological leave-last-out), print validation metrics."""
+    """Train a recommender on the lake (chronological leave-last-out), print validation metrics.
+
+    With --nproc-per-node N (train.distributed) torchrun trains it in N processes."""
     from recops.core.lake import Lake
     from recops.core.runs import RunDir
     from recops.errors import ConfigError
@@ -66,7 +75,8 @@ def train(
         "model.kind": kind, "train.epochs": epochs, "privacy.dp_epochs": epochs,
         "train.max_minutes": max_minutes, "model.max_len": max_len,
         "model.d_model": d_model, "train.lr": lr, "train.batch_size": batch_size,
-        "model.text_init": text_init, "privacy.enabled": dp, "privacy.target_epsilon": epsilon})
+        "model.text_init": text_init, "privacy.enabled": dp, "privacy.target_epsilon": epsilon,
+        **(overrides or {})})
     if resume and not run_id:
         raise ConfigError("--resume needs --run-id (the run to continue)")
     run = RunDir.of(settings, run_id or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S"))

@@ -129,10 +129,13 @@ def fit(settings: Settings, run: RunDir, tables: LakeTables, labelled: pd.DataFr
         details: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one model (centralised or federated by ``train.mode``) and keep it in ``run``.
 
+    With ``train.distributed`` above one process (centralised), torchrun trains it
+    (:func:`recops.training.launch.train_distributed`; its log under ``<run>/ddp``).
     Writes the labelled frame, the trainer's result (checkpoint, history, privacy), the
     training record ``train.json`` (``key`` — the inputs that make this training reusable —
     plus what happened, plus ``details``) and the ``train`` audit record. Returns the record.
     """
+    from recops.training.distributed import world_size
     from recops.training.privacy import PrivacyLedger
     from recops.training.sequences import SequenceData
 
@@ -140,6 +143,14 @@ def fit(settings: Settings, run: RunDir, tables: LakeTables, labelled: pd.DataFr
                                       negatives=tables.negatives)
     run.write_frame(RunDir.LABELS, labelled)
     ledger = PrivacyLedger(settings.paths.privacy_ledger)
+    distributed = world_size(settings) > 1
+    if distributed and settings.train.mode == "federated":
+        raise TrainingError("train.distributed is for centralised training; federated "
+                            "training spreads over Flower clients (federated.*): set "
+                            "train.distributed.nproc_per_node 1 and nnodes 1")
+    if distributed and settings.train.candidates:
+        raise TrainingError("train.candidates (model selection) trains in one process: clear "
+                            "the candidates or set train.distributed.nproc_per_node 1")
     started = time.perf_counter()
     federated: dict[str, Any] | None = None
     if settings.train.mode == "federated":
@@ -160,6 +171,15 @@ def fit(settings: Settings, run: RunDir, tables: LakeTables, labelled: pd.DataFr
                                 "scratch: it cannot resume or warm-start; clear the candidates")
         result, candidates = select_model(settings, data, progress=progress)
         details = {**(details or {}), "candidates": candidates}
+    elif distributed:
+        if resume:
+            raise TrainingError("resume is for one training process: with "
+                                "train.distributed a run starts over")
+        from recops.training.launch import train_distributed
+
+        result = train_distributed(settings, data, run.file("ddp"), init=init,
+                                   run_id=run.run_id, progress=progress)
+        details = {**(details or {}), "distributed": result.checkpoint.get("distributed")}
     else:
         from recops.training.trainer import train_model
 

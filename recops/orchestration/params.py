@@ -32,12 +32,14 @@ PARAM_SETTINGS: dict[str, str | tuple[str, ...]] = {
     "replay_fraction": "retrain.replay_fraction",
     "finetune_epochs": "retrain.finetune_epochs",
     "min_events": "platform.min_new_events",
+    "nproc_per_node": "train.distributed.nproc_per_node",
 }
 # Which Params each DAG offers.
 PIPELINE_PARAMS = ("dataset", "events", "items", "users", "columns", "item_attributes",
                    "timestamp_unit", "mode", "dp", "target_epsilon", "budget_epsilon", "epochs",
-                   "federated_engine", "clients", "rounds")
-RETRAIN_PARAMS = ("mode", "dp", "budget_epsilon", "replay_fraction", "finetune_epochs")
+                   "federated_engine", "clients", "rounds", "nproc_per_node")
+RETRAIN_PARAMS = ("mode", "dp", "budget_epsilon", "replay_fraction", "finetune_epochs",
+                  "nproc_per_node")
 WATCH_PARAMS = ("min_events",)
 
 # JSON-schema keywords of a field that an Airflow Param keeps.
@@ -52,8 +54,10 @@ def _keys(name: str) -> tuple[str, ...]:
 
 def field_schema(key: str) -> tuple[dict[str, Any], str]:
     """A settings key's JSON schema (its non-null form: type, enum, bounds) and description."""
-    section, name = key.split(".")
-    model: Any = Settings.model_fields[section].annotation
+    *sections, name = key.split(".")
+    model: Any = Settings
+    for section in sections:  # nested sections: train.distributed.nproc_per_node
+        model = model.model_fields[section].annotation
     prop = model.model_json_schema()["properties"][name]
     (value,) = [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
     schema = {k: v for k, v in value.items() if k in _KEYWORDS}
@@ -74,8 +78,9 @@ def dag_params(names: Iterable[str], configured: Settings | None = None) -> dict
         key = _keys(name)[0]
         schema, description = field_schema(key)
         if configured is not None:
-            section, field = key.split(".")
-            value = getattr(getattr(configured, section), field)
+            value: Any = configured
+            for part in key.split("."):
+                value = getattr(value, part)
             out[name] = Param(value, description=f"{description} ({key})", **schema)
             continue
         schema["type"] = ["null", schema["type"]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from recops.errors import TrainingError
 from recops.training.privacy import (
@@ -79,7 +79,10 @@ class PrivateTraining:
 
     @property
     def base_model(self) -> nn.Module:
-        return getattr(self.model, "_module", self.model)
+        inner: Any = self.model
+        while hasattr(inner, "_module") or hasattr(inner, "module"):  # GradSampleModule, DPDDP
+            inner = getattr(inner, "_module", None) or inner.module
+        return cast("nn.Module", inner)
 
     @property
     def steps_taken(self) -> int:
@@ -206,6 +209,13 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer,
     if problems:
         raise TrainingError("the model cannot be trained with Opacus: "
                             + "; ".join(str(p) for p in problems))
+    from opacus.distributed import DifferentiallyPrivateDistributedDataParallel
+
+    if (isinstance(model, DifferentiallyPrivateDistributedDataParallel)
+            and cfg.clipping == "adaptive"):
+        raise TrainingError("privacy.clipping 'adaptive' has no distributed form in Opacus: "
+                            "with train.distributed.nproc_per_node or nnodes above 1 use ghost, "
+                            "flat or per_layer")
     ghost = cfg.clipping == "ghost"
     criterion = torch.nn.CrossEntropyLoss(ignore_index=ignore_index)
     try:

@@ -22,6 +22,7 @@ from recops.training.models import Recommender
 
 if TYPE_CHECKING:
     from recops.config import Settings
+    from recops.training.distributed import Ranks
     from recops.training.dp import PrivateTraining
     from recops.training.schedule import TrainingBudget
 
@@ -64,6 +65,9 @@ class LocalTraining:
 
     ``optimizer`` is the plain optimiser (under DP the one Opacus wraps): its state is what a
     resume restores. ``global_params`` are the starting weights FedProx pulls towards.
+    ``ddp`` is the model's :class:`BatchLoss` in DistributedDataParallel (training across
+    processes without DP): each step's loss goes through it, so the gradients are averaged
+    over the ranks.
     """
 
     model: nn.Module
@@ -72,6 +76,28 @@ class LocalTraining:
     options: LocalOptions
     private: PrivateTraining | None = None
     global_params: list[torch.Tensor] | None = None
+    ddp: nn.Module | None = None
+
+
+class BatchLoss(nn.Module):
+    """A batch's loss without DP as a module (what DistributedDataParallel wraps: DDP averages
+    the gradients of what its forward computed). Returns (the loss to step on, its per-sample
+    mean for reporting); ``loss_weighting`` "position" averages over predicted positions."""
+
+    def __init__(self, core: Recommender, loss_weighting: str = "sequence",
+                 negatives: int = 0) -> None:
+        super().__init__()
+        self.core, self.loss_weighting, self.negatives = core, loss_weighting, negatives
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None,
+                user_negs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        per_sample = self.core.training_loss(x, y, self.negatives, weights=weights,
+                                             user_negatives=user_negs)
+        if self.loss_weighting == "position":
+            n_pos = (self.core._clip_len(y) > 0).sum(1).to(per_sample.dtype)
+            return (per_sample * n_pos).sum() / n_pos.sum().clamp(min=1), per_sample.mean()
+        loss = per_sample.mean()
+        return loss, loss
 
 
 def centralised_options(settings: Settings, n_samples: int) -> LocalOptions:
@@ -105,9 +131,14 @@ def client_options(settings: Settings, proximal_mu: float = 0.0) -> LocalOptions
 
 
 def start_local(model: nn.Module, loader: Loader, settings: Settings,
-                options: LocalOptions) -> LocalTraining:
+                options: LocalOptions, ranks: Ranks | None = None) -> LocalTraining:
     """The optimiser over ``model``'s trainable parameters and, with ``options.dp_epochs``,
-    Opacus' DP-SGD around it (one loader sample per user); the model trains in place."""
+    Opacus' DP-SGD around it (one loader sample per user); the model trains in place.
+
+    With ``ranks`` (one process of a torch.distributed group) the model trains data-parallel:
+    in DistributedDataParallel (``loader`` already this rank's shard), or under DP-SGD in
+    Opacus' DPDDP, whose Poisson loader shards ``loader``'s whole dataset itself.
+    """
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer: torch.optim.Optimizer = (
         torch.optim.SGD(trainable, lr=options.lr, weight_decay=options.weight_decay)
@@ -124,12 +155,24 @@ def start_local(model: nn.Module, loader: Loader, settings: Settings,
         if options.dp_noise_seed is not None:
             device = next(model.parameters()).device
             generator = torch.Generator(device).manual_seed(options.dp_noise_seed)
+        if ranks is not None:
+            from opacus.distributed import DifferentiallyPrivateDistributedDataParallel
+
+            model = DifferentiallyPrivateDistributedDataParallel(model)
         private = make_private(model, optimizer, loader, settings,
                                # torch's Dataset declares no __len__; this one is a TensorDataset.
                                n_users=len(loader.dataset),  # type: ignore[arg-type]
                                epochs=options.dp_epochs, batch_size=options.dp_batch_size,
                                noise_generator=generator)
-    return LocalTraining(model, loader, optimizer, options, private, global_params)
+    ddp = None
+    if ranks is not None and private is None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        on_gpu = ranks.device.type == "cuda"
+        ddp = DistributedDataParallel(
+            BatchLoss(_core(model), options.loss_weighting, options.negatives),
+            device_ids=[ranks.device] if on_gpu else None)
+    return LocalTraining(model, loader, optimizer, options, private, global_params, ddp)
 
 
 def train_local(local: LocalTraining, *, epochs: int,
@@ -145,12 +188,17 @@ def train_local(local: LocalTraining, *, epochs: int,
                       weight_decay=o.weight_decay, proximal_mu=o.proximal_mu,
                       global_params=local.global_params, optimizer=local.optimizer,
                       private=local.private, on_batch=on_batch,
-                      loss_weighting=o.loss_weighting, negatives=o.negatives, budget=budget)
+                      loss_weighting=o.loss_weighting, negatives=o.negatives, budget=budget,
+                      ddp=local.ddp)
 
 
 def _core(model: nn.Module) -> Recommender:
-    # A Recommender, or an Opacus wrapper holding one as ``_module``.
-    return cast(Recommender, getattr(model, "_module", model))
+    """The Recommender inside Opacus' GradSampleModule (``_module``) and the data-parallel
+    wrappers (``module``), or ``model`` itself."""
+    inner: Any = model
+    while not isinstance(inner, Recommender):
+        inner = getattr(inner, "_module", None) or inner.module
+    return inner
 
 
 def fit_epochs(model: nn.Module, loader: Loader, *, epochs: int, lr: float,
@@ -160,7 +208,8 @@ def fit_epochs(model: nn.Module, loader: Loader, *, epochs: int, lr: float,
                private: PrivateTraining | None = None,
                on_batch: Callable[[float], None] | None = None,
                loss_weighting: str = "sequence", negatives: int = 0,
-               budget: TrainingBudget | None = None) -> LocalResult:
+               budget: TrainingBudget | None = None,
+               ddp: nn.Module | None = None) -> LocalResult:
     """The step loop: ``epochs`` passes over ``loader`` (what :func:`train_local` runs).
 
     ``proximal_mu`` with ``global_params`` adds FedProx's (mu/2)·||w - w_global||².
@@ -169,6 +218,7 @@ def fit_epochs(model: nn.Module, loader: Loader, *, epochs: int, lr: float,
     averages a batch over its predicted positions instead of its samples and ``negatives`` > 0
     samples the softmax (neither under DP); ``budget`` sets each step's learning rate (its
     schedule) and counts the steps. Without ``optimizer`` (and ``private``), Adam at ``lr``.
+    ``ddp``: the :class:`BatchLoss` in DistributedDataParallel that computes each loss.
     """
     core = _core(private.model if private is not None else model)
     if core.closed_form and core.kind != "pop":
@@ -211,8 +261,12 @@ def fit_epochs(model: nn.Module, loader: Loader, *, epochs: int, lr: float,
                 step_lr = budget.next_lr()
                 for group in optimizer.param_groups:
                     group["lr"] = step_lr
-            loss, value = _batch_loss(core, model, x, y, private, loss_weighting, negatives,
-                                      weights, user_negs)
+            if ddp is not None:
+                loss, mean_loss = ddp(x, y, weights, user_negs)
+                value = float(mean_loss.item())
+            else:
+                loss, value = _batch_loss(core, model, x, y, private, loss_weighting, negatives,
+                                          weights, user_negs)
             if proximal_mu and global_params is not None:  # (None was refused above)
                 prox = sum(((p - g.detach()) ** 2).sum() for p, g in zip(params, global_params,
                                                                           strict=True))
@@ -238,10 +292,5 @@ def _batch_loss(core: Recommender, model: nn.Module, x: torch.Tensor, y: torch.T
     if private is not None:
         loss = private.loss(model(x), core._clip_len(y))
         return loss, float(loss.item()) if hasattr(loss, "item") else float(loss)
-    per_sample = core.training_loss(x, y, negatives, weights=weights, user_negatives=user_negs)
-    if loss_weighting == "position":
-        n_pos = (core._clip_len(y) > 0).sum(1).to(per_sample.dtype)
-        weighted = (per_sample * n_pos).sum() / n_pos.sum().clamp(min=1)
-        return weighted, float(per_sample.mean().item())
-    loss = per_sample.mean()
-    return loss, float(loss.item())
+    loss, mean = BatchLoss(core, loss_weighting, negatives)(x, y, weights, user_negs)
+    return loss, float(mean.item())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ from recops.training.sequences import ItemIndex, SequenceData
 
 if TYPE_CHECKING:
     from recops.config import Settings
+    from recops.training.distributed import Ranks
     from recops.training.privacy import PrivacyLedger
 
 
@@ -168,7 +170,8 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
                 text_vectors: np.ndarray | None = None, progress: bool = True,
                 ledger: PrivacyLedger | None = None, run_id: str | None = None,
                 resume_from: dict[str, Any] | None = None,
-                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+                on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                ranks: Ranks | None = None) -> TrainResult:
     """Train ``settings.model.kind`` on ``data``, early-stopping on validation ``gate.metric``.
 
     Writes no file: the caller keeps the result (``TrainResult.save``).
@@ -176,8 +179,15 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
     ``on_epoch`` receives the resumable state after every epoch; ``resume_from`` is such a state
     to continue from. With privacy on, the projected spend is checked against the budget in
     ``ledger`` before training and the actual spend appended after.
+
+    ``ranks``: this process is one rank of a torch.distributed group (torchrun): it trains on
+    its shard of the samples (``train.batch_size`` is the global batch) in
+    DistributedDataParallel, or under DP-SGD in Opacus' DPDDP; rank 0 evaluates, decides early
+    stopping for all and returns the checkpoint (the other ranks return it empty).
     """
-    torch.set_num_threads(settings.train.num_threads)
+    from recops.training import distributed as ddp
+
+    torch.set_num_threads(ddp.rank_threads(settings) if ranks else settings.train.num_threads)
     seed_everything(settings.seed)
     if data.n_users == 0:
         raise TrainingError("no users to train on: the sequence data is empty")
@@ -213,7 +223,8 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
                                                     valid_per_segment=ev.per_segment),
                            history, ev.overall, None)
 
-    device = training_device(settings)
+    device = ranks.device if ranks is not None else training_device(settings)
+    main = ranks is None or ranks.main
     dp = settings.privacy if settings.privacy.enabled else None
     # Under DP the recipe's own epochs (its batch and learning rate: centralised_options).
     epochs = cfg.epochs
@@ -226,8 +237,10 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
             freeze_item_side(model)
     model.to(device)
     loader = make_train_loader(data, settings, settings.seed, max_len=model.max_len)
+    if ranks is not None and dp is None:  # DP: Opacus' Poisson loader shards the whole set
+        loader = ddp.shard_loader(loader, ranks, ddp.rank_batch(settings, ranks.world_size))
     local = start_local(model, loader, settings, centralised_options(
-        settings, len(loader.dataset)))  # type: ignore[arg-type]
+        settings, len(loader.dataset)), ranks)  # type: ignore[arg-type]
     optimizer, private = local.optimizer, local.private
     if private is not None:
         from recops.training.privacy import PrivacyLedger
@@ -253,20 +266,30 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
     # fixed epochs at a constant rate).
     budget = None if dp is not None else TrainingBudget(
         epochs, len(loader), cfg.max_minutes, lr=cfg.lr, schedule=cfg.lr_schedule,
-        elapsed=spent[0], steps=spent[1])
-    with EpochProgress(progress, epochs, len(private.loader if private else loader),
-                   metric) as bar:
+        elapsed=spent[0], steps=spent[1],
+        clock=ddp.synced_clock(device) if ranks is not None else time.monotonic)
+    if ranks is not None and ranks.rank:  # each rank its own dropout, negatives, Poisson draws
+        torch.manual_seed(settings.seed + ranks.rank)
+    with EpochProgress(progress and main, epochs, len(private.loader if private else loader),
+                       metric) as bar:
         bar.advance_to(start_epoch - 1)
         for epoch in range(start_epoch, epochs + 1):
+            started = time.perf_counter()
             loss = train_local(local, epochs=1, on_batch=bar.batch, budget=budget).loss
-            row: dict[str, Any] = {"epoch": epoch, "loss": loss}
-            out_of_time = budget is not None and budget.out_of_time()
+            row: dict[str, Any] = {"epoch": epoch, "loss": loss,
+                                   "train_seconds": round(time.perf_counter() - started, 3)}
+            # One reading of the clock per epoch (across ranks, each reading is a collective).
+            elapsed = budget.elapsed if budget is not None else 0.0
+            out_of_time = (budget is not None and budget.max_seconds is not None
+                           and elapsed >= budget.max_seconds)
             if budget is not None:
-                row["seconds"] = round(budget.elapsed, 3)
+                row["seconds"] = round(elapsed, 3)
             stop = False
             # Under DP, validation data is private too: it is scored once, after the last
             # epoch, and chooses nothing (the last model is kept), so ε covers every use of it.
-            if dp is not None and epoch == epochs:
+            if not main:
+                pass  # rank 0 evaluates and decides for every rank (below)
+            elif dp is not None and epoch == epochs:
                 ev = evaluate_model(model, data, "valid", segments=False)
                 row.update(ev.overall)
             elif dp is None and (epoch % cfg.eval_every == 0 or epoch == epochs
@@ -283,17 +306,21 @@ def train_model(settings: Settings, data: SequenceData, *, init: dict[str, Any] 
                     bad += 1
                     stop = bad >= cfg.patience
                 stop = stop or out_of_time
+            if ranks is not None:
+                row, stop = ddp.from_main((row, stop))
             history.append(row)
             bar.epoch_done(epoch, row)
-            if on_epoch is not None:
+            if on_epoch is not None and main:
                 on_epoch({"epoch": epoch, "model_state": model.state_dict(),
                           "optimizer_state": optimizer.state_dict(), "best": best,
                           "best_state": best_state, "bad": bad, "history": history,
                           "torch_rng": torch.get_rng_state(),
                           "loader_rng": loader.generator.get_state(),
-                          "budget_spent": (budget.elapsed, budget.steps) if budget else (0.0, 0)})
+                          "budget_spent": (elapsed, budget.steps) if budget else (0.0, 0)})
             if stop:
                 break
+    if not main:
+        return TrainResult(model.to("cpu").eval(), {}, history)
     if best_state is not None and dp is None:
         model.load_state_dict(best_state)
     model.to("cpu").eval()

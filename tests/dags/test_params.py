@@ -57,3 +57,20 @@ def test_configured_params_default_to_the_configured_value(home: Path) -> None:
     (param,) = dag_params(("min_events",), configured).values()
     assert param.value == 7 and param.schema["type"] == "integer"
     assert "platform.min_new_events" in param.description
+
+
+def test_the_train_tasks_can_run_data_parallel(home: Path) -> None:
+    """Both DAGs offer nproc_per_node (train.distributed.nproc_per_node), checked like it."""
+    from recops.errors import ConfigError
+
+    for names in (PIPELINE_PARAMS, RETRAIN_PARAMS):
+        param = dag_params(names)["nproc_per_node"]
+        assert param.schema["minimum"] == 1 and param.schema["type"] == ["null", "integer"]
+        assert "train.distributed.nproc_per_node" in param.description
+    s = settings_from_params({"nproc_per_node": 2})
+    assert s.train.distributed.nproc_per_node == 2
+    assert settings_from_params({}).train.distributed.nproc_per_node == 1
+    configured = load_settings(overrides={"train.distributed.nproc_per_node": 3})
+    assert dag_params(("nproc_per_node",), configured)["nproc_per_node"].value == 3
+    with pytest.raises(ConfigError, match="train.distributed.nproc_per_node"):
+        settings_from_params({"nproc_per_node": 0})

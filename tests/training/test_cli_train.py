@@ -50,6 +50,27 @@ def test_train_then_evaluate(monkeypatch, capsys, lake, home) -> None:
     assert "hr@5" in json.loads(target.read_text())["overall"]
 
 
+@pytest.mark.slow
+@pytest.mark.integration
+def test_train_in_two_torchrun_processes(monkeypatch, capsys, lake, home) -> None:
+    """`recops train --nproc-per-node 2`: torchrun, gloo, rank 0's model kept in the run."""
+    from recops.core.supervisor import free_port
+
+    code, out, err = run_cli(monkeypatch, capsys, "train", "--run-id", "d2", *SMALL,
+                             "--nproc-per-node", "2",
+                             "--rdzv-endpoint", f"127.0.0.1:{free_port()}")
+    assert code == 0, out + err
+    rdir = home / "runs" / "d2"
+    info = json.loads((rdir / "train.json").read_text())
+    assert info["distributed"] == {"world_size": 2, "backend": "gloo", "nproc_per_node": 2,
+                                   "nnodes": 1}
+    assert info["epochs_run"] == 2 and 0 < info["valid_metrics"]["ndcg@10"] <= 1
+    assert (rdir / "checkpoint.pt").is_file()
+    # The job folder keeps torchrun's log only: the ranks' data and settings are gone.
+    assert sorted(p.name for p in (rdir / "ddp").iterdir()) == ["torchrun.log"]
+    assert "ndcg@10" in out
+
+
 def test_bad_inputs_exit_2_with_one_line(monkeypatch, capsys, home, tmp_path) -> None:
     code, _, err = run_cli(monkeypatch, capsys, "train", *SMALL)
     assert code == 2 and "holds no interactions" in err
