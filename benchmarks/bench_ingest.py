@@ -13,10 +13,14 @@ ru_maxrss (os.wait4):
             written as the staged batch (Parquet);
 - validate: ``recops validate STAGED``: the Great Expectations suites over the staged batch,
             then the lake write of the accepted tables;
-- with --postgres URL, ingest once more from a PostgreSQL table holding the same events.
+- with --postgres URL, ingest once more from a PostgreSQL table holding the same events;
+- with --team, a team's first batch instead: customers and SKUs as text ids (``c-17``,
+  ``SKU-100042``), ISO-8601 times in both formats, ingested with ``recops ingest --events F
+  --items CATALOGUE --columns ...`` into an empty lake (ids hashed into the id map, events of
+  unknown SKUs set aside), the catalogue a CSV of the 50k SKUs with text and a category.
 
-The lake of each run already holds the 50k-SKU catalogue and an earlier 100k-event batch
-(so the referential and drift checks have something to compare with).
+Without --team, the lake of each run already holds the 50k-SKU catalogue and an earlier
+100k-event batch (so the referential and drift checks have something to compare with).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ MAP = ["--map", "customer=user_id", "--map", "sku=item_id", "--map", "event=even
 T0, SPAN = 1_735_689_600, 365 * 86_400  # 2025-01-01, one year of seconds
 
 
-def _chunks(rows: int, seed: int):  # noqa: ANN202 - yields pandas frames
+def _chunks(rows: int, seed: int, team: bool = False):  # noqa: ANN202 - yields pandas frames
     import numpy as np
     import pandas as pd
 
@@ -48,24 +52,28 @@ def _chunks(rows: int, seed: int):  # noqa: ANN202 - yields pandas frames
         n = min(CHUNK, rows - done)
         # One event every `step` seconds: (customer, sku, ts) is unique, as the suite demands.
         ts = T0 + (done + np.arange(n)) * step
-        yield pd.DataFrame({
+        df = pd.DataFrame({
             "customer": rng.integers(1, N_USERS + 1, n),
             "sku": 100_000 + rng.zipf(1.3, n) % N_ITEMS,
             "event": rng.choice(EVENTS, n, p=WEIGHTS),
             "ts": pd.to_datetime(ts, unit="s", utc=True),
         })
+        if team:  # a team's ids: customer and SKU codes as text
+            df["customer"] = "c-" + df["customer"].astype(str)
+            df["sku"] = "SKU-" + df["sku"].astype(str)
+        yield df
         done += n
 
 
-def generate(rows: int, fmt: str, path: Path, seed: int) -> None:
+def generate(rows: int, fmt: str, path: Path, seed: int, team: bool = False) -> None:
     """Write ``rows`` events to ``path`` a million at a time (bounded memory)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     writer = None
-    for df in _chunks(rows, seed):
-        if fmt == "csv":
+    for df in _chunks(rows, seed, team):
+        if fmt == "csv" or team:  # a team's times as ISO-8601 text, in Parquet too
             df["ts"] = df["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         table = pa.Table.from_pandas(df, preserve_index=False)
         if writer is None:
@@ -98,6 +106,21 @@ def prepare_home(home: Path, seed: int) -> None:
         "ts": schema.EVENT_TIMESTAMP})
     first[schema.RATING] = np.float32("nan")
     lake.append(schema.INTERACTIONS, first, "bench-history")
+
+
+def write_catalogue(path: Path) -> None:
+    """A team's catalogue of the N_ITEMS SKUs: a title, a description and a category each."""
+    import pandas as pd
+
+    skus = range(100_000, 100_000 + N_ITEMS)
+    pd.DataFrame({"sku": [f"SKU-{s}" for s in skus],
+                  "title": [f"product {s}" for s in skus],
+                  "description": [f"a product of line {s % 97}" for s in skus],
+                  "category": [f"cat-{s % 40}" for s in skus]}).to_csv(path, index=False)
+
+
+TEAM = ["--columns", "customer=user_id,sku=item_id,event=event_type,ts=timestamp",
+        "--item-attributes", "category"]
 
 
 def run_stage(args: list[str], home: Path) -> tuple[float, float, str]:
@@ -153,6 +176,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/recops-bench-ingest"))
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", action="store_true", help="keep the data files and homes")
+    ap.add_argument("--team", action="store_true",
+                    help="a team's first batch: text ids (c-17, SKU-100042), ingested with "
+                         "--events/--items/--columns into an empty lake")
     ap.add_argument("--postgres", metavar="URL", help="also ingest each size from a PostgreSQL "
                     "table: a database recops_bench_ingest is created on this server "
                     "(e.g. postgresql://postgres@127.0.0.1:5432/postgres), filled from the CSV "
@@ -166,6 +192,8 @@ def main() -> None:
     if min(sizes) < 1000:
         ap.error("--sizes: each size must be at least 1000 events")
     formats = args.formats.split(",")
+    if args.team and args.postgres:
+        ap.error("--team and --postgres: measure one at a time")
     if args.postgres and "csv" not in formats:
         formats.insert(0, "csv")  # the table is filled from the CSV file
     if not set(formats) <= {"csv", "parquet"}:
@@ -185,24 +213,32 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     for rows in sizes:
         for fmt in formats:
-            data = args.work / f"events-{rows}.{fmt}"
+            kind = "team" if args.team else "events"
+            data = args.work / f"{kind}-{rows}.{fmt}"
             if not data.exists():
                 console.print(f"generating {data}", style="dim")
-                generate(rows, fmt, data, args.seed)
+                generate(rows, fmt, data, args.seed, team=args.team)
             home = args.work / f"home-{rows}-{fmt}"
             shutil.rmtree(home, ignore_errors=True)
-            prepare_home(home, args.seed)
             mb = f"{data.stat().st_size / 2**20:,.0f}"
-            s, rss, out = run_stage(["ingest", "--file", str(data), *MAP], home)
+            if args.team:
+                catalogue = args.work / "team-items.csv"
+                write_catalogue(catalogue)
+                ingest = ["ingest", "--events", str(data), "--items", str(catalogue), *TEAM]
+            else:
+                prepare_home(home, args.seed)
+                ingest = ["ingest", "--file", str(data), *MAP]
+            s, rss, out = run_stage(ingest, home)
             staged = next(line.split(":", 1)[1].strip() for line in out.splitlines()
                           if line.startswith("staged id:"))
-            table.add_row(f"{rows:,}", fmt, mb, "ingest", f"{s:.1f}", f"{rss:,.0f}",
+            fmt_shown = f"{fmt} (team ids)" if args.team else fmt
+            table.add_row(f"{rows:,}", fmt_shown, mb, "ingest", f"{s:.1f}", f"{rss:,.0f}",
                           f"{rows / s:,.0f}")
             console.print(f"{rows:,} {fmt} ingest: {s:.1f} s, {rss:,.0f} MB", style="dim")
             s, rss, out = run_stage(["validate", staged], home)
             assert "landed" in out, out
-            table.add_row(f"{rows:,}", fmt, mb, "validate + land", f"{s:.1f}", f"{rss:,.0f}",
-                          f"{rows / s:,.0f}")
+            table.add_row(f"{rows:,}", fmt_shown, mb, "validate + land", f"{s:.1f}",
+                          f"{rss:,.0f}", f"{rows / s:,.0f}")
             console.print(f"{rows:,} {fmt} validate + land: {s:.1f} s, {rss:,.0f} MB",
                           style="dim")
             if fmt == "csv" and args.postgres:
@@ -215,7 +251,7 @@ def main() -> None:
                 shutil.rmtree(home, ignore_errors=True)
         if not args.keep:
             for fmt in formats:
-                (args.work / f"events-{rows}.{fmt}").unlink(missing_ok=True)
+                (args.work / f"{kind}-{rows}.{fmt}").unlink(missing_ok=True)
     console.print(table)
 
 

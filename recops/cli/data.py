@@ -71,7 +71,7 @@ def ingest(
     from recops.data import movielens_fetch
     from recops.data.loaders import load_dataset, source_name, stage_incremental
     from recops.data.tables import stage
-    from recops.data.team import load_files
+    from recops.data.team import stage_files
 
     team = events is not None or items is not None or users is not None
     if file is not None and team:
@@ -95,9 +95,12 @@ def ingest(
                                                 rename=parse_column_map(column_map or [], "--map"))
         source, set_aside = source_name(file), 0
     elif settings.data.dataset == "files":
-        with status.status("reading the team's files"):
-            tables = load_files(settings, Lake(settings.paths.lake))
+        with status.status("reading and staging the team's files"):
+            # The events file one chunk in memory at a time, whatever its size.
+            staged = stage_files(settings, Lake(settings.paths.lake))
         what, where = "files", "the team's files"
+        staged_id, rows, source, set_aside = (staged.staged_id, staged.rows, staged.source,
+                                              staged.set_aside)
     else:
         bar, update = _loading(settings.data.dataset)
         with bar:
@@ -107,7 +110,6 @@ def ingest(
         if what in movielens_fetch.FORMATS:
             where = str(movielens_fetch.find_local(what, settings.data.root,
                                                    settings.paths.datasets))
-    if file is None:
         with status.status("staging"):
             staged_id = stage(settings.paths.staging, tables)
         rows = {name: len(df) for name, df in tables.as_dict().items()}

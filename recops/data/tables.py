@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,13 +53,15 @@ def stage(staging_root: Path, tables: Tables) -> str:
 
 
 def stage_chunks(staging_root: Path, source: str, tables: Mapping[str, Iterable[pd.DataFrame]],
-                 quarantined: pd.DataFrame | None = None) -> tuple[str, dict[str, int]]:
+                 quarantined: pd.DataFrame | Callable[[], pd.DataFrame | None] | None = None,
+                 ) -> tuple[str, dict[str, int]]:
     """:func:`stage` of tables given as row chunks, one chunk in memory at a time.
 
     Each table is conformed and written chunk by chunk; the id is the same as staging the
     whole frames. Nothing appears under ``staging_root`` unless every chunk was written (an
     error raised by a chunk iterator leaves no trace). ``quarantined``: event rows set aside
-    with their reasons, kept beside the batch (``QUARANTINE_DIR``). Returns (id, rows per table).
+    with their reasons, kept beside the batch (``QUARANTINE_DIR``), or a function giving them
+    once every chunk is read. Returns (id, rows per table).
     """
     root = Path(staging_root)
     tmp = root / f".incoming-{uuid.uuid4().hex}"
@@ -72,6 +74,8 @@ def stage_chunks(staging_root: Path, source: str, tables: Mapping[str, Iterable[
                     f, (conform(chunk, name) for chunk in tables[name]), what=name)
         staged_id = sha256_json(hashes)[:16]
         d = root / staged_id
+        if callable(quarantined):
+            quarantined = quarantined()
         if not (d / "manifest.json").exists():
             manifest: dict[str, object] = {
                 "id": staged_id, "source": source, "created_at": datetime.now(UTC).isoformat(),

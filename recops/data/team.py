@@ -11,7 +11,7 @@ reason (``Tables.quarantined``), and the rest loads.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,30 +154,64 @@ def _check_unit(values: pd.Series, secs: pd.Series, ms: bool, where: str, n: int
 
 def read_events(path: str, src: Sources) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A team's events as the canonical interactions (internal ids), and the user id pairs
-    and item id pairs of their non-integer ids (for the id map)."""
+    and item id pairs of their non-integer ids (for the id map). The whole file in memory:
+    :func:`stage_files` streams it instead."""
     rename = dict(src.columns)
     df = read_frame(path, EVENTS, rename=rename, others=False)
-    n = len(df)
-    unknown = ~df[EVENT_TYPE].isin(src.event_types)
-    if unknown.any():
-        first = df.loc[unknown, EVENT_TYPE].iloc[0]
-        raise DataError(f"{path}: column {_label(EVENT_TYPE, rename)}: {int(unknown.sum())} of "
-                        f"{n} row(s) have an unknown event type ({first!r} first); accepted: "
-                        f"{', '.join(src.event_types)} (data.event_roles.roles)")
-    ts = parse_timestamps(df[TIMESTAMP], src.timestamp_unit,
-                          f"{path}: column {_label(TIMESTAMP, rename)}", src.floor)
-    users, user_pairs = internal_ids(df[USER_ID])
-    items, item_pairs = internal_ids(df[ITEM_ID])
-    value = df[VALUE].astype("float64") if VALUE in df else pd.Series(np.nan, index=df.index)
-    rating = value.where(df[EVENT_TYPE].isin(src.rated_types)).astype("float32")
-    # The lake's interactions hold the schema's columns only (its suite refuses others): a
-    # rating event's value is its rating; other values and session ids are read and checked
-    # here but not landed.
-    out = pd.DataFrame({schema.USER_ID: users, schema.ITEM_ID: items, schema.RATING: rating,
-                        schema.EVENT_TYPE: df[EVENT_TYPE].astype("string"),
-                        schema.EVENT_TIMESTAMP: ts})
-    out["_item_external"] = df[ITEM_ID].astype("string")
-    return out, pd.concat([user_pairs.assign(kind="users"), item_pairs.assign(kind="items")])
+    events = _Events(path, src)
+    out = events.canonical(df)
+    events.raise_unknown_types()
+    return out, events.pairs()
+
+
+class _Events:
+    """A team's events file turned canonical one frame (or chunk) at a time: event types are
+    tallied over every frame (one error for the whole file), ids collected for the id map."""
+
+    def __init__(self, path: str, src: Sources) -> None:
+        self.path, self.src, self.rename = path, src, dict(src.columns)
+        self.rows = 0
+        self.unknown: dict[str, int] = {}
+        self._pairs = pd.DataFrame()  # distinct (kind, external, internal) seen so far
+
+    def canonical(self, df: pd.DataFrame) -> pd.DataFrame:
+        src, rename, start = self.src, self.rename, self.rows
+        self.rows += len(df)
+        unknown = ~df[EVENT_TYPE].isin(src.event_types)
+        if unknown.any():
+            for t, k in df.loc[unknown, EVENT_TYPE].value_counts(sort=False).items():
+                self.unknown[str(t)] = self.unknown.get(str(t), 0) + int(k)
+        where = f"{self.path}: column {_label(TIMESTAMP, rename)}"
+        if start or len(df) < self.rows:  # a chunk of a streamed file: say which rows
+            where += f" (rows {start + 1}-{self.rows})"
+        ts = parse_timestamps(df[TIMESTAMP], src.timestamp_unit, where, src.floor)
+        users, user_pairs = internal_ids(df[USER_ID])
+        items, item_pairs = internal_ids(df[ITEM_ID])
+        self._pairs = pd.concat([self._pairs, user_pairs.assign(kind="users"),
+                                 item_pairs.assign(kind="items")],
+                                ignore_index=True).drop_duplicates(ignore_index=True)
+        value = df[VALUE].astype("float64") if VALUE in df else pd.Series(np.nan, index=df.index)
+        rating = value.where(df[EVENT_TYPE].isin(src.rated_types)).astype("float32")
+        # The lake's interactions hold the schema's columns only (its suite refuses others): a
+        # rating event's value is its rating; other values and session ids are read and checked
+        # here but not landed.
+        out = pd.DataFrame({schema.USER_ID: users, schema.ITEM_ID: items, schema.RATING: rating,
+                            schema.EVENT_TYPE: df[EVENT_TYPE].astype("string"),
+                            schema.EVENT_TIMESTAMP: ts})
+        out["_item_external"] = df[ITEM_ID].astype("string")
+        return out
+
+    def raise_unknown_types(self) -> None:
+        if not self.unknown:
+            return
+        first = next(iter(self.unknown))
+        raise DataError(f"{self.path}: column {_label(EVENT_TYPE, self.rename)}: "
+                        f"{sum(self.unknown.values())} of {self.rows} row(s) have an unknown "
+                        f"event type ({first!r} first); accepted: "
+                        f"{', '.join(self.src.event_types)} (data.event_roles.roles)")
+
+    def pairs(self) -> pd.DataFrame:
+        return self._pairs
 
 
 def read_items(path: str, src: Sources) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -279,23 +313,9 @@ def load_files(settings: Settings, lake: Lake | None = None,
     """
     src = sources or Sources.of(settings)
     _check_mapping(src.columns)
-    if src.events is None and src.items is None:
-        raise DataError("no team files given: pass --events and/or --items "
-                        "(or data.events / data.items)")
     pairs: list[pd.DataFrame] = []
-    base_items = lake.read_latest(schema.ITEMS) if lake is not None else None
     base_users = lake.read_latest(schema.USERS) if lake is not None else None
-    if src.items is not None:
-        items, p = read_items(src.items, src)
-        pairs.append(p)
-        if base_items is not None and len(base_items):
-            kept = base_items[~base_items[schema.ITEM_ID].isin(items[schema.ITEM_ID])]
-            items = pd.concat([kept, items], ignore_index=True)
-    elif base_items is not None and len(base_items):
-        items = base_items
-    else:
-        raise DataError("no catalogue: give an items file (--items / data.items) for a first "
-                        "batch; the lake holds no items yet")
+    items = _catalogue(src, lake, pairs)
     quarantined = None
     if src.events is not None:
         events, p = read_events(src.events, src)
@@ -305,14 +325,116 @@ def load_files(settings: Settings, lake: Lake | None = None,
         events = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                                schema.PANDAS_DTYPES[schema.INTERACTIONS].items()})
     users = _users(src, events, base_users, pairs)
+    _add_ids(settings, pairs)
+    return Tables(events, items, users, source=_source(src), quarantined=quarantined)
+
+
+def _catalogue(src: Sources, lake: Lake | None, pairs: list[pd.DataFrame]) -> pd.DataFrame:
+    """The batch's catalogue: its items file over the lake's latest items (a changed item
+    replaces its row), or the lake's items when the batch has none."""
+    if src.events is None and src.items is None:
+        raise DataError("no team files given: pass --events and/or --items "
+                        "(or data.events / data.items)")
+    base_items = lake.read_latest(schema.ITEMS) if lake is not None else None
+    if src.items is not None:
+        items, p = read_items(src.items, src)
+        pairs.append(p)
+        if base_items is not None and len(base_items):
+            kept = base_items[~base_items[schema.ITEM_ID].isin(items[schema.ITEM_ID])]
+            items = pd.concat([kept, items], ignore_index=True)
+        return items
+    if base_items is not None and len(base_items):
+        return base_items
+    raise DataError("no catalogue: give an items file (--items / data.items) for a first "
+                    "batch; the lake holds no items yet")
+
+
+def _add_ids(settings: Settings, pairs: list[pd.DataFrame]) -> None:
     root = settings.paths.lake
     for kind in ("users", "items"):
         got = pd.concat([p[p["kind"] == kind] for p in pairs]) if pairs else pd.DataFrame()
         if len(got):
             IdMap(root, kind).add(got.drop(columns="kind"))
+
+
+def _source(src: Sources) -> str:
     names = [s for s in (src.events, src.items, src.users) if s]
     where = ", ".join(redact_url(s) if "://" in s else str(Path(s).resolve()) for s in names)
-    return Tables(events, items, users, source=f"files:{where}", quarantined=quarantined)
+    return f"files:{where}"
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A team's files staged for validation (:func:`stage_files`)."""
+
+    staged_id: str
+    rows: dict[str, int]
+    source: str
+    set_aside: int
+
+
+def stage_files(settings: Settings, lake: Lake | None = None,
+                sources: Sources | None = None, *, chunk_bytes: int | None = None) -> Staged:
+    """:func:`load_files` staged in bounded memory: the events file is read, checked, mapped
+    and written one chunk at a time (the catalogue and the users file are read whole: they
+    are small beside the events). The staged batch is the one ``stage(load_files(...))`` writes,
+    same id; a problem anywhere in the file stages nothing and adds no id to the map."""
+    from recops.data.files import CHUNK_BYTES, iter_chunks
+    from recops.data.tables import stage_chunks
+
+    src = sources or Sources.of(settings)
+    if src.events is None:  # a catalogue or users batch: small, read whole
+        tables = load_files(settings, lake, src)
+        return _staged(settings, tables)
+    _check_mapping(src.columns)
+    pairs: list[pd.DataFrame] = []
+    items = _catalogue(src, lake, pairs)
+    base_users = lake.read_latest(schema.USERS) if lake is not None else None
+    events = _Events(src.events, src)
+    known_items = items[schema.ITEM_ID].to_numpy()
+    seen_users = [np.empty(0, dtype="int64")]
+    set_aside: list[pd.DataFrame] = []
+    kept = [0]
+
+    def interactions() -> Iterator[pd.DataFrame]:
+        for chunk in iter_chunks(src.events, EVENTS, rename=events.rename,
+                                 chunk_bytes=chunk_bytes or CHUNK_BYTES):
+            out = events.canonical(chunk.to_pandas())
+            external = out.pop("_item_external")
+            known = np.isin(out[schema.ITEM_ID].to_numpy(), known_items)
+            if not known.all():
+                set_aside.append(_reasons(out[~known], external[~known]))
+            out = out[known].reset_index(drop=True)
+            kept[0] += len(out)
+            seen_users[0] = np.union1d(seen_users[0], out[schema.USER_ID].to_numpy())
+            yield out
+        events.raise_unknown_types()  # before the batch is whole: nothing is staged
+        if not kept[0]:
+            raise DataError(f"{src.events}: column 'item_id': none of the {events.rows} row(s) "
+                            "names an item of the catalogue: is the items file the right one?")
+
+    def users() -> Iterator[pd.DataFrame]:  # staged after the events: every user seen
+        yield _users(src, pd.DataFrame({schema.USER_ID: seen_users[0]}), base_users, pairs)
+
+    def quarantined() -> pd.DataFrame | None:  # known once every chunk is read
+        return pd.concat(set_aside, ignore_index=True) if set_aside else None
+
+    source = _source(src)
+    staged_id, rows = stage_chunks(settings.paths.staging, source, {
+        schema.INTERACTIONS: interactions(), schema.ITEMS: [items], schema.USERS: users()},
+        quarantined=quarantined)
+    _add_ids(settings, [*pairs, events.pairs()])
+    n_aside = sum(len(q) for q in set_aside)
+    return Staged(staged_id, rows, source, n_aside)
+
+
+def _staged(settings: Settings, tables: Tables) -> Staged:
+    from recops.data.tables import stage
+
+    staged_id = stage(settings.paths.staging, tables)
+    rows = {name: len(df) for name, df in tables.as_dict().items()}
+    n = 0 if tables.quarantined is None else len(tables.quarantined)
+    return Staged(staged_id, rows, tables.source, n)
 
 
 def _users(src: Sources, events: pd.DataFrame, base: pd.DataFrame | None,
@@ -341,8 +463,13 @@ def _set_aside(events: pd.DataFrame, items: pd.DataFrame, path: str
     if not known.any():
         raise DataError(f"{path}: column 'item_id': none of the {len(events)} row(s) names an "
                         "item of the catalogue: is the items file the right one?")
-    bad = events[~known].copy()
-    bad.insert(0, "external_item_id", external[~known].to_numpy())
+    return events[known].reset_index(drop=True), _reasons(events[~known], external[~known])
+
+
+def _reasons(bad: pd.DataFrame, external: pd.Series) -> pd.DataFrame:
+    """Events set aside (their item is in no catalogue), each with its team item id and why."""
+    bad = bad.copy()
+    bad.insert(0, "external_item_id", external.to_numpy())
     bad[QUARANTINE_REASON] = "item_id " + bad["external_item_id"].astype(str) + \
         " is not in the catalogue"
-    return events[known].reset_index(drop=True), bad.reset_index(drop=True)
+    return bad.reset_index(drop=True)

@@ -55,16 +55,23 @@ def config_hash(settings: Settings) -> str:
 
 def ingest(settings: Settings, run_id: str) -> dict[str, Any]:
     """Load the configured dataset and stage it for validation; returns its ``staged_id``."""
-    from recops.data.loaders import load_dataset
+    from recops.data.loaders import FILES, load_dataset
     from recops.data.tables import stage
 
-    tables = load_dataset(settings)
-    staged_id = stage(settings.paths.staging, tables)
-    rows = {name: len(df) for name, df in tables.as_dict().items()}
+    if settings.data.dataset == FILES:  # a team's events streamed, one chunk at a time
+        from recops.data.team import stage_files
+
+        staged = stage_files(settings)
+        staged_id, rows, source = staged.staged_id, staged.rows, staged.source
+    else:
+        tables = load_dataset(settings)
+        staged_id = stage(settings.paths.staging, tables)
+        rows = {name: len(df) for name, df in tables.as_dict().items()}
+        source = tables.source
     RunDir.of(settings, run_id).audit(
         "ingest", inputs={"dataset": settings.data.dataset}, outputs={"staged_id": staged_id},
-        details={"rows": rows, "source": tables.source})
-    return {"staged_id": staged_id, "source": tables.source, "rows": rows}
+        details={"rows": rows, "source": source})
+    return {"staged_id": staged_id, "source": source, "rows": rows}
 
 
 def validate(settings: Settings, run_id: str, staged_id: str) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from recops.config import load_settings
 from recops.core.idmap import HASHED_FLOOR, IdMap, internal_id
 from recops.core.lake import Lake
 from recops.data.retail_example import write_example
-from recops.data.tables import read_staged
-from recops.data.team import Sources, load_files
+from recops.data.tables import read_staged, stage
+from recops.data.team import Sources, load_files, stage_files
 from recops.errors import ConfigError, DataError
 from tests.conftest import run_cli
 
@@ -309,3 +309,39 @@ def test_parquet_times_and_json_lines_through_a_file_url(settings, tmp_path: Pat
         "2025-10-09 08:53:20.123", tz="UTC")  # milliseconds kept exactly
     assert t.interactions[schema.RATING].isna().tolist() == [True, False]
     assert t.interactions[schema.RATING].iloc[1] == 4.5
+
+
+# ----------------------------------------------------------------------------- streamed
+
+def test_streamed_staging_is_the_whole_files_staging(settings, tmp_path: Path) -> None:
+    """The events file read 16 KiB at a time (15 chunks) stages the very batch that
+    reading it whole does: same id, rows, set-aside rows and id map."""
+    events = pd.read_csv(RETAIL / "events.csv")
+    events.loc[[7, 3000], "item_id"] = "SKU-404"  # set aside, in two different chunks
+    path = _write(tmp_path / "events.csv", events.to_dict("records"))
+    src = Sources(path, str(RETAIL / "items.csv"), users=str(RETAIL / "users.csv"),
+                  item_attributes=("category", "brand"))
+    whole = load_files(settings, sources=src)
+    whole_id = stage(settings.paths.staging, whole)
+    whole_map = IdMap(settings.paths.lake, "users").read()
+    other = load_settings(overrides={"home": tmp_path / "other"})
+    streamed = stage_files(other, sources=src, chunk_bytes=16 << 10)
+    assert streamed.staged_id == whole_id
+    assert streamed.rows == {name: len(df) for name, df in whole.as_dict().items()}
+    assert streamed.set_aside == 2 == len(whole.quarantined)
+    q = pd.read_csv(other.paths.staging / whole_id / "quarantine" / "interactions.csv")
+    assert q["external_item_id"].tolist() == ["SKU-404", "SKU-404"]
+    pd.testing.assert_frame_equal(IdMap(other.paths.lake, "users").read(), whole_map)
+
+
+def test_a_bad_event_type_in_the_last_chunk_stages_nothing(settings, tmp_path: Path) -> None:
+    events = pd.read_csv(RETAIL / "events.csv")
+    events.loc[[100, len(events) - 1], "event_type"] = "wishlist"
+    path = _write(tmp_path / "events.csv", events.to_dict("records"))
+    src = Sources(path, str(RETAIL / "items.csv"))
+    with pytest.raises(DataError, match=rf"events.csv: column 'event_type': 2 of {len(events)} "
+                                        r"row\(s\) have an unknown event type \('wishlist'"):
+        stage_files(settings, sources=src, chunk_bytes=16 << 10)
+    assert not settings.paths.staging.exists() or not [
+        p for p in settings.paths.staging.iterdir() if not p.name.startswith(".")]
+    assert not (settings.paths.lake / "idmap").exists()
