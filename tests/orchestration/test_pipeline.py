@@ -125,14 +125,17 @@ def test_run_pipeline_registers_a_model_with_its_metrics(done: dict) -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_labels_come_from_feast_point_in_time(done: dict) -> None:
-    """The training histories are exactly the events strictly before each label."""
+    """The training histories are exactly the positive events (data.event_roles) strictly
+    before each label."""
     from recops import schema
     from recops.core.lake import Lake
+    from recops.core.roles import split_roles
     from recops.training.splits import history_before
 
     s = done["settings"]
     labelled = pd.read_parquet(Path(done["summary"]["run_dir"]) / "labels.parquet")
-    interactions = Lake(s.paths.lake).read(schema.INTERACTIONS)
+    interactions = split_roles(Lake(s.paths.lake).read(schema.INTERACTIONS),
+                               s.data.event_roles).positives
     expected = history_before(interactions, labelled[[schema.USER_ID, schema.ITEM_ID,
                                                       schema.EVENT_TIMESTAMP, "split"]],
                               s.model.max_len)
