@@ -6,8 +6,8 @@
 Synthetic events in a shop's shape (columns customer, sku, event, ts; view/click/like/
 purchase/dislike; 100k customers, 50k SKUs whatever the size, so only the number of events
 changes) are written under --work as CSV (ISO-8601 times) and Parquet (timestamps). Each stage
-runs as the real command in a child process of its own, and its peak RSS is the child's
-ru_maxrss (os.wait4):
+runs as the real command in a child process of its own, and its peak RSS is the child's VmHWM
+(read as it exits):
 
 - ingest:   ``recops ingest --file F --map ...``: read, typed and checked by the contract,
             written as the staged batch (Parquet);
@@ -123,25 +123,44 @@ TEAM = ["--columns", "customer=user_id,sku=item_id,event=event_type,ts=timestamp
         "--item-attributes", "category"]
 
 
+# The child's own peak: VmHWM of the process after its exec. (ru_maxrss from wait4 is not: Linux
+# carries the forking parent's resident size into the child's maxrss at exec, so a parent that
+# generated 10M events would be counted in every stage it starts.)
+_HWM = """
+import atexit, os, runpy, sys
+def _hwm():
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    with open(os.environ["RECOPS_BENCH_HWM"], "w") as out:
+        out.write(kb)
+atexit.register(_hwm)
+sys.argv = ["recops", *sys.argv[1:]]
+runpy.run_module("recops.cli", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_stage(args: list[str], home: Path) -> tuple[float, float, str]:
     """Run ``recops ARGS`` in a child; (seconds, its peak RSS in MB, its stdout)."""
     import tempfile
 
-    env = {**os.environ, "RECOPS_HOME": str(home), "COLUMNS": "200"}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            tempfile.NamedTemporaryFile("r") as hwm:
+        env = {**os.environ, "RECOPS_HOME": str(home), "COLUMNS": "200",
+               "RECOPS_BENCH_HWM": hwm.name}
         t0 = time.perf_counter()
-        p = subprocess.Popen([sys.executable, "-m", "recops.cli", *args], cwd=REPO, env=env,
-                             stdout=out, stderr=err)
-        _, status, usage = os.wait4(p.pid, 0)  # the child's own rusage: its ru_maxrss
+        p = subprocess.run([sys.executable, "-c", _HWM, *args], cwd=REPO, env=env,
+                           stdout=out, stderr=err, check=False)
         seconds = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         text = out.read()
         if p.returncode != 0:
             raise SystemExit(f"recops {' '.join(args)} failed ({p.returncode}):\n{text}\n"
                              f"{err.read()}")
-    return seconds, usage.ru_maxrss / 1024, text  # kB on Linux
+        kb = hwm.read().strip()
+    if not kb:
+        raise SystemExit(f"recops {' '.join(args)}: no peak RSS recorded")
+    return seconds, int(kb) / 1024, text
 
 
 def ingest_from_postgres(admin: str, csv: Path, home: Path) -> tuple[float, float]:
