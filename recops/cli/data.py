@@ -71,7 +71,7 @@ def ingest(
     from recops.data import movielens_fetch
     from recops.data.loaders import load_dataset, source_name, stage_incremental
     from recops.data.tables import stage
-    from recops.data.team import stage_files
+    from recops.data.team_stage import stage_files
 
     team = events is not None or items is not None or users is not None
     if file is not None and team:

@@ -11,7 +11,7 @@ reason (``Tables.quarantined``), and the rest loads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from recops.core.idmap import IdMap, internal_ids
 from recops.data.contract import Column, Contract
 from recops.data.files import read_frame
 from recops.data.tables import Tables
+from recops.data.timestamps import parse_timestamps
 from recops.errors import DataError
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ EVENTS: Contract = {
 ITEMS: Contract = {ITEM_ID: Column("string")}
 USERS: Contract = {USER_ID: Column("string")}
 _TITLE_NAMES = ("title", "name", "product_name")
-_LATEST = datetime(2100, 1, 1, tzinfo=UTC)  # a time past this is a unit mistake
 QUARANTINE_REASON = "quarantine_reason"
 
 
@@ -81,73 +81,11 @@ def _label(name: str, rename: Mapping[str, str]) -> str:
     return f"'{back[name]}' (mapped to '{name}')" if name in back else f"'{name}'"
 
 
-def _check_mapping(columns: Mapping[str, str]) -> None:
+def check_mapping(columns: Mapping[str, str]) -> None:
     bad = {k: v for k, v in columns.items() if v not in CANONICAL}
     if bad:
         raise DataError(f"column mapping {bad}: the canonical names are {list(CANONICAL)}, "
                         "plus any other column name of an items or users file")
-
-
-# ----------------------------------------------------------------------------- timestamps
-
-def parse_timestamps(raw: pd.Series, unit: str, where: str, floor: datetime) -> pd.Series:
-    """Seconds or milliseconds since 1970 (numbers) or ISO-8601 text, to UTC; a unit that
-    cannot be right (a year past 2100, or before ``floor``) is one line naming the fix."""
-    if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        return raw.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
-    if pd.api.types.is_datetime64_dtype(raw):
-        return raw.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
-    n = len(raw)
-    num = pd.to_numeric(raw, errors="coerce")
-    is_num = num.notna().to_numpy()
-    out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
-    if is_num.any():
-        if unit == "iso":
-            first = raw[is_num].iloc[0]
-            raise DataError(f"{where}: {int(is_num.sum())} of {n} row(s) are numbers ({first!r} "
-                            "first) but data.timestamp_unit is 'iso': set it to s, ms or auto")
-        values = num[is_num].astype("float64")
-        ms = unit == "ms" or (unit == "auto" and float(values.abs().median()) > 1e11)
-        secs = values / 1000.0 if ms else values
-        _check_unit(values, secs, ms, where, n, floor)
-        out[is_num] = pd.to_datetime(values, unit="ms" if ms else "s", utc=True).astype(
-            "datetime64[us, UTC]")
-    text = ~is_num & raw.notna().to_numpy()
-    if text.any():
-        parsed = pd.to_datetime(raw[text], utc=True, errors="coerce", format="ISO8601")
-        bad = parsed.isna().to_numpy()
-        if bad.any():
-            first = raw[text][bad].iloc[0]
-            raise DataError(f"{where}: {int(bad.sum())} of {n} row(s) are not a time ({first!r} "
-                            "first): expected ISO-8601 with a zone, or seconds or milliseconds "
-                            "since 1970")
-        out[text] = parsed.astype("datetime64[us, UTC]")
-        late = (out[text] > _LATEST) | (out[text] < floor)
-        if late.any():
-            raise DataError(f"{where}: {int(late.sum())} of {n} row(s) are outside "
-                            f"[{floor.date()}, {_LATEST.date()}] ({raw[text][late].iloc[0]!r} "
-                            "first)")
-    return out
-
-
-def _check_unit(values: pd.Series, secs: pd.Series, ms: bool, where: str, n: int,
-                floor: datetime) -> None:
-    unit = "milliseconds" if ms else "seconds"
-    high = (secs > _LATEST.timestamp()).to_numpy()
-    low = (secs < floor.timestamp()).to_numpy()
-    for bad, edge in ((high, "after 2100"), (low, f"before {floor.date()}")):
-        if not bad.any():
-            continue
-        first = values[bad].iloc[0]
-        year = 1970 + float(secs[bad].iloc[0]) / 31_557_600
-        if not ms and bad is high and floor.timestamp() <= first / 1000 <= _LATEST.timestamp():
-            hint = "they look like milliseconds: set data.timestamp_unit to ms (or auto)"
-        elif ms and bad is low and floor.timestamp() <= first <= _LATEST.timestamp():
-            hint = "they look like seconds: set data.timestamp_unit to s (or auto)"
-        else:
-            hint = "check the column and data.timestamp_unit"
-        raise DataError(f"{where}: {int(bad.sum())} of {n} row(s) read as {unit} fall "
-                        f"{edge} ({first:.0f} first, year {year:.0f}): {hint}")
 
 
 # ----------------------------------------------------------------------------- files
@@ -158,13 +96,13 @@ def read_events(path: str, src: Sources) -> tuple[pd.DataFrame, pd.DataFrame]:
     :func:`stage_files` streams it instead."""
     rename = dict(src.columns)
     df = read_frame(path, EVENTS, rename=rename, others=False)
-    events = _Events(path, src)
+    events = EventsReader(path, src)
     out = events.canonical(df)
     events.raise_unknown_types()
     return out, events.pairs()
 
 
-class _Events:
+class EventsReader:
     """A team's events file turned canonical one frame (or chunk) at a time: event types are
     tallied over every frame (one error for the whole file), ids collected for the id map."""
 
@@ -312,10 +250,10 @@ def load_files(settings: Settings, lake: Lake | None = None,
     name any item of either. Events whose item is in neither are set aside by row.
     """
     src = sources or Sources.of(settings)
-    _check_mapping(src.columns)
+    check_mapping(src.columns)
     pairs: list[pd.DataFrame] = []
     base_users = lake.read_latest(schema.USERS) if lake is not None else None
-    items = _catalogue(src, lake, pairs)
+    items = catalogue(src, lake, pairs)
     quarantined = None
     if src.events is not None:
         events, p = read_events(src.events, src)
@@ -324,12 +262,12 @@ def load_files(settings: Settings, lake: Lake | None = None,
     else:
         events = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                                schema.PANDAS_DTYPES[schema.INTERACTIONS].items()})
-    users = _users(src, events, base_users, pairs)
-    _add_ids(settings, pairs)
-    return Tables(events, items, users, source=_source(src), quarantined=quarantined)
+    users = users_of(src, events, base_users, pairs)
+    add_ids(settings, pairs)
+    return Tables(events, items, users, source=source_of(src), quarantined=quarantined)
 
 
-def _catalogue(src: Sources, lake: Lake | None, pairs: list[pd.DataFrame]) -> pd.DataFrame:
+def catalogue(src: Sources, lake: Lake | None, pairs: list[pd.DataFrame]) -> pd.DataFrame:
     """The batch's catalogue: its items file over the lake's latest items (a changed item
     replaces its row), or the lake's items when the batch has none."""
     if src.events is None and src.items is None:
@@ -349,7 +287,7 @@ def _catalogue(src: Sources, lake: Lake | None, pairs: list[pd.DataFrame]) -> pd
                     "batch; the lake holds no items yet")
 
 
-def _add_ids(settings: Settings, pairs: list[pd.DataFrame]) -> None:
+def add_ids(settings: Settings, pairs: list[pd.DataFrame]) -> None:
     root = settings.paths.lake
     for kind in ("users", "items"):
         got = pd.concat([p[p["kind"] == kind] for p in pairs]) if pairs else pd.DataFrame()
@@ -357,87 +295,13 @@ def _add_ids(settings: Settings, pairs: list[pd.DataFrame]) -> None:
             IdMap(root, kind).add(got.drop(columns="kind"))
 
 
-def _source(src: Sources) -> str:
+def source_of(src: Sources) -> str:
     names = [s for s in (src.events, src.items, src.users) if s]
     where = ", ".join(redact_url(s) if "://" in s else str(Path(s).resolve()) for s in names)
     return f"files:{where}"
 
 
-@dataclass(frozen=True)
-class Staged:
-    """A team's files staged for validation (:func:`stage_files`)."""
-
-    staged_id: str
-    rows: dict[str, int]
-    source: str
-    set_aside: int
-
-
-def stage_files(settings: Settings, lake: Lake | None = None,
-                sources: Sources | None = None, *, chunk_bytes: int | None = None) -> Staged:
-    """:func:`load_files` staged in bounded memory: the events file is read, checked, mapped
-    and written one chunk at a time (the catalogue and the users file are read whole: they
-    are small beside the events). The staged batch is the one ``stage(load_files(...))`` writes,
-    same id; a problem anywhere in the file stages nothing and adds no id to the map."""
-    from recops.data.files import CHUNK_BYTES, iter_chunks
-    from recops.data.tables import stage_chunks
-
-    src = sources or Sources.of(settings)
-    if src.events is None:  # a catalogue or users batch: small, read whole
-        tables = load_files(settings, lake, src)
-        return _staged(settings, tables)
-    _check_mapping(src.columns)
-    pairs: list[pd.DataFrame] = []
-    items = _catalogue(src, lake, pairs)
-    base_users = lake.read_latest(schema.USERS) if lake is not None else None
-    events = _Events(src.events, src)
-    known_items = items[schema.ITEM_ID].to_numpy()
-    seen_users = [np.empty(0, dtype="int64")]
-    set_aside: list[pd.DataFrame] = []
-    kept = [0]
-
-    def interactions() -> Iterator[pd.DataFrame]:
-        for chunk in iter_chunks(src.events, EVENTS, rename=events.rename,
-                                 chunk_bytes=chunk_bytes or CHUNK_BYTES):
-            out = events.canonical(chunk.to_pandas())
-            external = out.pop("_item_external")
-            known = np.isin(out[schema.ITEM_ID].to_numpy(), known_items)
-            if not known.all():
-                set_aside.append(_reasons(out[~known], external[~known]))
-            out = out[known].reset_index(drop=True)
-            kept[0] += len(out)
-            seen_users[0] = np.union1d(seen_users[0], out[schema.USER_ID].to_numpy())
-            yield out
-        events.raise_unknown_types()  # before the batch is whole: nothing is staged
-        if not kept[0]:
-            raise DataError(f"{src.events}: column 'item_id': none of the {events.rows} row(s) "
-                            "names an item of the catalogue: is the items file the right one?")
-
-    def users() -> Iterator[pd.DataFrame]:  # staged after the events: every user seen
-        yield _users(src, pd.DataFrame({schema.USER_ID: seen_users[0]}), base_users, pairs)
-
-    def quarantined() -> pd.DataFrame | None:  # known once every chunk is read
-        return pd.concat(set_aside, ignore_index=True) if set_aside else None
-
-    source = _source(src)
-    staged_id, rows = stage_chunks(settings.paths.staging, source, {
-        schema.INTERACTIONS: interactions(), schema.ITEMS: [items], schema.USERS: users()},
-        quarantined=quarantined)
-    _add_ids(settings, [*pairs, events.pairs()])
-    n_aside = sum(len(q) for q in set_aside)
-    return Staged(staged_id, rows, source, n_aside)
-
-
-def _staged(settings: Settings, tables: Tables) -> Staged:
-    from recops.data.tables import stage
-
-    staged_id = stage(settings.paths.staging, tables)
-    rows = {name: len(df) for name, df in tables.as_dict().items()}
-    n = 0 if tables.quarantined is None else len(tables.quarantined)
-    return Staged(staged_id, rows, tables.source, n)
-
-
-def _users(src: Sources, events: pd.DataFrame, base: pd.DataFrame | None,
+def users_of(src: Sources, events: pd.DataFrame, base: pd.DataFrame | None,
            pairs: list[pd.DataFrame]) -> pd.DataFrame:
     if src.users is not None:
         users, p = read_users(src.users, src)
@@ -463,10 +327,11 @@ def _set_aside(events: pd.DataFrame, items: pd.DataFrame, path: str
     if not known.any():
         raise DataError(f"{path}: column 'item_id': none of the {len(events)} row(s) names an "
                         "item of the catalogue: is the items file the right one?")
-    return events[known].reset_index(drop=True), _reasons(events[~known], external[~known])
+    return (events[known].reset_index(drop=True),
+            set_aside_reasons(events[~known], external[~known]))
 
 
-def _reasons(bad: pd.DataFrame, external: pd.Series) -> pd.DataFrame:
+def set_aside_reasons(bad: pd.DataFrame, external: pd.Series) -> pd.DataFrame:
     """Events set aside (their item is in no catalogue), each with its team item id and why."""
     bad = bad.copy()
     bad.insert(0, "external_item_id", external.to_numpy())

@@ -59,7 +59,7 @@ def ingest(settings: Settings, run_id: str) -> dict[str, Any]:
     from recops.data.tables import stage
 
     if settings.data.dataset == FILES:  # a team's events streamed, one chunk at a time
-        from recops.data.team import stage_files
+        from recops.data.team_stage import stage_files
 
         staged = stage_files(settings)
         staged_id, rows, source = staged.staged_id, staged.rows, staged.source

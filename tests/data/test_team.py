@@ -13,7 +13,8 @@ from recops.core.idmap import HASHED_FLOOR, IdMap, internal_id
 from recops.core.lake import Lake
 from recops.data.retail_example import write_example
 from recops.data.tables import read_staged, stage
-from recops.data.team import Sources, load_files, stage_files
+from recops.data.team import Sources, load_files
+from recops.data.team_stage import stage_files
 from recops.errors import ConfigError, DataError
 from tests.conftest import run_cli
 
