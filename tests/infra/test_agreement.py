@@ -5,14 +5,12 @@ No cluster or container engine runs: the files are read and the commands run wit
 from __future__ import annotations
 
 import copy
-import shutil
-import subprocess
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import IN_CI, REPO
+from tests.conftest import REPO
 from tests.infra.agreement import (
     Container,
     airflow_key_problems,
@@ -25,18 +23,6 @@ from tests.infra.agreement import (
 )
 
 INFRA = REPO / "infra"
-
-
-@pytest.fixture(scope="module")
-def k8s() -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        if IN_CI:
-            pytest.fail("kubectl is required in CI to render infra/k8s")
-        pytest.skip("kubectl not installed: cannot render the kustomization")
-    out = subprocess.run([kubectl, "kustomize", str(INFRA / "k8s")], capture_output=True,
-                         text=True, check=True)
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +41,8 @@ COMPOSE_LINK_PORTS = {"control": 9093, "fleet": 9092}  # compose services reach 
 
 
 @pytest.fixture(scope="module")
-def containers(k8s, compose) -> list[Container]:
-    return [*k8s_containers(k8s), *compose_containers(compose)]
+def containers(rendered, compose) -> list[Container]:
+    return [*k8s_containers(rendered), *compose_containers(compose)]
 
 
 def test_every_container_command_runs_here_with_the_options_it_uses(containers,
@@ -107,8 +93,9 @@ def test_the_key_checks_catch_unknown_and_invalid_keys(containers, tmp_path) -> 
         "AIRFLOW__CORE__EXECUTER is no Airflow configuration option"]
 
 
-def test_flower_agrees_with_the_code_and_the_settings(k8s, compose) -> None:
-    assert flower_problems(k8s_containers(k8s), "flower-superlink", _k8s_link_ports(k8s)) == []
+def test_flower_agrees_with_the_code_and_the_settings(rendered, compose) -> None:
+    assert flower_problems(k8s_containers(rendered), "flower-superlink",
+                           _k8s_link_ports(rendered)) == []
     assert flower_problems(compose_containers(compose), "flower-superlink",
                            COMPOSE_LINK_PORTS) == []
 
@@ -143,8 +130,8 @@ def test_the_flower_check_catches_a_manifest_that_disagrees(old, new, words) -> 
     assert any(words in p for p in problems), problems
 
 
-def test_k8s_supernode_replicas_are_checked_against_num_clients(k8s) -> None:
-    broken = copy.deepcopy(k8s)
+def test_k8s_supernode_replicas_are_checked_against_num_clients(rendered) -> None:
+    broken = copy.deepcopy(rendered)
     sts = next(d for d in broken if d["kind"] == "StatefulSet"
                and d["metadata"]["name"] == "flower-supernode")
     sts["spec"]["replicas"] = 3

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import IN_CI, REPO
+from tests.conftest import REPO
 from tests.infra.k8s_schema import check_manifest
 
 INFRA = REPO / "infra"
@@ -85,18 +84,6 @@ def test_recops_settings_in_compose_are_valid_settings(monkeypatch: pytest.Monke
         monkeypatch.setenv(key, value)
     s = load_settings()
     assert s.stores.online == "redis" and s.stores.registry == "postgres"
-
-
-@pytest.fixture(scope="module")
-def rendered() -> list[dict]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        if IN_CI:
-            pytest.fail("kubectl is required in CI to render infra/k8s")
-        pytest.skip("kubectl not installed: cannot render the kustomization")
-    out = subprocess.run([kubectl, "kustomize", str(INFRA / "k8s")], capture_output=True,
-                         text=True, check=True)
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
 def test_k8s_manifests_match_the_kubernetes_api_models(rendered: list[dict]) -> None:
