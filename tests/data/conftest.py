@@ -1,10 +1,15 @@
-"""Tiny MovieLens-format folders the tests write themselves (ml-100k, ml-1m, latest-small)."""
+"""What the data tests write themselves: tiny MovieLens-format folders (ml-100k, ml-1m,
+latest-small) and a lake that already holds a catalogue."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
+
+from recops import schema
+from recops.core.lake import Lake
 
 # u.item: id|title|release|video release|url|19 genre flags (unknown, Action, Adventure, ...)
 ML100K_ITEMS = [
@@ -75,3 +80,13 @@ def ml1m(tmp_path: Path) -> Path:
 @pytest.fixture
 def latest(tmp_path: Path) -> Path:
     return write_latest(tmp_path / "src" / "ml-latest-small")
+
+
+def lake_with_items(lake_root: Path) -> Lake:
+    """A lake that already holds items 1 and 2 and user 1, as after a first dataset."""
+    lake = Lake(lake_root)
+    lake.append(schema.ITEMS, pd.DataFrame({schema.ITEM_ID: [1, 2], schema.TITLE: ["a", "b"],
+                                            schema.GENRES: ["", ""], schema.TEXT: ["a", "b"]}),
+                source="test")
+    lake.append(schema.USERS, pd.DataFrame({schema.USER_ID: [1]}), source="test")
+    return lake

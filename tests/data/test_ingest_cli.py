@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from recops import schema
@@ -16,6 +15,7 @@ from recops.core.audit import AuditLog, verify
 from recops.core.lake import Lake
 from recops.data.tables import read_staged
 from tests.conftest import run_cli
+from tests.data.conftest import lake_with_items as items_lake
 from tests.data.conftest import write_ml100k
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,12 +81,7 @@ def test_ingest_bad_env_value_names_the_setting(monkeypatch, capsys, home) -> No
 @pytest.fixture
 def lake_with_items(home: Path) -> Lake:
     """A lake that already holds items 1 and 2 and user 1, as after a first dataset."""
-    lake = Lake(load_settings().paths.lake)
-    lake.append(schema.ITEMS, pd.DataFrame({schema.ITEM_ID: [1, 2], schema.TITLE: ["a", "b"],
-                                            schema.GENRES: ["", ""], schema.TEXT: ["a", "b"]}),
-                source="test")
-    lake.append(schema.USERS, pd.DataFrame({schema.USER_ID: [1]}), source="test")
-    return lake
+    return items_lake(load_settings().paths.lake)
 
 
 def test_ingest_file_after_a_dataset(monkeypatch, capsys, tmp_path, lake_with_items) -> None:

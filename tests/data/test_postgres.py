@@ -18,6 +18,7 @@ from recops.data.files import INTERACTIONS, iter_chunks, read_frame
 from recops.data.postgres import redact
 from recops.errors import DataError
 from tests.conftest import run_cli
+from tests.data.conftest import lake_with_items
 
 pytestmark = pytest.mark.integration
 
@@ -148,12 +149,7 @@ def test_redact_masks_only_the_password() -> None:
 
 def _home_with_items(monkeypatch: pytest.MonkeyPatch, home: Path) -> Lake:
     monkeypatch.setenv("RECOPS_HOME", str(home))
-    lake = Lake(load_settings().paths.lake)
-    lake.append(schema.ITEMS, pd.DataFrame({schema.ITEM_ID: [1, 2], schema.TITLE: ["a", "b"],
-                                            schema.GENRES: ["", ""], schema.TEXT: ["a", "b"]}),
-                source="test")
-    lake.append(schema.USERS, pd.DataFrame({schema.USER_ID: [1]}), source="test")
-    return lake
+    return lake_with_items(load_settings().paths.lake)
 
 
 def _ingest_and_land(monkeypatch, capsys, source: str) -> tuple[str, str]:
