@@ -74,24 +74,13 @@ def weighted_samples(data: SequenceData, settings: Settings, length: int,
     x, y = training_pairs([seqs[i] for i in keep], length)
     out: list[torch.Tensor] = [x, y]
     if wts is not None or negs:
-        w = (left_pad_float([wts[i][1:] for i in keep], length) if wts is not None
+        w = (left_pad([wts[i][1:] for i in keep], length, np.float32) if wts is not None
              else (y > 0).float())
         out.append(w)
     if negs and data.negatives is not None:
         out.append(negatives_matrix([data.negatives[rows[i]] for i in keep],
                                     t.max_feedback_negatives))
     return tuple(out)
-
-
-def left_pad_float(seqs: Iterable[np.ndarray], length: int) -> torch.Tensor:
-    """FloatTensor [B, length]: each sequence's last ``length`` values, left-padded with 0."""
-    seqs = list(seqs)
-    out = np.zeros((len(seqs), length), dtype=np.float32)
-    for i, s in enumerate(seqs):
-        s = np.asarray(s, dtype=np.float32)[-length:]
-        if len(s):
-            out[i, length - len(s):] = s
-    return torch.from_numpy(out)
 
 
 def make_train_loader(data: SequenceData, settings: Settings, seed: int,

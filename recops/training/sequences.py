@@ -100,11 +100,13 @@ def _negatives_before(negatives: pd.DataFrame, users: np.ndarray, valid: pd.Data
     return [out.get(int(u), np.zeros(0, np.int64)) for u in users]
 
 
-def left_pad(seqs: Sequence[np.ndarray], length: int) -> torch.Tensor:
-    """LongTensor [B, length]: each sequence's last ``length`` items, left-padded with 0."""
-    out = np.zeros((len(seqs), length), dtype=np.int64)
+def left_pad(seqs: Sequence[np.ndarray], length: int,
+             dtype: type[np.generic] = np.int64) -> torch.Tensor:
+    """Tensor [B, length] of ``dtype`` (items: int64; weights: float32): each sequence's last
+    ``length`` values, left-padded with 0."""
+    out = np.zeros((len(seqs), length), dtype=dtype)
     for i, s in enumerate(seqs):
-        s = np.asarray(s, dtype=np.int64)[-length:]
+        s = np.asarray(s, dtype=dtype)[-length:]
         if len(s):
             out[i, length - len(s):] = s
     return torch.from_numpy(out)
